@@ -1,0 +1,222 @@
+//! Identifiers: key ids, account ids, alias names, and the ways a caller may name a key.
+
+use crate::CoreError;
+
+/// A KMS key id: a UUID, shown in lowercase hyphenated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct KeyId(uuid::Uuid);
+
+impl KeyId {
+    /// A fresh random (v4) key id.
+    pub fn generate() -> Self {
+        Self(uuid::Uuid::new_v4())
+    }
+
+    /// Parses the hyphenated UUID form AWS uses.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        // Only the canonical 36-character form is a key id; the uuid crate also accepts
+        // braced and URN forms, which AWS does not.
+        if s.len() != 36 {
+            return Err(CoreError::InvalidKeyId(s.to_string()));
+        }
+        uuid::Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| CoreError::InvalidKeyId(s.to_string()))
+    }
+
+    /// The 16 raw bytes, as written into ciphertext blobs.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        self.0.as_bytes()
+    }
+
+    /// Rebuilds a key id from the 16 bytes of a blob header.
+    pub fn from_bytes(b: [u8; 16]) -> Self {
+        Self(uuid::Uuid::from_bytes(b))
+    }
+}
+
+impl std::fmt::Display for KeyId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+/// A validated alias name (`alias/...`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AliasName(String);
+
+impl AliasName {
+    /// Parses an alias name as AWS accepts it: 1–256 characters of `[a-zA-Z0-9:/_-]`, starting
+    /// with `alias/` and with something after it.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        if s.is_empty() || s.len() > 256 {
+            return Err(CoreError::InvalidAliasName(format!(
+                "Alias name must be between 1 and 256 characters: {s:?}"
+            )));
+        }
+        if !s
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'))
+        {
+            return Err(CoreError::InvalidAliasName(format!(
+                "Alias name {s:?} must contain only alphanumeric characters, '/', '_', '-' or ':'"
+            )));
+        }
+        match s.strip_prefix("alias/") {
+            Some(rest) if !rest.is_empty() => Ok(Self(s.to_string())),
+            _ => Err(CoreError::InvalidAliasName(format!(
+                "Alias must start with the prefix \"alias/\": {s:?}"
+            ))),
+        }
+    }
+
+    /// True for the `alias/aws/` names that only AWS managed keys may carry.
+    pub fn is_reserved(&self) -> bool {
+        self.0.starts_with("alias/aws/")
+    }
+
+    /// The full name, `alias/...`.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for AliasName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The way a request names a key: by id, key ARN, alias name or alias ARN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyRef {
+    /// A bare key id.
+    Id(KeyId),
+    /// `arn:PARTITION:kms:REGION:ACCOUNT:key/ID`.
+    KeyArn {
+        /// Region named by the ARN.
+        region: String,
+        /// Account named by the ARN.
+        account: String,
+        /// The key id.
+        id: KeyId,
+    },
+    /// `alias/NAME`.
+    Alias(AliasName),
+    /// `arn:PARTITION:kms:REGION:ACCOUNT:alias/NAME`.
+    AliasArn {
+        /// Region named by the ARN.
+        region: String,
+        /// Account named by the ARN.
+        account: String,
+        /// The alias.
+        alias: AliasName,
+    },
+}
+
+impl KeyRef {
+    /// Parses any of the four forms.
+    pub fn parse(s: &str) -> Result<Self, CoreError> {
+        if let Some(rest) = s.strip_prefix("arn:") {
+            let parts: Vec<&str> = rest.splitn(5, ':').collect();
+            let [_partition, service, region, account, resource] = parts.as_slice() else {
+                return Err(CoreError::InvalidArn(s.to_string()));
+            };
+            if *service != "kms" || region.is_empty() || account.is_empty() {
+                return Err(CoreError::InvalidArn(s.to_string()));
+            }
+            if let Some(id) = resource.strip_prefix("key/") {
+                return Ok(Self::KeyArn {
+                    region: region.to_string(),
+                    account: account.to_string(),
+                    id: KeyId::parse(id)?,
+                });
+            }
+            if resource.starts_with("alias/") {
+                return Ok(Self::AliasArn {
+                    region: region.to_string(),
+                    account: account.to_string(),
+                    alias: AliasName::parse(resource)?,
+                });
+            }
+            return Err(CoreError::InvalidArn(s.to_string()));
+        }
+        if s.starts_with("alias/") {
+            return Ok(Self::Alias(AliasName::parse(s)?));
+        }
+        Ok(Self::Id(KeyId::parse(s)?))
+    }
+
+    /// True for the alias forms.
+    pub fn is_alias(&self) -> bool {
+        matches!(self, Self::Alias(_) | Self::AliasArn { .. })
+    }
+}
+
+/// The ARN of a key.
+pub fn key_arn(region: &str, account: &str, id: &KeyId) -> String {
+    format!("arn:aws:kms:{region}:{account}:key/{id}")
+}
+
+/// The ARN of an alias.
+pub fn alias_arn(region: &str, account: &str, alias: &AliasName) -> String {
+    format!("arn:aws:kms:{region}:{account}:{alias}")
+}
+
+/// True for a 12-digit AWS account id.
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "1234abcd-12ab-34cd-56ef-1234567890ab";
+
+    #[test]
+    fn parses_all_four_key_forms() {
+        assert!(matches!(KeyRef::parse(ID), Ok(KeyRef::Id(_))));
+        let arn = format!("arn:aws:kms:us-east-1:111122223333:key/{ID}");
+        assert!(matches!(KeyRef::parse(&arn), Ok(KeyRef::KeyArn { .. })));
+        assert!(matches!(KeyRef::parse("alias/app"), Ok(KeyRef::Alias(_))));
+        let alias_arn = "arn:aws:kms:us-east-1:111122223333:alias/app";
+        assert!(matches!(
+            KeyRef::parse(alias_arn),
+            Ok(KeyRef::AliasArn { .. })
+        ));
+    }
+
+    #[test]
+    fn key_id_display_round_trips() {
+        assert_eq!(KeyId::parse(ID).unwrap().to_string(), ID);
+    }
+
+    #[test]
+    fn rejects_malformed_names() {
+        assert!(matches!(
+            KeyRef::parse("not-a-key"),
+            Err(CoreError::InvalidKeyId(_))
+        ));
+        assert!(matches!(
+            KeyRef::parse("arn:aws:kms:us-east-1"),
+            Err(CoreError::InvalidArn(_))
+        ));
+        assert!(matches!(
+            KeyRef::parse("arn:aws:s3:us-east-1:111122223333:key/x"),
+            Err(CoreError::InvalidArn(_))
+        ));
+        assert!(KeyId::parse(&format!("{{{ID}}}")).is_err());
+    }
+
+    #[test]
+    fn alias_rules() {
+        assert!(AliasName::parse("alias/ok_name-1:x/y").is_ok());
+        assert!(AliasName::parse("alias/").is_err());
+        assert!(AliasName::parse("noprefix").is_err());
+        assert!(AliasName::parse("alias/sp ace").is_err());
+        assert!(AliasName::parse(&format!("alias/{}", "a".repeat(251))).is_err());
+        assert!(AliasName::parse("alias/aws/s3").unwrap().is_reserved());
+        assert!(!AliasName::parse("alias/awsx").unwrap().is_reserved());
+    }
+}

@@ -1,0 +1,19 @@
+//! keyhold-core: the pure domain of keyhold. No I/O, no async.
+//!
+//! # Layout
+//! - [`ids`]: key ids, account ids, alias names and ARNs, parsed once at the edge.
+//! - [`key`]: key specs, usages, origins, states and the legal state transitions.
+//! - [`secret`]: secret byte newtypes that zeroize on drop and never print.
+//! - [`context`]: encryption context and its canonical (authenticated) encoding.
+//! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
+//! - [`error`]: the crate's error enum.
+#![deny(unsafe_code)]
+
+pub mod blob;
+pub mod context;
+pub mod error;
+pub mod ids;
+pub mod key;
+pub mod secret;
+
+pub use error::CoreError;

@@ -1,0 +1,107 @@
+//! keyhold-store: durable state behind the [`Store`] trait.
+//!
+//! # Layout
+//! - [`records`]: the rows the engine reads and writes (keys, key versions, aliases, tags,
+//!   principals). Secrets in them are always wrapped under the root key.
+//! - [`sqlite`]: the embedded SQLite backend (WAL, `synchronous=FULL`: a commit is fsynced
+//!   before the call returns) and its versioned migrations.
+//! - [`Store`]: the trait every backend implements; calls are blocking and short.
+#![forbid(unsafe_code)]
+
+pub mod records;
+pub mod sqlite;
+
+use keyhold_core::ids::{AliasName, KeyId};
+
+pub use records::{AliasRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag};
+pub use sqlite::SqliteStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The row to change does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A row with that unique name already exists.
+    #[error("already exists")]
+    AlreadyExists,
+    /// The database is busy or unreachable for longer than the wait allows.
+    #[error("storage is busy or unavailable: {0}")]
+    Unavailable(String),
+    /// Any other backend failure, or a row the code cannot read.
+    #[error("storage backend: {0}")]
+    Backend(String),
+}
+
+/// Durable state. Every method that changes state has made the change durable when it returns.
+pub trait Store: Send + Sync {
+    /// Inserts a new key with its first version and tags, atomically.
+    fn create_key(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersionRecord,
+        tags: &[Tag],
+    ) -> Result<(), StoreError>;
+    /// A key by id.
+    fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
+    /// Overwrites a key's mutable fields (description, state, deletion schedule, versions).
+    fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
+    /// Keys of an account in key-id order, strictly after `after`, at most `limit`.
+    fn list_keys(
+        &self,
+        account: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError>;
+    /// One version of a key's material.
+    fn get_key_version(
+        &self,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<KeyVersionRecord>, StoreError>;
+    /// Keys whose deletion date is at or before `now_ms`.
+    fn keys_due_for_deletion(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError>;
+    /// Destroys a key: its row, every version of its material, its aliases and its tags.
+    fn delete_key(&self, id: &KeyId) -> Result<(), StoreError>;
+
+    /// Creates an alias; `AlreadyExists` if the name is taken in the account.
+    fn create_alias(&self, alias: &AliasRecord) -> Result<(), StoreError>;
+    /// Points an existing alias at another key; `NotFound` if there is no such alias.
+    fn update_alias(
+        &self,
+        account: &str,
+        name: &AliasName,
+        target: &KeyId,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Deletes an alias; `NotFound` if there is none.
+    fn delete_alias(&self, account: &str, name: &AliasName) -> Result<(), StoreError>;
+    /// An alias by name.
+    fn get_alias(&self, account: &str, name: &AliasName)
+        -> Result<Option<AliasRecord>, StoreError>;
+    /// Aliases of an account (optionally only those of one key) in name order, after `after`.
+    fn list_aliases(
+        &self,
+        account: &str,
+        target: Option<&KeyId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StoreError>;
+
+    /// Adds or overwrites tags on a key.
+    fn put_tags(&self, id: &KeyId, tags: &[Tag]) -> Result<(), StoreError>;
+    /// Removes tags by key; absent keys are ignored.
+    fn remove_tags(&self, id: &KeyId, keys: &[String]) -> Result<(), StoreError>;
+    /// All tags of a key in tag-key order.
+    fn list_tags(&self, id: &KeyId) -> Result<Vec<Tag>, StoreError>;
+
+    /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
+    fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;
+    /// A principal by access key id.
+    fn get_principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, StoreError>;
+    /// Every principal, by ARN.
+    fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError>;
+    /// Deletes a principal by access key id or ARN; `NotFound` if none matched.
+    fn delete_principal(&self, access_key_id_or_arn: &str) -> Result<(), StoreError>;
+}

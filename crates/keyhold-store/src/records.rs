@@ -1,0 +1,117 @@
+//! Rows of the store. Timestamps are milliseconds since the Unix epoch.
+
+use keyhold_core::ids::{AliasName, KeyId};
+use keyhold_core::key::{KeySpec, KeyState, KeyUsage, Origin};
+
+/// A KMS key's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// The key id.
+    pub key_id: KeyId,
+    /// The owning account.
+    pub account: String,
+    /// Free-text description (may be empty).
+    pub description: String,
+    /// Type of key material.
+    pub key_spec: KeySpec,
+    /// What the key is for.
+    pub key_usage: KeyUsage,
+    /// Where its material came from.
+    pub origin: Origin,
+    /// Lifecycle state.
+    pub state: KeyState,
+    /// Creation time.
+    pub created_at: i64,
+    /// When a scheduled deletion happens, if one is scheduled.
+    pub deletion_date: Option<i64>,
+    /// The waiting period of the scheduled deletion, in days.
+    pub pending_window_days: Option<u32>,
+    /// The version new encryptions use.
+    pub current_version: u32,
+}
+
+/// One version of a key's material, wrapped under the root key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct KeyVersionRecord {
+    /// The key this version belongs to.
+    pub key_id: KeyId,
+    /// Version number (1 for the first material).
+    pub version: u32,
+    /// The material, wrapped under the root key with [`KeyVersionRecord::wrap_label`].
+    pub wrapped_material: Vec<u8>,
+    /// When this version was made.
+    pub created_at: i64,
+}
+
+impl KeyVersionRecord {
+    /// The root-key label that binds wrapped material to its key and version.
+    pub fn wrap_label(key_id: &KeyId, version: u32) -> Vec<u8> {
+        format!("keyhold:key-material:{key_id}:{version}").into_bytes()
+    }
+}
+
+impl std::fmt::Debug for KeyVersionRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVersionRecord")
+            .field("key_id", &self.key_id)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasRecord {
+    /// Owning account.
+    pub account: String,
+    /// The alias name (`alias/...`).
+    pub name: AliasName,
+    /// The key it points at.
+    pub target: KeyId,
+    /// Creation time.
+    pub created_at: i64,
+    /// Time of the last UpdateAlias (or creation).
+    pub updated_at: i64,
+}
+
+/// A tag on a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag {
+    /// Tag key.
+    pub key: String,
+    /// Tag value.
+    pub value: String,
+}
+
+/// A principal that may call the API.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PrincipalRecord {
+    /// The access key id clients sign with.
+    pub access_key_id: String,
+    /// `arn:aws:iam::ACCOUNT:user/NAME`.
+    pub arn: String,
+    /// The principal's account.
+    pub account: String,
+    /// The secret access key, wrapped under the root key with
+    /// [`PrincipalRecord::wrap_label`].
+    pub wrapped_secret: Vec<u8>,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+impl PrincipalRecord {
+    /// The root-key label that binds a wrapped secret to its access key id.
+    pub fn wrap_label(access_key_id: &str) -> Vec<u8> {
+        format!("keyhold:principal-secret:{access_key_id}").into_bytes()
+    }
+}
+
+impl std::fmt::Debug for PrincipalRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrincipalRecord")
+            .field("access_key_id", &self.access_key_id)
+            .field("arn", &self.arn)
+            .field("account", &self.account)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,662 @@
+//! The embedded SQLite backend.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use keyhold_core::ids::{AliasName, KeyId};
+use keyhold_core::key::{KeySpec, KeyState, KeyUsage, Origin};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use crate::{AliasRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Store, StoreError, Tag};
+
+/// Versioned migrations; index + 1 is the schema version each one produces.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE keys (
+    key_id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    description TEXT NOT NULL,
+    key_spec TEXT NOT NULL,
+    key_usage TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deletion_date INTEGER,
+    pending_window_days INTEGER,
+    current_version INTEGER NOT NULL
+);
+CREATE INDEX keys_by_account ON keys(account, key_id);
+CREATE INDEX keys_by_deletion ON keys(deletion_date) WHERE deletion_date IS NOT NULL;
+CREATE TABLE key_versions (
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    wrapped_material BLOB NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (key_id, version)
+);
+CREATE TABLE aliases (
+    account TEXT NOT NULL,
+    name TEXT NOT NULL,
+    target_key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (account, name)
+);
+CREATE INDEX aliases_by_target ON aliases(target_key_id);
+CREATE TABLE tags (
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    tag_key TEXT NOT NULL,
+    tag_value TEXT NOT NULL,
+    PRIMARY KEY (key_id, tag_key)
+);
+CREATE TABLE principals (
+    access_key_id TEXT PRIMARY KEY,
+    arn TEXT NOT NULL UNIQUE,
+    account TEXT NOT NULL,
+    wrapped_secret BLOB NOT NULL,
+    created_at INTEGER NOT NULL
+);
+"#];
+
+/// A store in one SQLite file. One connection behind a mutex: SQLite serialises writers
+/// anyway, and every call here is a short indexed statement.
+pub struct SqliteStore {
+    /// The connection, opened in WAL mode with `synchronous=FULL`.
+    conn: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SqliteStore")
+    }
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) =>
+        {
+            StoreError::Unavailable(e.to_string())
+        }
+        rusqlite::Error::SqliteFailure(ref f, _)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            StoreError::AlreadyExists
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+fn bad_row(what: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        0,
+        rusqlite::types::Type::Text,
+        format!("bad {what} {value:?} in store").into(),
+    )
+}
+
+fn key_id_col(row: &Row<'_>, idx: usize) -> rusqlite::Result<KeyId> {
+    let s: String = row.get(idx)?;
+    KeyId::parse(&s).map_err(|_| bad_row("key id", &s))
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let spec: String = row.get(3)?;
+    let usage: String = row.get(4)?;
+    let origin: String = row.get(5)?;
+    let state: String = row.get(6)?;
+    Ok(KeyRecord {
+        key_id: key_id_col(row, 0)?,
+        account: row.get(1)?,
+        description: row.get(2)?,
+        key_spec: KeySpec::parse(&spec).ok_or_else(|| bad_row("key spec", &spec))?,
+        key_usage: KeyUsage::parse(&usage).ok_or_else(|| bad_row("key usage", &usage))?,
+        origin: Origin::parse(&origin).ok_or_else(|| bad_row("origin", &origin))?,
+        state: KeyState::parse(&state).ok_or_else(|| bad_row("key state", &state))?,
+        created_at: row.get(7)?,
+        deletion_date: row.get(8)?,
+        pending_window_days: row.get(9)?,
+        current_version: row.get(10)?,
+    })
+}
+
+const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
+                        created_at, deletion_date, pending_window_days, current_version";
+
+fn alias_from_row(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
+    let name: String = row.get(1)?;
+    Ok(AliasRecord {
+        account: row.get(0)?,
+        name: AliasName::parse(&name).map_err(|_| bad_row("alias", &name))?,
+        target: key_id_col(row, 2)?,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+    })
+}
+
+fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
+    Ok(PrincipalRecord {
+        access_key_id: row.get(0)?,
+        arn: row.get(1)?,
+        account: row.get(2)?,
+        wrapped_secret: row.get(3)?,
+        created_at: row.get(4)?,
+    })
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and runs pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path).map_err(backend)?;
+        Self::setup(conn)
+    }
+
+    /// An in-memory database, for tests.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        Self::setup(Connection::open_in_memory().map_err(backend)?)
+    }
+
+    fn setup(mut conn: Connection) -> Result<Self, StoreError> {
+        conn.busy_timeout(Duration::from_secs(5)).map_err(backend)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(backend)?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            .map_err(backend)?;
+        let current: i64 = tx
+            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| {
+                r.get(0)
+            })
+            .map_err(backend)?;
+        if current > MIGRATIONS.len() as i64 {
+            return Err(StoreError::Backend(format!(
+                "database schema version {current} is newer than this keyhold ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+            tx.execute_batch(sql).map_err(backend)?;
+            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])
+                .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves the connection itself intact (every change is
+        // a transaction), so a poisoned lock is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Store for SqliteStore {
+    fn create_key(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersionRecord,
+        tags: &[Tag],
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute(
+            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+            params![
+                key.key_id.to_string(),
+                key.account,
+                key.description,
+                key.key_spec.as_str(),
+                key.key_usage.as_str(),
+                key.origin.as_str(),
+                key.state.as_str(),
+                key.created_at,
+                key.deletion_date,
+                key.pending_window_days,
+                key.current_version,
+            ],
+        )
+        .map_err(backend)?;
+        tx.execute(
+            "INSERT INTO key_versions (key_id, version, wrapped_material, created_at) \
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                version.key_id.to_string(),
+                version.version,
+                version.wrapped_material,
+                version.created_at
+            ],
+        )
+        .map_err(backend)?;
+        for t in tags {
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+                params![key.key_id.to_string(), t.key, t.value],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!("SELECT {KEY_COLS} FROM keys WHERE key_id = ?1"),
+                [id.to_string()],
+                key_from_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
+                 pending_window_days = ?5, current_version = ?6 WHERE key_id = ?1",
+                params![
+                    key.key_id.to_string(),
+                    key.description,
+                    key.state.as_str(),
+                    key.deletion_date,
+                    key.pending_window_days,
+                    key.current_version
+                ],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn list_keys(
+        &self,
+        account: &str,
+        after: Option<&KeyId>,
+        limit: usize,
+    ) -> Result<Vec<KeyRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {KEY_COLS} FROM keys WHERE account = ?1 AND key_id > ?2 \
+                 ORDER BY key_id LIMIT ?3"
+            ))
+            .map_err(backend)?;
+        let after = after.map(|k| k.to_string()).unwrap_or_default();
+        let rows = stmt
+            .query_map(params![account, after, limit as i64], key_from_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn get_key_version(
+        &self,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<KeyVersionRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT wrapped_material, created_at FROM key_versions \
+                 WHERE key_id = ?1 AND version = ?2",
+                params![id.to_string(), version],
+                |row| {
+                    Ok(KeyVersionRecord {
+                        key_id: *id,
+                        version,
+                        wrapped_material: row.get(0)?,
+                        created_at: row.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn keys_due_for_deletion(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key_id FROM keys WHERE deletion_date IS NOT NULL AND deletion_date <= ?1",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([now_ms], |r| key_id_col(r, 0))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn delete_key(&self, id: &KeyId) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        let id = id.to_string();
+        // Explicit deletes rather than relying on cascades alone, so the material is gone even
+        // from a database opened without foreign-key enforcement.
+        tx.execute("DELETE FROM key_versions WHERE key_id = ?1", [&id])
+            .map_err(backend)?;
+        tx.execute("DELETE FROM aliases WHERE target_key_id = ?1", [&id])
+            .map_err(backend)?;
+        tx.execute("DELETE FROM tags WHERE key_id = ?1", [&id])
+            .map_err(backend)?;
+        let n = tx
+            .execute("DELETE FROM keys WHERE key_id = ?1", [&id])
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn create_alias(&self, alias: &AliasRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO aliases (account, name, target_key_id, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    alias.account,
+                    alias.name.as_str(),
+                    alias.target.to_string(),
+                    alias.created_at,
+                    alias.updated_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn update_alias(
+        &self,
+        account: &str,
+        name: &AliasName,
+        target: &KeyId,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE aliases SET target_key_id = ?3, updated_at = ?4 \
+                 WHERE account = ?1 AND name = ?2",
+                params![account, name.as_str(), target.to_string(), now_ms],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn delete_alias(&self, account: &str, name: &AliasName) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM aliases WHERE account = ?1 AND name = ?2",
+                params![account, name.as_str()],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn get_alias(
+        &self,
+        account: &str,
+        name: &AliasName,
+    ) -> Result<Option<AliasRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT account, name, target_key_id, created_at, updated_at FROM aliases \
+                 WHERE account = ?1 AND name = ?2",
+                params![account, name.as_str()],
+                alias_from_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_aliases(
+        &self,
+        account: &str,
+        target: Option<&KeyId>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<AliasRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT account, name, target_key_id, created_at, updated_at FROM aliases \
+                 WHERE account = ?1 AND (?2 IS NULL OR target_key_id = ?2) AND name > ?3 \
+                 ORDER BY name LIMIT ?4",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map(
+                params![
+                    account,
+                    target.map(|t| t.to_string()),
+                    after.unwrap_or(""),
+                    limit as i64
+                ],
+                alias_from_row,
+            )
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn put_tags(&self, id: &KeyId, tags: &[Tag]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        for t in tags {
+            tx.execute(
+                "INSERT OR REPLACE INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+                params![id.to_string(), t.key, t.value],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn remove_tags(&self, id: &KeyId, keys: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        for k in keys {
+            tx.execute(
+                "DELETE FROM tags WHERE key_id = ?1 AND tag_key = ?2",
+                params![id.to_string(), k],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn list_tags(&self, id: &KeyId) -> Result<Vec<Tag>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT tag_key, tag_value FROM tags WHERE key_id = ?1 ORDER BY tag_key",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([id.to_string()], |r| {
+                Ok(Tag {
+                    key: r.get(0)?,
+                    value: r.get(1)?,
+                })
+            })
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![p.access_key_id, p.arn, p.account, p.wrapped_secret, p.created_at],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn get_principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT access_key_id, arn, account, wrapped_secret, created_at FROM principals \
+                 WHERE access_key_id = ?1",
+                [access_key_id],
+                principal_from_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT access_key_id, arn, account, wrapped_secret, created_at FROM principals \
+                 ORDER BY arn",
+            )
+            .map_err(backend)?;
+        let rows = stmt.query_map([], principal_from_row).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn delete_principal(&self, access_key_id_or_arn: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "DELETE FROM principals WHERE access_key_id = ?1 OR arn = ?1",
+                [access_key_id_or_arn],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
+        let id = KeyId::generate();
+        (
+            KeyRecord {
+                key_id: id,
+                account: account.into(),
+                description: "d".into(),
+                key_spec: KeySpec::SymmetricDefault,
+                key_usage: KeyUsage::EncryptDecrypt,
+                origin: Origin::AwsKms,
+                state: KeyState::Enabled,
+                created_at: 1,
+                deletion_date: None,
+                pending_window_days: None,
+                current_version: 1,
+            },
+            KeyVersionRecord {
+                key_id: id,
+                version: 1,
+                wrapped_material: vec![1, 2, 3],
+                created_at: 1,
+            },
+        )
+    }
+
+    #[test]
+    fn key_round_trips_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let (k, v) = key("111122223333");
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let tags = [Tag {
+                key: "a".into(),
+                value: "b".into(),
+            }];
+            s.create_key(&k, &v, &tags).unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
+        assert_eq!(s.get_key_version(&k.key_id, 1).unwrap(), Some(v));
+        assert_eq!(s.list_tags(&k.key_id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn list_keys_pages_by_account() {
+        let s = SqliteStore::in_memory().unwrap();
+        for _ in 0..5 {
+            let (k, v) = key("111122223333");
+            s.create_key(&k, &v, &[]).unwrap();
+        }
+        let (k, v) = key("444455556666");
+        s.create_key(&k, &v, &[]).unwrap();
+        let first = s.list_keys("111122223333", None, 3).unwrap();
+        assert_eq!(first.len(), 3);
+        let rest = s
+            .list_keys("111122223333", Some(&first[2].key_id), 3)
+            .unwrap();
+        assert_eq!(rest.len(), 2);
+        assert!(rest[0].key_id > first[2].key_id);
+    }
+
+    #[test]
+    fn alias_names_are_unique_per_account_and_die_with_their_key() {
+        let s = SqliteStore::in_memory().unwrap();
+        let (k, v) = key("111122223333");
+        s.create_key(&k, &v, &[]).unwrap();
+        let a = AliasRecord {
+            account: "111122223333".into(),
+            name: AliasName::parse("alias/x").unwrap(),
+            target: k.key_id,
+            created_at: 1,
+            updated_at: 1,
+        };
+        s.create_alias(&a).unwrap();
+        assert!(matches!(
+            s.create_alias(&a),
+            Err(StoreError::AlreadyExists)
+        ));
+        s.delete_key(&k.key_id).unwrap();
+        assert_eq!(s.get_alias("111122223333", &a.name).unwrap(), None);
+        assert_eq!(s.get_key_version(&k.key_id, 1).unwrap(), None);
+    }
+
+    #[test]
+    fn principals_delete_by_arn_or_access_key() {
+        let s = SqliteStore::in_memory().unwrap();
+        let p = PrincipalRecord {
+            access_key_id: "AKIAEXAMPLE".into(),
+            arn: "arn:aws:iam::111122223333:user/alice".into(),
+            account: "111122223333".into(),
+            wrapped_secret: vec![9],
+            created_at: 1,
+        };
+        s.create_principal(&p).unwrap();
+        assert!(matches!(
+            s.create_principal(&p),
+            Err(StoreError::AlreadyExists)
+        ));
+        s.delete_principal(&p.arn).unwrap();
+        assert!(matches!(
+            s.delete_principal(&p.arn),
+            Err(StoreError::NotFound)
+        ));
+    }
+}
