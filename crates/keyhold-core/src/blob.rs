@@ -150,8 +150,8 @@ fn message_key(material: &SecretBytes, header: &[u8]) -> Result<(LessSafeKey, No
         .map_err(|_| CoreError::Crypto("hkdf fill"))?;
     let unbound =
         UnboundKey::new(&AES_256_GCM, &bytes[..32]).map_err(|_| CoreError::Crypto("aes key"))?;
-    let nonce = Nonce::try_assume_unique_for_key(&bytes[32..])
-        .map_err(|_| CoreError::Crypto("nonce"))?;
+    let nonce =
+        Nonce::try_assume_unique_for_key(&bytes[32..]).map_err(|_| CoreError::Crypto("nonce"))?;
     Ok((LessSafeKey::new(unbound), nonce))
 }
 
@@ -179,7 +179,10 @@ mod tests {
         assert_eq!(blob.len(), OVERHEAD + 5);
         let h = parse_header(&blob).unwrap();
         assert_eq!((h.key_id, h.version), (key_id(), 7));
-        assert_eq!(open(&material(), &blob, &c).unwrap().expose_secret(), b"hello");
+        assert_eq!(
+            open(&material(), &blob, &c).unwrap().expose_secret(),
+            b"hello"
+        );
     }
 
     #[test]

@@ -64,6 +64,9 @@ mod tests {
 
     #[test]
     fn empty_context_encodes_as_zero_count() {
-        assert_eq!(EncryptionContext::default().canonical_bytes(), vec![0, 0, 0, 0]);
+        assert_eq!(
+            EncryptionContext::default().canonical_bytes(),
+            vec![0, 0, 0, 0]
+        );
     }
 }

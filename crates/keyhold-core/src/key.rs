@@ -145,7 +145,7 @@ wire_enum!(
 
 impl DataKeySpec {
     /// The number of bytes of a data key of this spec.
-    pub fn len(&self) -> usize {
+    pub fn byte_len(&self) -> usize {
         match self {
             Self::Aes256 => 32,
             Self::Aes128 => 16,

@@ -1,4 +1,5 @@
 //! Known-answer vectors for the ciphertext blob, computed independently with Python's
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! `cryptography` (HKDF-SHA256 + AES-GCM). Files named `fail_*` must be rejected.
 
 use std::collections::BTreeMap;
@@ -35,7 +36,10 @@ fn blob_vectors() {
         let ctx = context(&v);
         let expected_blob = hex_field(&v, "blob");
         if name.starts_with("fail_") {
-            assert!(blob::open(&material, &expected_blob, &ctx).is_err(), "{name}");
+            assert!(
+                blob::open(&material, &expected_blob, &ctx).is_err(),
+                "{name}"
+            );
             seen.1 += 1;
             continue;
         }

@@ -120,7 +120,10 @@ mod tests {
         let rk = FileRootKey::ephemeral().unwrap();
         let w = rk.wrap(b"secret", b"label-a").unwrap();
         assert!(!w.windows(6).any(|x| x == b"secret"));
-        assert_eq!(rk.unwrap(&w, b"label-a").unwrap().expose_secret(), b"secret");
+        assert_eq!(
+            rk.unwrap(&w, b"label-a").unwrap().expose_secret(),
+            b"secret"
+        );
         assert!(rk.unwrap(&w, b"label-b").is_err());
         let other = FileRootKey::ephemeral().unwrap();
         assert!(other.unwrap(&w, b"label-a").is_err());

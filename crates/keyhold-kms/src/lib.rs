@@ -1,1 +1,383 @@
-//! keyhold-kms
+//! keyhold-kms: the engine behind the KMS API. Knows nothing of HTTP.
+//!
+//! # Layout
+//! - [`Engine`]: owns the store, root key, keyring, clock and audit sink; [`Engine::handle`]
+//!   runs one named operation on a JSON body for an authenticated principal and audits it.
+//! - [`ops`]: the operations, grouped by area (keys, crypto, aliases, tags, random), and the
+//!   [`ops::Operation`] enum that names them.
+//! - [`api`]: request/response shapes with AWS's field names; [`validate`]: turning request
+//!   fields into typed values with AWS's validation errors.
+//! - [`keyring`]: cached key records, unwrapped material and alias targets.
+//! - [`principal`]: principals, their credentials and the credential cache.
+//! - [`audit`]: CloudTrail-shaped events and their sinks.
+//! - [`clock`]: the injectable clock; [`error`]: AWS error names and the engine's error.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod audit;
+pub mod clock;
+pub mod error;
+pub mod keyring;
+pub mod ops;
+pub mod principal;
+pub mod validate;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use keyhold_core::ids::{key_arn, KeyId, KeyRef};
+use keyhold_core::secret::SecretBytes;
+use keyhold_core::CoreError;
+use keyhold_hsm::RootKey;
+use keyhold_store::{KeyRecord, KeyVersionRecord, Store};
+
+use crate::audit::{AuditSink, CallInfo};
+use crate::clock::Clock;
+use crate::error::{ErrorCode, KmsError};
+use crate::keyring::Keyring;
+use crate::ops::Operation;
+use crate::principal::{Credential, CredentialCache, Principal};
+
+/// Facts about a request that are not in its body.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// Request id, returned to the client and written to the audit event.
+    pub request_id: String,
+    /// Client address.
+    pub source_ip: String,
+    /// Client User-Agent header.
+    pub user_agent: String,
+}
+
+/// The engine.
+pub struct Engine {
+    /// The region this server answers for; part of every ARN.
+    region: String,
+    /// Durable state.
+    store: Arc<dyn Store>,
+    /// Wraps and unwraps key material and credentials.
+    root: Arc<dyn RootKey>,
+    /// Wall-clock time.
+    clock: Arc<dyn Clock>,
+    /// Where every call's event goes.
+    audit: Arc<dyn AuditSink>,
+    /// Cached key state and material.
+    keyring: Keyring,
+    /// Cached credentials for SigV4.
+    credentials: CredentialCache,
+    /// Serialises read-modify-write changes of key state, so two concurrent changes of one key
+    /// cannot lose one another.
+    write_lock: Mutex<()>,
+}
+
+/// What an operation reports back besides its response: the keys it touched.
+#[derive(Debug, Default)]
+pub struct CallRecord {
+    /// ARNs of the keys involved, for the audit event's `resources`.
+    pub resources: Vec<String>,
+}
+
+impl Engine {
+    /// Builds an engine. `dev` is an extra fixed credential that is never stored.
+    pub fn new(
+        region: impl Into<String>,
+        store: Arc<dyn Store>,
+        root: Arc<dyn RootKey>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<dyn AuditSink>,
+        dev: Option<Credential>,
+    ) -> Self {
+        Self {
+            region: region.into(),
+            store,
+            root,
+            clock,
+            audit,
+            keyring: Keyring::default(),
+            credentials: CredentialCache::new(dev),
+            write_lock: Mutex::new(()),
+        }
+    }
+
+    /// The region.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// The root key's provider name.
+    pub fn root_provider(&self) -> &'static str {
+        self.root.provider()
+    }
+
+    /// Credentials for an access key id (for SigV4 verification).
+    pub fn credential(&self, access_key_id: &str) -> Result<Option<Credential>, KmsError> {
+        self.credentials
+            .lookup(self.store.as_ref(), self.root.as_ref(), access_key_id)
+    }
+
+    /// True when `op` needs no store access on a warm cache (the server may run it inline).
+    pub fn is_hot(op: &str) -> bool {
+        Operation::from_name(op).is_some_and(|o| o.is_hot())
+    }
+
+    /// Runs operation `op_name` on `body` for `principal`, and audits the call. Returns the
+    /// JSON response body.
+    pub fn handle(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        op_name: &str,
+        body: &[u8],
+    ) -> Result<Vec<u8>, KmsError> {
+        let mut rec = CallRecord::default();
+        let op = Operation::from_name(op_name);
+        let result = match op {
+            Some(op) => op.run(self, principal, body, &mut rec),
+            None => Err(KmsError::new(
+                ErrorCode::UnknownOperationException,
+                format!("Unknown operation {op_name}"),
+            )),
+        };
+        let err = result.as_ref().err();
+        self.audit(&CallInfo {
+            event_name: op_name,
+            principal: Some(principal),
+            claimed_access_key_id: None,
+            source_ip: &meta.source_ip,
+            user_agent: &meta.user_agent,
+            request_id: &meta.request_id,
+            body,
+            error: err.map(|e| (e.code.as_str(), e.message.as_str())),
+            resources: &rec.resources,
+            region: &self.region,
+            time_ms: self.clock.now_ms(),
+            read_only: op.is_some_and(|o| o.is_read_only()),
+        });
+        result
+    }
+
+    /// Audits a request refused before it reached an operation (authentication, framing).
+    pub fn audit_refused(
+        &self,
+        meta: &RequestMeta,
+        op_name: &str,
+        claimed_access_key_id: Option<&str>,
+        body: &[u8],
+        error: &KmsError,
+    ) {
+        self.audit(&CallInfo {
+            event_name: op_name,
+            principal: None,
+            claimed_access_key_id,
+            source_ip: &meta.source_ip,
+            user_agent: &meta.user_agent,
+            request_id: &meta.request_id,
+            body,
+            error: Some((error.code.as_str(), error.message.as_str())),
+            resources: &[],
+            region: &self.region,
+            time_ms: self.clock.now_ms(),
+            read_only: false,
+        });
+    }
+
+    fn audit(&self, info: &CallInfo<'_>) {
+        let ev = audit::event(info);
+        if let Err(e) = self.audit.record(&ev) {
+            tracing::error!(error = %e, request_id = info.request_id, "audit write failed");
+        }
+    }
+
+    /// Destroys every key whose deletion window has passed. Returns how many were destroyed.
+    pub fn run_due_deletions(&self) -> Result<usize, KmsError> {
+        let _guard = self.lock_writes();
+        let due = self.store.keys_due_for_deletion(self.clock.now_ms())?;
+        for id in &due {
+            self.store.delete_key(id)?;
+            self.keyring.forget_key(id);
+            tracing::info!(key_id = %id, "key deleted after its waiting period");
+        }
+        Ok(due.len())
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub(crate) fn store(&self) -> &dyn Store {
+        self.store.as_ref()
+    }
+
+    pub(crate) fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
+    pub(crate) fn lock_writes(&self) -> MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn key_arn(&self, rec: &KeyRecord) -> String {
+        key_arn(&self.region, &rec.account, &rec.key_id)
+    }
+
+    /// Finds the key a request names. `aliases` says whether alias names are accepted here.
+    pub(crate) fn resolve_key(
+        &self,
+        caller: &Principal,
+        name: &str,
+        aliases: bool,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let key_ref = KeyRef::parse(name).map_err(|e| match e {
+            CoreError::InvalidArn(_) => KmsError::new(
+                ErrorCode::InvalidArnException,
+                format!("Invalid arn {name}"),
+            ),
+            _ => KmsError::not_found(format!("Invalid keyId '{name}'")),
+        })?;
+        if key_ref.is_alias() && !aliases {
+            return Err(KmsError::not_found(format!("Invalid keyId '{name}'")));
+        }
+        let (account, id) = match key_ref {
+            KeyRef::Id(id) => (caller.account.clone(), id),
+            KeyRef::KeyArn {
+                region,
+                account,
+                id,
+            } => {
+                if region != self.region {
+                    return Err(KmsError::not_found(format!("Key '{name}' does not exist")));
+                }
+                (account, id)
+            }
+            KeyRef::Alias(alias) => {
+                let id = self.alias_target(&caller.account, alias.as_str(), name)?;
+                (caller.account.clone(), id)
+            }
+            KeyRef::AliasArn {
+                region,
+                account,
+                alias,
+            } => {
+                if region != self.region {
+                    return Err(KmsError::not_found(format!("Alias {name} is not found.")));
+                }
+                let id = self.alias_target(&account, alias.as_str(), name)?;
+                (account, id)
+            }
+        };
+        let rec = self.key_record(&id)?.filter(|r| r.account == account);
+        let Some(rec) = rec else {
+            return Err(KmsError::not_found(format!(
+                "Key '{}' does not exist",
+                key_arn(&self.region, &account, &id)
+            )));
+        };
+        self.check_owner(caller, &rec)?;
+        Ok(rec)
+    }
+
+    /// Until key policies exist, a key is usable only by principals of its own account.
+    pub(crate) fn check_owner(&self, caller: &Principal, rec: &KeyRecord) -> Result<(), KmsError> {
+        if rec.account != caller.account {
+            return Err(KmsError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} is not authorized to perform this operation on resource: {} \
+                     because no resource-based policy allows it",
+                    caller.arn,
+                    self.key_arn(rec)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn alias_target(&self, account: &str, alias: &str, shown: &str) -> Result<KeyId, KmsError> {
+        if let Some(id) = self.keyring.alias(account, alias) {
+            return Ok(id);
+        }
+        let parsed = keyhold_core::ids::AliasName::parse(alias)
+            .map_err(|_| KmsError::not_found(format!("Alias {shown} is not found.")))?;
+        match self.store.get_alias(account, &parsed)? {
+            Some(a) => {
+                self.keyring.put_alias(account, alias, a.target);
+                Ok(a.target)
+            }
+            None => Err(KmsError::not_found(format!("Alias {shown} is not found."))),
+        }
+    }
+
+    /// A key record, from the keyring or the store.
+    pub(crate) fn key_record(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, KmsError> {
+        if let Some(r) = self.keyring.record(id) {
+            return Ok(Some(r));
+        }
+        let Some(rec) = self.store.get_key(id)? else {
+            return Ok(None);
+        };
+        let rec = Arc::new(rec);
+        self.keyring.put_record(rec.clone());
+        Ok(Some(rec))
+    }
+
+    /// Unwrapped material of one key version, from the keyring or the store.
+    pub(crate) fn material(
+        &self,
+        id: &KeyId,
+        version: u32,
+    ) -> Result<Option<Arc<SecretBytes>>, KmsError> {
+        if let Some(m) = self.keyring.material(id, version) {
+            return Ok(Some(m));
+        }
+        let Some(v) = self.store.get_key_version(id, version)? else {
+            return Ok(None);
+        };
+        let m = self
+            .root
+            .unwrap(
+                &v.wrapped_material,
+                &KeyVersionRecord::wrap_label(id, version),
+            )
+            .map_err(KmsError::internal)?;
+        let m = Arc::new(m);
+        self.keyring.put_material(*id, version, m.clone());
+        Ok(Some(m))
+    }
+
+    /// Wraps fresh material for storage.
+    pub(crate) fn wrap_material(
+        &self,
+        id: &KeyId,
+        version: u32,
+        material: &SecretBytes,
+    ) -> Result<Vec<u8>, KmsError> {
+        self.root
+            .wrap(
+                material.expose_secret(),
+                &KeyVersionRecord::wrap_label(id, version),
+            )
+            .map_err(KmsError::internal)
+    }
+
+    /// Reads a key fresh from the store, lets `change` modify it, and writes it back, all under
+    /// the write lock; the keyring forgets the old record.
+    pub(crate) fn update_key(
+        &self,
+        caller: &Principal,
+        name: &str,
+        rec_out: &mut CallRecord,
+        change: impl FnOnce(&mut KeyRecord, &str) -> Result<(), KmsError>,
+    ) -> Result<KeyRecord, KmsError> {
+        let resolved = self.resolve_key(caller, name, false)?;
+        let _guard = self.lock_writes();
+        let mut rec = self
+            .store
+            .get_key(&resolved.key_id)?
+            .ok_or_else(|| KmsError::not_found(format!("Key '{name}' does not exist")))?;
+        let arn = self.key_arn(&rec);
+        rec_out.resources.push(arn.clone());
+        change(&mut rec, &arn)?;
+        self.store.update_key(&rec)?;
+        self.keyring.invalidate_key(&rec.key_id);
+        Ok(rec)
+    }
+}

@@ -173,9 +173,11 @@ impl SqliteStore {
         tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
             .map_err(backend)?;
         let current: i64 = tx
-            .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT COALESCE(MAX(version), 0) FROM schema_version",
+                [],
+                |r| r.get(0),
+            )
             .map_err(backend)?;
         if current > MIGRATIONS.len() as i64 {
             return Err(StoreError::Backend(format!(
@@ -185,8 +187,11 @@ impl SqliteStore {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
             tx.execute_batch(sql).map_err(backend)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [i as i64 + 1])
-                .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO schema_version (version) VALUES (?1)",
+                [i as i64 + 1],
+            )
+            .map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
         Ok(Self {
@@ -505,7 +510,13 @@ impl Store for SqliteStore {
             .execute(
                 "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![p.access_key_id, p.arn, p.account, p.wrapped_secret, p.created_at],
+                params![
+                    p.access_key_id,
+                    p.arn,
+                    p.account,
+                    p.wrapped_secret,
+                    p.created_at
+                ],
             )
             .map_err(backend)?;
         Ok(())
@@ -629,10 +640,7 @@ mod tests {
             updated_at: 1,
         };
         s.create_alias(&a).unwrap();
-        assert!(matches!(
-            s.create_alias(&a),
-            Err(StoreError::AlreadyExists)
-        ));
+        assert!(matches!(s.create_alias(&a), Err(StoreError::AlreadyExists)));
         s.delete_key(&k.key_id).unwrap();
         assert_eq!(s.get_alias("111122223333", &a.name).unwrap(), None);
         assert_eq!(s.get_key_version(&k.key_id, 1).unwrap(), None);

@@ -1,0 +1,328 @@
+//! Request and response shapes of the KMS API, with AWS's field names.
+//!
+//! Request fields are all optional here so that a missing field becomes AWS's
+//! `ValidationException` (checked in the operation) rather than a decoding error; a field of the
+//! wrong JSON type is a `SerializationException`. Blobs are base64 strings on the wire.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// A tag as sent and returned.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct TagDto {
+    /// Tag key.
+    pub tag_key: Option<String>,
+    /// Tag value.
+    pub tag_value: Option<String>,
+}
+
+/// The encryption context on the wire.
+pub type ContextDto = Option<HashMap<String, String>>;
+
+macro_rules! request {
+    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        pub struct $name { $($(#[$fm])* pub $field: Option<$ty>),* }
+    };
+}
+
+request!(
+    /// CreateKey.
+    CreateKeyRequest {
+        /// Key policy JSON.
+        policy: String,
+        /// Description.
+        description: String,
+        /// Key usage.
+        key_usage: String,
+        /// Deprecated name of KeySpec.
+        customer_master_key_spec: String,
+        /// Key spec.
+        key_spec: String,
+        /// Origin of the material.
+        origin: String,
+        /// Custom key store id.
+        custom_key_store_id: String,
+        /// Skip the policy lockout check.
+        bypass_policy_lockout_safety_check: bool,
+        /// Tags to attach.
+        tags: Vec<TagDto>,
+        /// Multi-Region key.
+        multi_region: bool,
+        /// External key store key id.
+        xks_key_id: String,
+    }
+);
+
+request!(
+    /// Any request that names one key and nothing else of interest
+    /// (DescribeKey, EnableKey, DisableKey, CancelKeyDeletion).
+    KeyIdRequest {
+        /// The key.
+        key_id: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+    }
+);
+
+request!(
+    /// ListKeys.
+    ListKeysRequest {
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
+request!(
+    /// UpdateKeyDescription.
+    UpdateKeyDescriptionRequest {
+        /// The key.
+        key_id: String,
+        /// The new description.
+        description: String,
+    }
+);
+
+request!(
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletionRequest {
+        /// The key.
+        key_id: String,
+        /// Waiting period in days.
+        pending_window_in_days: i64,
+    }
+);
+
+request!(
+    /// Encrypt.
+    EncryptRequest {
+        /// The key.
+        key_id: String,
+        /// Base64 plaintext.
+        plaintext: String,
+        /// Encryption context.
+        encryption_context: HashMap<String, String>,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Algorithm.
+        encryption_algorithm: String,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// Decrypt.
+    DecryptRequest {
+        /// Base64 ciphertext.
+        ciphertext_blob: String,
+        /// Encryption context.
+        encryption_context: HashMap<String, String>,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Expected key.
+        key_id: String,
+        /// Algorithm.
+        encryption_algorithm: String,
+        /// Nitro enclave recipient.
+        recipient: serde_json::Value,
+        /// Check permissions only.
+        dry_run: bool,
+        /// Dry-run modifiers.
+        dry_run_modifiers: Vec<String>,
+    }
+);
+
+request!(
+    /// ReEncrypt.
+    ReEncryptRequest {
+        /// Base64 ciphertext.
+        ciphertext_blob: String,
+        /// Context of the source ciphertext.
+        source_encryption_context: HashMap<String, String>,
+        /// Expected source key.
+        source_key_id: String,
+        /// Key to re-encrypt under.
+        destination_key_id: String,
+        /// Context for the new ciphertext.
+        destination_encryption_context: HashMap<String, String>,
+        /// Source algorithm.
+        source_encryption_algorithm: String,
+        /// Destination algorithm.
+        destination_encryption_algorithm: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Check permissions only.
+        dry_run: bool,
+        /// Dry-run modifiers.
+        dry_run_modifiers: Vec<String>,
+    }
+);
+
+request!(
+    /// GenerateDataKey and GenerateDataKeyWithoutPlaintext.
+    GenerateDataKeyRequest {
+        /// The key.
+        key_id: String,
+        /// Encryption context.
+        encryption_context: HashMap<String, String>,
+        /// Length in bytes.
+        number_of_bytes: i64,
+        /// AES_128 or AES_256.
+        key_spec: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Nitro enclave recipient.
+        recipient: serde_json::Value,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// GenerateRandom.
+    GenerateRandomRequest {
+        /// Length in bytes.
+        number_of_bytes: i64,
+        /// Custom key store to draw from.
+        custom_key_store_id: String,
+        /// Nitro enclave recipient.
+        recipient: serde_json::Value,
+    }
+);
+
+request!(
+    /// CreateAlias and UpdateAlias.
+    AliasRequest {
+        /// The alias.
+        alias_name: String,
+        /// The key it should point at.
+        target_key_id: String,
+    }
+);
+
+request!(
+    /// ListAliases.
+    ListAliasesRequest {
+        /// Only aliases of this key.
+        key_id: String,
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
+request!(
+    /// TagResource.
+    TagResourceRequest {
+        /// The key.
+        key_id: String,
+        /// Tags to add or overwrite.
+        tags: Vec<TagDto>,
+    }
+);
+
+request!(
+    /// UntagResource.
+    UntagResourceRequest {
+        /// The key.
+        key_id: String,
+        /// Tag keys to remove.
+        tag_keys: Vec<String>,
+    }
+);
+
+request!(
+    /// ListResourceTags.
+    ListResourceTagsRequest {
+        /// The key.
+        key_id: String,
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
+/// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadata {
+    /// Owning account.
+    #[serde(rename = "AWSAccountId")]
+    pub aws_account_id: String,
+    /// Key id.
+    pub key_id: String,
+    /// Key ARN.
+    pub arn: String,
+    /// Creation time, epoch seconds.
+    pub creation_date: f64,
+    /// True when the state is Enabled.
+    pub enabled: bool,
+    /// Description.
+    pub description: String,
+    /// Usage.
+    pub key_usage: &'static str,
+    /// State.
+    pub key_state: &'static str,
+    /// Deletion date, when scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deletion_date: Option<f64>,
+    /// Origin.
+    pub origin: &'static str,
+    /// `CUSTOMER` or `AWS`.
+    pub key_manager: &'static str,
+    /// Deprecated twin of KeySpec.
+    pub customer_master_key_spec: &'static str,
+    /// Key spec.
+    pub key_spec: &'static str,
+    /// Encryption algorithms the key supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithms: Option<Vec<&'static str>>,
+    /// Multi-Region key.
+    pub multi_region: bool,
+    /// Waiting period of a scheduled deletion.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_deletion_window_in_days: Option<u32>,
+    /// Identifier of the current key material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_key_material_id: Option<String>,
+}
+
+/// One entry of ListKeys.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyListEntry {
+    /// Key id.
+    pub key_id: String,
+    /// Key ARN.
+    pub key_arn: String,
+}
+
+/// One entry of ListAliases.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AliasListEntry {
+    /// Alias name.
+    pub alias_name: String,
+    /// Alias ARN.
+    pub alias_arn: String,
+    /// Key id of the target.
+    pub target_key_id: String,
+    /// Creation time.
+    pub creation_date: f64,
+    /// Last update time.
+    pub last_updated_date: f64,
+}
+
+/// Epoch seconds with millisecond precision, as AWS JSON timestamps are.
+pub fn epoch_seconds(ms: i64) -> f64 {
+    ms as f64 / 1000.0
+}

@@ -1,0 +1,114 @@
+//! The keyring: key records, unwrapped key material and alias targets held in memory so the
+//! cryptographic hot path does not read the store. Every state change through the engine
+//! invalidates the entries it affects; material is zeroized when its last user drops it.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, RwLock};
+
+use keyhold_core::ids::KeyId;
+use keyhold_core::secret::SecretBytes;
+use keyhold_store::KeyRecord;
+
+/// Entries kept per map before the map is emptied (a coarse bound on memory).
+const MAX_ENTRIES: usize = 100_000;
+
+/// A bounded map behind a read-write lock.
+struct BoundedMap<K, V>(RwLock<HashMap<K, V>>);
+
+impl<K: Eq + Hash, V: Clone> BoundedMap<K, V> {
+    fn new() -> Self {
+        Self(RwLock::new(HashMap::new()))
+    }
+
+    fn get(&self, k: &K) -> Option<V> {
+        self.0
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(k)
+            .cloned()
+    }
+
+    fn insert(&self, k: K, v: V) {
+        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        if m.len() >= MAX_ENTRIES {
+            m.clear();
+        }
+        m.insert(k, v);
+    }
+
+    fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
+        self.0.write().unwrap_or_else(|p| p.into_inner()).retain(f);
+    }
+}
+
+/// The cache of key state and material.
+pub struct Keyring {
+    /// Key records by id.
+    records: BoundedMap<KeyId, Arc<KeyRecord>>,
+    /// Unwrapped material by key and version.
+    materials: BoundedMap<(KeyId, u32), Arc<SecretBytes>>,
+    /// Alias targets by (account, alias name).
+    aliases: BoundedMap<(String, String), KeyId>,
+}
+
+impl Default for Keyring {
+    fn default() -> Self {
+        Self {
+            records: BoundedMap::new(),
+            materials: BoundedMap::new(),
+            aliases: BoundedMap::new(),
+        }
+    }
+}
+
+impl Keyring {
+    /// A cached key record.
+    pub fn record(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
+        self.records.get(id)
+    }
+
+    /// Caches a key record.
+    pub fn put_record(&self, rec: Arc<KeyRecord>) {
+        self.records.insert(rec.key_id, rec);
+    }
+
+    /// Cached material of one key version.
+    pub fn material(&self, id: &KeyId, version: u32) -> Option<Arc<SecretBytes>> {
+        self.materials.get(&(*id, version))
+    }
+
+    /// Caches unwrapped material.
+    pub fn put_material(&self, id: KeyId, version: u32, m: Arc<SecretBytes>) {
+        self.materials.insert((id, version), m);
+    }
+
+    /// A cached alias target.
+    pub fn alias(&self, account: &str, name: &str) -> Option<KeyId> {
+        self.aliases.get(&(account.to_string(), name.to_string()))
+    }
+
+    /// Caches an alias target.
+    pub fn put_alias(&self, account: &str, name: &str, target: KeyId) {
+        self.aliases
+            .insert((account.to_string(), name.to_string()), target);
+    }
+
+    /// Forgets a key's record (after any change to it).
+    pub fn invalidate_key(&self, id: &KeyId) {
+        self.records.retain(|k, _| k != id);
+    }
+
+    /// Forgets everything about a destroyed key: record, material and aliases.
+    pub fn forget_key(&self, id: &KeyId) {
+        self.invalidate_key(id);
+        self.materials.retain(|(k, _), _| k != id);
+        self.aliases.retain(|_, target| target != id);
+    }
+
+    /// Forgets one alias (after it was changed or deleted).
+    pub fn invalidate_alias(&self, account: &str, name: &str) {
+        self.aliases
+            .retain(|(a, n), _| !(a == account && n == name));
+    }
+}

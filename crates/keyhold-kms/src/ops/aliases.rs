@@ -1,0 +1,191 @@
+//! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
+
+use keyhold_core::ids::{alias_arn, AliasName};
+use keyhold_core::key::KeyState;
+use keyhold_store::{AliasRecord, StoreError};
+use serde_json::json;
+
+use super::{empty, respond};
+use crate::api::{epoch_seconds, AliasListEntry, AliasRequest, ListAliasesRequest};
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::validate::{int_range, required, str_len};
+use crate::{CallRecord, Engine};
+
+/// Parses an alias name: length and characters are a `ValidationException`, the `alias/`
+/// prefix an `InvalidAliasNameException`.
+fn alias_name(s: &str) -> Result<AliasName, KmsError> {
+    str_len(s, "aliasName", 1, 256)?;
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'))
+    {
+        return Err(KmsError::validation(format!(
+            "1 validation error detected: Value '{s}' at 'aliasName' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$"
+        )));
+    }
+    AliasName::parse(s)
+        .map_err(|e| KmsError::new(ErrorCode::InvalidAliasNameException, e.to_string()))
+}
+
+fn reserved(name: &AliasName) -> KmsError {
+    KmsError::new(
+        ErrorCode::InvalidAliasNameException,
+        format!("Alias {name} must not begin with alias/aws/: that prefix is reserved for AWS managed keys"),
+    )
+}
+
+pub(super) fn create_alias(
+    engine: &Engine,
+    caller: &Principal,
+    req: AliasRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
+    let target = required(req.target_key_id, "targetKeyId")?;
+    if name.is_reserved() {
+        return Err(reserved(&name));
+    }
+    let key = engine.resolve_key(caller, &target, false)?;
+    let arn = engine.key_arn(&key);
+    rec.resources.push(arn.clone());
+    if key.state == KeyState::PendingDeletion {
+        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
+    }
+    let now = engine.now_ms();
+    let _guard = engine.lock_writes();
+    let alias = AliasRecord {
+        account: caller.account.clone(),
+        name: name.clone(),
+        target: key.key_id,
+        created_at: now,
+        updated_at: now,
+    };
+    engine.store().create_alias(&alias).map_err(|e| match e {
+        StoreError::AlreadyExists => KmsError::new(
+            ErrorCode::AlreadyExistsException,
+            format!(
+                "An alias with the name {} already exists",
+                alias_arn(engine.region(), &caller.account, &name)
+            ),
+        ),
+        other => other.into(),
+    })?;
+    engine
+        .keyring()
+        .invalidate_alias(&caller.account, name.as_str());
+    empty()
+}
+
+pub(super) fn update_alias(
+    engine: &Engine,
+    caller: &Principal,
+    req: AliasRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
+    let target = required(req.target_key_id, "targetKeyId")?;
+    if name.is_reserved() {
+        return Err(reserved(&name));
+    }
+    let key = engine.resolve_key(caller, &target, false)?;
+    let arn = engine.key_arn(&key);
+    rec.resources.push(arn.clone());
+    if key.state == KeyState::PendingDeletion {
+        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
+    }
+    let _guard = engine.lock_writes();
+    let current = engine
+        .store()
+        .get_alias(&caller.account, &name)?
+        .ok_or_else(|| KmsError::not_found(format!("Alias {name} is not found.")))?;
+    if let Some(old) = engine.key_record(&current.target)? {
+        if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
+            return Err(KmsError::validation(format!(
+                "{name} points at a {} {} key; the new target must have the same key spec and \
+                 usage",
+                old.key_spec, old.key_usage
+            )));
+        }
+    }
+    engine
+        .store()
+        .update_alias(&caller.account, &name, &key.key_id, engine.now_ms())
+        .map_err(|e| match e {
+            StoreError::NotFound => KmsError::not_found(format!("Alias {name} is not found.")),
+            other => other.into(),
+        })?;
+    engine
+        .keyring()
+        .invalidate_alias(&caller.account, name.as_str());
+    empty()
+}
+
+pub(super) fn delete_alias(
+    engine: &Engine,
+    caller: &Principal,
+    req: AliasRequest,
+    _rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
+    let _guard = engine.lock_writes();
+    engine
+        .store()
+        .delete_alias(&caller.account, &name)
+        .map_err(|e| match e {
+            StoreError::NotFound => KmsError::not_found(format!("Alias {name} is not found.")),
+            other => other.into(),
+        })?;
+    engine
+        .keyring()
+        .invalidate_alias(&caller.account, name.as_str());
+    empty()
+}
+
+pub(super) fn list_aliases(
+    engine: &Engine,
+    caller: &Principal,
+    req: ListAliasesRequest,
+    _rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let limit = req.limit.unwrap_or(50);
+    int_range(limit, "limit", 1, 100)?;
+    let target = match &req.key_id {
+        Some(k) => Some(engine.resolve_key(caller, k, false)?.key_id),
+        None => None,
+    };
+    if let Some(m) = &req.marker {
+        if AliasName::parse(m).is_err() {
+            return Err(KmsError::new(
+                ErrorCode::InvalidMarkerException,
+                "Invalid marker",
+            ));
+        }
+    }
+    let mut aliases = engine.store().list_aliases(
+        &caller.account,
+        target.as_ref(),
+        req.marker.as_deref(),
+        limit as usize + 1,
+    )?;
+    let truncated = aliases.len() > limit as usize;
+    aliases.truncate(limit as usize);
+    let entries: Vec<AliasListEntry> = aliases
+        .iter()
+        .map(|a| AliasListEntry {
+            alias_name: a.name.to_string(),
+            alias_arn: alias_arn(engine.region(), &a.account, &a.name),
+            target_key_id: a.target.to_string(),
+            creation_date: epoch_seconds(a.created_at),
+            last_updated_date: epoch_seconds(a.updated_at),
+        })
+        .collect();
+    let mut out = json!({ "Aliases": entries, "Truncated": truncated });
+    if truncated {
+        if let Some(last) = aliases.last() {
+            out["NextMarker"] = json!(last.name.as_str());
+        }
+    }
+    respond(&out)
+}

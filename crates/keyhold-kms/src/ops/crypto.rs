@@ -1,0 +1,369 @@
+//! Symmetric cryptography: Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
+//! GenerateDataKeyWithoutPlaintext. These run from the keyring on a warm cache.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use keyhold_core::blob;
+use keyhold_core::context::EncryptionContext;
+use keyhold_core::key::{DataKeySpec, EncryptionAlgorithm, KeySpec, KeyUsage};
+use keyhold_core::secret::SecretBytes;
+use keyhold_store::KeyRecord;
+use serde_json::json;
+
+use super::keys::key_material_id;
+use super::{dry_run_ok, respond};
+use crate::api::{DecryptRequest, EncryptRequest, GenerateDataKeyRequest, ReEncryptRequest};
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::validate::{self, blob as blob_field, enum_value, grant_tokens, int_range, required};
+use crate::{CallRecord, Engine};
+
+/// Largest plaintext Encrypt accepts.
+const MAX_PLAINTEXT: usize = 4096;
+/// Largest ciphertext blob accepted.
+const MAX_CIPHERTEXT: usize = 6144;
+
+/// Checks an optional `EncryptionAlgorithm` field: a valid name, and one symmetric keys use.
+fn symmetric_algorithm(v: &Option<String>, field: &str) -> Result<(), KmsError> {
+    if let Some(s) = v {
+        let alg = enum_value(
+            s,
+            field,
+            EncryptionAlgorithm::parse,
+            EncryptionAlgorithm::ALL,
+            EncryptionAlgorithm::as_str,
+        )?;
+        if alg != EncryptionAlgorithm::SymmetricDefault {
+            return Err(KmsError::new(
+                ErrorCode::InvalidKeyUsageException,
+                format!("Encryption algorithm {alg} is not supported by symmetric keys"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn no_recipient(v: &Option<serde_json::Value>) -> Result<(), KmsError> {
+    if v.is_some() {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperationException,
+            "Recipient (Nitro Enclaves attestation) is not supported by this keyhold server",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses keys whose state or usage does not allow symmetric encryption.
+fn check_usable(engine: &Engine, key: &KeyRecord) -> Result<(), KmsError> {
+    if let Some(refusal) = key.state.crypto_refusal() {
+        return Err(KmsError::from_state(
+            refusal,
+            &engine.key_arn(key),
+            key.state.as_str(),
+        ));
+    }
+    if key.key_spec != KeySpec::SymmetricDefault || key.key_usage != KeyUsage::EncryptDecrypt {
+        return Err(KmsError::new(
+            ErrorCode::InvalidKeyUsageException,
+            format!(
+                "{} key usage is {} and key spec is {}",
+                engine.key_arn(key),
+                key.key_usage,
+                key.key_spec
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Seals `plaintext` under the current version of `key`.
+fn seal_current(
+    engine: &Engine,
+    key: &KeyRecord,
+    context: &EncryptionContext,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, KmsError> {
+    let material = engine
+        .material(&key.key_id, key.current_version)?
+        .ok_or_else(|| KmsError::internal(format!("material of {} missing", key.key_id)))?;
+    blob::seal(
+        &material,
+        &key.key_id,
+        key.current_version,
+        context,
+        plaintext,
+    )
+    .map_err(KmsError::internal)
+}
+
+/// The DryRun options of a request that opens a blob.
+#[derive(Clone, Copy)]
+struct DryRun {
+    /// DryRun as sent.
+    requested: Option<bool>,
+    /// DryRunModifiers held IGNORE_CIPHERTEXT.
+    ignore_ciphertext: bool,
+}
+
+/// A decrypted blob and the key and version that sealed it.
+struct Opened {
+    key: Arc<KeyRecord>,
+    version: u32,
+    plaintext: SecretBytes,
+}
+
+/// Opens a symmetric blob: finds its key from the header, checks it against `expected` (the
+/// request's KeyId, if any), checks state, and authenticates. `dry_run` is checked once the
+/// request is known to be allowed; with `ignore_ciphertext` before the blob is opened.
+fn open_blob(
+    engine: &Engine,
+    caller: &Principal,
+    ciphertext: &[u8],
+    expected: Option<&str>,
+    context: &EncryptionContext,
+    dry_run: DryRun,
+    rec: &mut CallRecord,
+) -> Result<Opened, KmsError> {
+    let expected = match expected {
+        Some(name) => Some(engine.resolve_key(caller, name, true)?),
+        None => None,
+    };
+    if dry_run.ignore_ciphertext {
+        if let Some(key) = &expected {
+            check_usable(engine, key)?;
+        }
+        dry_run_ok(dry_run.requested)?;
+    }
+    let header = blob::parse_header(ciphertext).map_err(|_| KmsError::invalid_ciphertext())?;
+    if let Some(e) = &expected {
+        if e.key_id != header.key_id {
+            return Err(KmsError::new(
+                ErrorCode::IncorrectKeyException,
+                "The key ID in the request does not identify a KMS key that can perform this \
+                 operation.",
+            ));
+        }
+    }
+    let key = engine
+        .key_record(&header.key_id)?
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    engine.check_owner(caller, &key)?;
+    rec.resources.push(engine.key_arn(&key));
+    check_usable(engine, &key)?;
+    dry_run_ok(dry_run.requested)?;
+    let material = engine
+        .material(&key.key_id, header.version)?
+        .ok_or_else(KmsError::invalid_ciphertext)?;
+    let plaintext =
+        blob::open(&material, ciphertext, context).map_err(|_| KmsError::invalid_ciphertext())?;
+    Ok(Opened {
+        key,
+        version: header.version,
+        plaintext,
+    })
+}
+
+fn ignores_ciphertext(modifiers: &Option<Vec<String>>) -> Result<bool, KmsError> {
+    let mut ignore = false;
+    for m in modifiers.iter().flatten() {
+        if m != "IGNORE_CIPHERTEXT" {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{m}' at 'dryRunModifiers' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [IGNORE_CIPHERTEXT]"
+            )));
+        }
+        ignore = true;
+    }
+    Ok(ignore)
+}
+
+pub(super) fn encrypt(
+    engine: &Engine,
+    caller: &Principal,
+    req: EncryptRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let plaintext = blob_field(
+        &required(req.plaintext, "plaintext")?,
+        "plaintext",
+        1,
+        MAX_PLAINTEXT,
+    )?;
+    let plaintext = SecretBytes::new(plaintext);
+    grant_tokens(&req.grant_tokens)?;
+    symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
+    let context = validate::context(req.encryption_context);
+    let key = engine.resolve_key(caller, &key_id, true)?;
+    rec.resources.push(engine.key_arn(&key));
+    check_usable(engine, &key)?;
+    dry_run_ok(req.dry_run)?;
+    let ciphertext = seal_current(engine, &key, &context, plaintext.expose_secret())?;
+    respond(&json!({
+        "CiphertextBlob": B64.encode(ciphertext),
+        "KeyId": engine.key_arn(&key),
+        "EncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
+    }))
+}
+
+pub(super) fn decrypt(
+    engine: &Engine,
+    caller: &Principal,
+    req: DecryptRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let ciphertext = blob_field(
+        &required(req.ciphertext_blob, "ciphertextBlob")?,
+        "ciphertextBlob",
+        1,
+        MAX_CIPHERTEXT,
+    )?;
+    grant_tokens(&req.grant_tokens)?;
+    symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
+    no_recipient(&req.recipient)?;
+    let ignore = ignores_ciphertext(&req.dry_run_modifiers)?;
+    let context = validate::context(req.encryption_context);
+    let opened = open_blob(
+        engine,
+        caller,
+        &ciphertext,
+        req.key_id.as_deref(),
+        &context,
+        DryRun {
+            requested: req.dry_run,
+            ignore_ciphertext: ignore,
+        },
+        rec,
+    )?;
+    respond(&json!({
+        "KeyId": engine.key_arn(&opened.key),
+        "Plaintext": B64.encode(opened.plaintext.expose_secret()),
+        "EncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
+        "KeyMaterialId": key_material_id(&opened.key.key_id, opened.version),
+    }))
+}
+
+pub(super) fn re_encrypt(
+    engine: &Engine,
+    caller: &Principal,
+    req: ReEncryptRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let ciphertext = blob_field(
+        &required(req.ciphertext_blob, "ciphertextBlob")?,
+        "ciphertextBlob",
+        1,
+        MAX_CIPHERTEXT,
+    )?;
+    let dest_id = required(req.destination_key_id, "destinationKeyId")?;
+    grant_tokens(&req.grant_tokens)?;
+    symmetric_algorithm(
+        &req.source_encryption_algorithm,
+        "sourceEncryptionAlgorithm",
+    )?;
+    symmetric_algorithm(
+        &req.destination_encryption_algorithm,
+        "destinationEncryptionAlgorithm",
+    )?;
+    let ignore = ignores_ciphertext(&req.dry_run_modifiers)?;
+    let source_ctx = validate::context(req.source_encryption_context);
+    let dest_ctx = validate::context(req.destination_encryption_context);
+    let dest = engine.resolve_key(caller, &dest_id, true)?;
+    check_usable(engine, &dest)?;
+    let opened = open_blob(
+        engine,
+        caller,
+        &ciphertext,
+        req.source_key_id.as_deref(),
+        &source_ctx,
+        DryRun {
+            requested: req.dry_run,
+            ignore_ciphertext: ignore,
+        },
+        rec,
+    )?;
+    rec.resources.push(engine.key_arn(&dest));
+    let new_blob = seal_current(engine, &dest, &dest_ctx, opened.plaintext.expose_secret())?;
+    respond(&json!({
+        "CiphertextBlob": B64.encode(new_blob),
+        "SourceKeyId": engine.key_arn(&opened.key),
+        "KeyId": engine.key_arn(&dest),
+        "SourceEncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
+        "DestinationEncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
+        "SourceKeyMaterialId": key_material_id(&opened.key.key_id, opened.version),
+        "DestinationKeyMaterialId": key_material_id(&dest.key_id, dest.current_version),
+    }))
+}
+
+/// The shared body of GenerateDataKey and GenerateDataKeyWithoutPlaintext.
+fn data_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: GenerateDataKeyRequest,
+    rec: &mut CallRecord,
+    with_plaintext: bool,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    grant_tokens(&req.grant_tokens)?;
+    no_recipient(&req.recipient)?;
+    let len = match (req.key_spec.as_deref(), req.number_of_bytes) {
+        (Some(_), Some(_)) => {
+            return Err(KmsError::validation(
+                "Please specify either number of bytes or key spec, not both.",
+            ))
+        }
+        (None, None) => {
+            return Err(KmsError::validation(
+                "Please specify either number of bytes or key spec.",
+            ))
+        }
+        (Some(s), None) => enum_value(
+            s,
+            "keySpec",
+            DataKeySpec::parse,
+            DataKeySpec::ALL,
+            DataKeySpec::as_str,
+        )?
+        .byte_len(),
+        (None, Some(n)) => {
+            int_range(n, "numberOfBytes", 1, 1024)?;
+            n as usize
+        }
+    };
+    let context = validate::context(req.encryption_context);
+    let key = engine.resolve_key(caller, &key_id, true)?;
+    rec.resources.push(engine.key_arn(&key));
+    check_usable(engine, &key)?;
+    dry_run_ok(req.dry_run)?;
+    let data_key = SecretBytes::random(len).map_err(KmsError::internal)?;
+    let ciphertext = seal_current(engine, &key, &context, data_key.expose_secret())?;
+    let mut out = json!({
+        "CiphertextBlob": B64.encode(ciphertext),
+        "KeyId": engine.key_arn(&key),
+        "KeyMaterialId": key_material_id(&key.key_id, key.current_version),
+    });
+    if with_plaintext {
+        out["Plaintext"] = json!(B64.encode(data_key.expose_secret()));
+    }
+    respond(&out)
+}
+
+pub(super) fn generate_data_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: GenerateDataKeyRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    data_key(engine, caller, req, rec, true)
+}
+
+pub(super) fn generate_data_key_without_plaintext(
+    engine: &Engine,
+    caller: &Principal,
+    req: GenerateDataKeyRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    data_key(engine, caller, req, rec, false)
+}

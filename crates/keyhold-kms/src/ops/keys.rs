@@ -1,0 +1,317 @@
+//! Key lifecycle: CreateKey, DescribeKey, ListKeys, UpdateKeyDescription, EnableKey,
+//! DisableKey, ScheduleKeyDeletion, CancelKeyDeletion.
+
+use keyhold_core::ids::{key_arn, KeyId};
+use keyhold_core::key::{EncryptionAlgorithm, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::secret::SecretBytes;
+use keyhold_store::{KeyRecord, KeyVersionRecord};
+use serde_json::json;
+
+use super::{empty, respond, tags::validate_tags};
+use crate::api::{
+    epoch_seconds, CreateKeyRequest, KeyIdRequest, KeyListEntry, KeyMetadata, ListKeysRequest,
+    ScheduleKeyDeletionRequest, UpdateKeyDescriptionRequest,
+};
+use crate::clock::DAY_MS;
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::validate::{enum_value, grant_tokens, int_range, required, str_len};
+use crate::{CallRecord, Engine};
+
+/// The id of one version of key material, as AWS's 64-hex-digit `KeyMaterialId`.
+pub(crate) fn key_material_id(id: &KeyId, version: u32) -> String {
+    let d = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("keyhold:key-material-id:{id}:{version}").as_bytes(),
+    );
+    hex::encode(d.as_ref())
+}
+
+/// DescribeKey's metadata for a key record.
+pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
+    let encryption_algorithms = match rec.key_spec {
+        KeySpec::SymmetricDefault => Some(vec![EncryptionAlgorithm::SymmetricDefault.as_str()]),
+        _ => None,
+    };
+    let pending = rec.state == KeyState::PendingDeletion;
+    KeyMetadata {
+        aws_account_id: rec.account.clone(),
+        key_id: rec.key_id.to_string(),
+        arn: engine.key_arn(rec),
+        creation_date: epoch_seconds(rec.created_at),
+        enabled: rec.state == KeyState::Enabled,
+        description: rec.description.clone(),
+        key_usage: rec.key_usage.as_str(),
+        key_state: rec.state.as_str(),
+        deletion_date: rec.deletion_date.filter(|_| pending).map(epoch_seconds),
+        origin: rec.origin.as_str(),
+        key_manager: "CUSTOMER",
+        customer_master_key_spec: rec.key_spec.as_str(),
+        key_spec: rec.key_spec.as_str(),
+        encryption_algorithms,
+        multi_region: false,
+        pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
+        current_key_material_id: Some(key_material_id(&rec.key_id, rec.current_version)),
+    }
+}
+
+fn unsupported(what: String) -> KmsError {
+    KmsError::new(ErrorCode::UnsupportedOperationException, what)
+}
+
+pub(super) fn create_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: CreateKeyRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let description = req.description.unwrap_or_default();
+    str_len(&description, "description", 0, 8192)?;
+    if let Some(p) = &req.policy {
+        str_len(p, "policy", 1, 131_072)?;
+        if !matches!(
+            serde_json::from_str::<serde_json::Value>(p),
+            Ok(serde_json::Value::Object(_))
+        ) {
+            return Err(KmsError::new(
+                ErrorCode::MalformedPolicyDocumentException,
+                "The key policy is not a valid JSON document.",
+            ));
+        }
+    }
+    if req.key_spec.is_some() && req.customer_master_key_spec.is_some() {
+        return Err(KmsError::validation(
+            "You cannot specify KeySpec and CustomerMasterKeySpec in the same request. \
+             CustomerMasterKeySpec is deprecated.",
+        ));
+    }
+    let spec = match req
+        .key_spec
+        .as_deref()
+        .or(req.customer_master_key_spec.as_deref())
+    {
+        Some(s) => enum_value(s, "keySpec", KeySpec::parse, KeySpec::ALL, KeySpec::as_str)?,
+        None => KeySpec::SymmetricDefault,
+    };
+    let usage = match req.key_usage.as_deref() {
+        Some(s) => enum_value(
+            s,
+            "keyUsage",
+            KeyUsage::parse,
+            KeyUsage::ALL,
+            KeyUsage::as_str,
+        )?,
+        None => KeyUsage::EncryptDecrypt,
+    };
+    let origin = match req.origin.as_deref() {
+        Some(s) => enum_value(s, "origin", Origin::parse, Origin::ALL, Origin::as_str)?,
+        None => Origin::AwsKms,
+    };
+    if spec != KeySpec::SymmetricDefault {
+        return Err(unsupported(format!(
+            "KeySpec {spec} is not supported by this keyhold server"
+        )));
+    }
+    if usage != KeyUsage::EncryptDecrypt {
+        return Err(KmsError::validation(format!(
+            "KeyUsage {usage} is not compatible with KeySpec {spec}"
+        )));
+    }
+    if origin != Origin::AwsKms {
+        return Err(unsupported(format!(
+            "Origin {origin} is not supported by this keyhold server"
+        )));
+    }
+    if req.custom_key_store_id.is_some() {
+        return Err(KmsError::new(
+            ErrorCode::CustomKeyStoreNotFoundException,
+            "No custom key store with that id exists.",
+        ));
+    }
+    if req.xks_key_id.is_some() {
+        return Err(unsupported(
+            "XksKeyId requires an external key store, which this server does not have".into(),
+        ));
+    }
+    if req.multi_region == Some(true) {
+        return Err(unsupported(
+            "Multi-Region keys are not supported by this keyhold server".into(),
+        ));
+    }
+    let tags = validate_tags(req.tags.unwrap_or_default())?;
+
+    let id = KeyId::generate();
+    let now = engine.now_ms();
+    let material = SecretBytes::random(32).map_err(KmsError::internal)?;
+    let key = KeyRecord {
+        key_id: id,
+        account: caller.account.clone(),
+        description,
+        key_spec: spec,
+        key_usage: usage,
+        origin,
+        state: KeyState::Enabled,
+        created_at: now,
+        deletion_date: None,
+        pending_window_days: None,
+        current_version: 1,
+    };
+    let version = KeyVersionRecord {
+        key_id: id,
+        version: 1,
+        wrapped_material: engine.wrap_material(&id, 1, &material)?,
+        created_at: now,
+    };
+    engine.store().create_key(&key, &version, &tags)?;
+    rec.resources.push(engine.key_arn(&key));
+    respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
+}
+
+pub(super) fn describe_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    grant_tokens(&req.grant_tokens)?;
+    let key = engine.resolve_key(caller, &required(req.key_id, "keyId")?, true)?;
+    rec.resources.push(engine.key_arn(&key));
+    respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
+}
+
+pub(super) fn list_keys(
+    engine: &Engine,
+    caller: &Principal,
+    req: ListKeysRequest,
+    _rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let limit = req.limit.unwrap_or(100);
+    int_range(limit, "limit", 1, 1000)?;
+    let after = match &req.marker {
+        Some(m) => Some(
+            KeyId::parse(m)
+                .map_err(|_| KmsError::new(ErrorCode::InvalidMarkerException, "Invalid marker"))?,
+        ),
+        None => None,
+    };
+    let mut keys = engine
+        .store()
+        .list_keys(&caller.account, after.as_ref(), limit as usize + 1)?;
+    let truncated = keys.len() > limit as usize;
+    keys.truncate(limit as usize);
+    let entries: Vec<KeyListEntry> = keys
+        .iter()
+        .map(|k| KeyListEntry {
+            key_id: k.key_id.to_string(),
+            key_arn: key_arn(engine.region(), &k.account, &k.key_id),
+        })
+        .collect();
+    let mut out = json!({ "Keys": entries, "Truncated": truncated });
+    if truncated {
+        if let Some(last) = keys.last() {
+            out["NextMarker"] = json!(last.key_id.to_string());
+        }
+    }
+    respond(&out)
+}
+
+pub(super) fn update_key_description(
+    engine: &Engine,
+    caller: &Principal,
+    req: UpdateKeyDescriptionRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let description = required(req.description, "description")?;
+    str_len(&description, "description", 0, 8192)?;
+    engine.update_key(caller, &key_id, rec, |k, arn| {
+        if k.state == KeyState::PendingDeletion {
+            return Err(KmsError::invalid_state(arn, k.state.as_str()));
+        }
+        k.description = description;
+        Ok(())
+    })?;
+    empty()
+}
+
+pub(super) fn enable_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    set_enabled(engine, caller, req, rec, KeyState::Enabled)
+}
+
+pub(super) fn disable_key(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    set_enabled(engine, caller, req, rec, KeyState::Disabled)
+}
+
+fn set_enabled(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+    to: KeyState,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    engine.update_key(caller, &key_id, rec, |k, arn| match k.state {
+        KeyState::Enabled | KeyState::Disabled => {
+            k.state = to;
+            Ok(())
+        }
+        other => Err(KmsError::invalid_state(arn, other.as_str())),
+    })?;
+    empty()
+}
+
+pub(super) fn schedule_key_deletion(
+    engine: &Engine,
+    caller: &Principal,
+    req: ScheduleKeyDeletionRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let days = req.pending_window_in_days.unwrap_or(30);
+    int_range(days, "pendingWindowInDays", 7, 30)?;
+    let now = engine.now_ms();
+    let key = engine.update_key(caller, &key_id, rec, |k, arn| match k.state {
+        KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport => {
+            k.state = KeyState::PendingDeletion;
+            k.deletion_date = Some(now + days * DAY_MS);
+            k.pending_window_days = Some(days as u32);
+            Ok(())
+        }
+        other => Err(KmsError::invalid_state(arn, other.as_str())),
+    })?;
+    respond(&json!({
+        "KeyId": engine.key_arn(&key),
+        "DeletionDate": key.deletion_date.map(epoch_seconds),
+        "KeyState": key.state.as_str(),
+        "PendingWindowInDays": days,
+    }))
+}
+
+pub(super) fn cancel_key_deletion(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let key = engine.update_key(caller, &key_id, rec, |k, arn| {
+        if k.state != KeyState::PendingDeletion {
+            return Err(KmsError::invalid_state(arn, k.state.as_str()));
+        }
+        k.state = KeyState::Disabled;
+        k.deletion_date = None;
+        k.pending_window_days = None;
+        Ok(())
+    })?;
+    respond(&json!({ "KeyId": engine.key_arn(&key) }))
+}

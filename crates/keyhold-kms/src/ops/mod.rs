@@ -1,0 +1,164 @@
+//! The operations. Each area has its file; [`Operation`] names every operation and runs it.
+
+mod aliases;
+mod crypto;
+mod keys;
+mod random;
+mod tags;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::{CallRecord, Engine};
+
+macro_rules! operations {
+    ($($(#[$m:meta])* $variant:ident => $run:path, hot = $hot:literal, read_only = $ro:literal;)+) => {
+        /// Every operation keyhold serves.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum Operation { $($(#[$m])* $variant),+ }
+
+        impl Operation {
+            /// The operation named by `X-Amz-Target: TrentService.<name>`.
+            pub fn from_name(name: &str) -> Option<Self> {
+                match name { $(stringify!($variant) => Some(Self::$variant),)+ _ => None }
+            }
+
+            /// Its name.
+            pub fn name(&self) -> &'static str {
+                match self { $(Self::$variant => stringify!($variant)),+ }
+            }
+
+            /// True for cryptographic operations served from the keyring.
+            pub fn is_hot(&self) -> bool {
+                match self { $(Self::$variant => $hot),+ }
+            }
+
+            /// True for operations that change no state (CloudTrail's `readOnly`).
+            pub fn is_read_only(&self) -> bool {
+                match self { $(Self::$variant => $ro),+ }
+            }
+
+            /// Runs the operation.
+            pub(crate) fn run(
+                &self,
+                engine: &Engine,
+                caller: &Principal,
+                body: &[u8],
+                rec: &mut CallRecord,
+            ) -> Result<Vec<u8>, KmsError> {
+                match self { $(Self::$variant => $run(engine, caller, parse(body)?, rec)),+ }
+            }
+        }
+    };
+}
+
+operations! {
+    /// CreateKey.
+    CreateKey => keys::create_key, hot = false, read_only = false;
+    /// DescribeKey.
+    DescribeKey => keys::describe_key, hot = false, read_only = true;
+    /// ListKeys.
+    ListKeys => keys::list_keys, hot = false, read_only = true;
+    /// UpdateKeyDescription.
+    UpdateKeyDescription => keys::update_key_description, hot = false, read_only = false;
+    /// EnableKey.
+    EnableKey => keys::enable_key, hot = false, read_only = false;
+    /// DisableKey.
+    DisableKey => keys::disable_key, hot = false, read_only = false;
+    /// ScheduleKeyDeletion.
+    ScheduleKeyDeletion => keys::schedule_key_deletion, hot = false, read_only = false;
+    /// CancelKeyDeletion.
+    CancelKeyDeletion => keys::cancel_key_deletion, hot = false, read_only = false;
+    /// Encrypt.
+    Encrypt => crypto::encrypt, hot = true, read_only = true;
+    /// Decrypt.
+    Decrypt => crypto::decrypt, hot = true, read_only = true;
+    /// ReEncrypt.
+    ReEncrypt => crypto::re_encrypt, hot = true, read_only = true;
+    /// GenerateDataKey.
+    GenerateDataKey => crypto::generate_data_key, hot = true, read_only = true;
+    /// GenerateDataKeyWithoutPlaintext.
+    GenerateDataKeyWithoutPlaintext => crypto::generate_data_key_without_plaintext,
+        hot = true, read_only = true;
+    /// GenerateRandom.
+    GenerateRandom => random::generate_random, hot = true, read_only = true;
+    /// CreateAlias.
+    CreateAlias => aliases::create_alias, hot = false, read_only = false;
+    /// UpdateAlias.
+    UpdateAlias => aliases::update_alias, hot = false, read_only = false;
+    /// DeleteAlias.
+    DeleteAlias => aliases::delete_alias, hot = false, read_only = false;
+    /// ListAliases.
+    ListAliases => aliases::list_aliases, hot = false, read_only = true;
+    /// TagResource.
+    TagResource => tags::tag_resource, hot = false, read_only = false;
+    /// UntagResource.
+    UntagResource => tags::untag_resource, hot = false, read_only = false;
+    /// ListResourceTags.
+    ListResourceTags => tags::list_resource_tags, hot = false, read_only = true;
+}
+
+/// Decodes a request body. An empty body is an empty request; anything that is not a JSON
+/// object of the right field types is a `SerializationException` whose message gives the
+/// position only, never the offending value (it could be a secret).
+fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, KmsError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        let what = match e.classify() {
+            Category::Data => "A field has the wrong type or value",
+            Category::Syntax | Category::Eof | Category::Io => "Malformed JSON",
+        };
+        KmsError::new(
+            ErrorCode::SerializationException,
+            format!("{what} at line {} column {}", e.line(), e.column()),
+        )
+    })
+}
+
+/// Serialises a response.
+fn respond(v: &serde_json::Value) -> Result<Vec<u8>, KmsError> {
+    serde_json::to_vec(v).map_err(KmsError::internal)
+}
+
+/// The empty response of operations that return nothing.
+fn empty() -> Result<Vec<u8>, KmsError> {
+    Ok(b"{}".to_vec())
+}
+
+/// The error DryRun gives when the request would have succeeded.
+fn dry_run_ok(dry_run: Option<bool>) -> Result<(), KmsError> {
+    if dry_run == Some(true) {
+        return Err(KmsError::new(
+            ErrorCode::DryRunOperationException,
+            "The request would have succeeded, but the DryRun option is set.",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for n in ["CreateKey", "Encrypt", "ListResourceTags", "GenerateRandom"] {
+            assert_eq!(Operation::from_name(n).unwrap().name(), n);
+        }
+        assert!(Operation::from_name("encrypt").is_none());
+    }
+
+    #[test]
+    fn serialization_errors_do_not_echo_values() {
+        let e = parse::<crate::api::EncryptRequest>(br#"{"Plaintext": 12345}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::SerializationException);
+        assert!(!e.message.contains("12345"), "{}", e.message);
+        let e = parse::<crate::api::EncryptRequest>(b"{nope").unwrap_err();
+        assert_eq!(e.code, ErrorCode::SerializationException);
+        assert!(parse::<crate::api::EncryptRequest>(b"").is_ok());
+    }
+}
