@@ -1,1 +1,116 @@
-//! keyhold-server
+//! keyhold-server: the front door. HTTP, SigV4 and the AWS JSON 1.1 wire; the engine does the
+//! rest.
+//!
+//! # Layout
+//! - [`run`]: serves a bound listener until a shutdown future resolves, then drains.
+//! - `handler`: one request: framing limits, target, SigV4, dispatch to the engine.
+//! - [`sigv4`]: signature verification.
+//! - [`wire`]: the error table and JSON error bodies.
+//! - [`spawn_deletion_task`]: destroys keys whose deletion window has passed.
+#![forbid(unsafe_code)]
+
+mod handler;
+pub mod sigv4;
+pub mod wire;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use keyhold_kms::Engine;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+/// Limits of the HTTP front door.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Most connections served at once; further connections wait to be accepted.
+    pub max_connections: usize,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and waits (at most 10 s)
+/// for in-flight requests to finish.
+pub async fn run(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let limit = Arc::new(Semaphore::new(options.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let options = Arc::new(options);
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            _ = &mut shutdown => break,
+            p = limit.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let engine = engine.clone();
+        let options = options.clone();
+        let service = hyper::service::service_fn(move |req| {
+            handler::handle(engine.clone(), options.clone(), peer, req)
+        });
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            tracing::warn!("connections still open after 10 s; closing");
+        }
+    }
+    Ok(())
+}
+
+/// Runs scheduled key deletions every `every` until the runtime stops.
+pub fn spawn_deletion_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let e = engine.clone();
+            match tokio::task::spawn_blocking(move || e.run_due_deletions()).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(deleted = n, "scheduled key deletions done"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled key deletion failed"),
+                Err(e) => tracing::error!(error = %e, "deletion task panicked"),
+            }
+        }
+    })
+}
