@@ -1,1 +1,73 @@
-fn main() {}
+//! `keyhold`: a key management service that speaks the AWS KMS API.
+//!
+//! # Layout
+//! - `main`: the command line (clap) and dispatch.
+//! - `serve`: `keyhold serve` (and `--dev`).
+//! - `admin`: `keyhold init` and `keyhold admin principal ...`.
+//! - `datadir`: the files of a data dir.
+#![forbid(unsafe_code)]
+
+mod admin;
+mod datadir;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// keyhold: a self-hosted key management service that speaks the AWS KMS API.
+#[derive(Debug, Parser)]
+#[command(name = "keyhold", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the KMS API.
+    Serve(serve::ServeArgs),
+    /// Create a data dir: root key, database and a first principal.
+    Init(admin::InitArgs),
+    /// Administration of a data dir (also while a server runs on it).
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Manage principals (access keys).
+    Principal {
+        #[command(subcommand)]
+        command: admin::PrincipalCommand,
+    },
+}
+
+/// The data dir option shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+struct DataDirArg {
+    /// Directory holding the root key, database and audit log.
+    #[arg(long, env = "KEYHOLD_DATA_DIR", default_value = "./keyhold-data")]
+    data_dir: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Init(args) => admin::init(args),
+        Command::Admin {
+            command: AdminCommand::Principal { command },
+        } => admin::principal(command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("keyhold: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! `keyhold init` and `keyhold admin principal ...`.
+
+use keyhold_kms::clock::{Clock, SystemClock};
+use keyhold_kms::principal::{create_principal, NewPrincipal, PrincipalKind};
+use keyhold_store::Store;
+
+use crate::datadir::DataDir;
+use crate::DataDirArg;
+
+/// Options of `keyhold init`.
+#[derive(Debug, clap::Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// Account of the first principal.
+    #[arg(long, default_value = "111122223333")]
+    account: String,
+    /// User name of the first principal.
+    #[arg(long, default_value = "admin")]
+    name: String,
+    /// Print the first principal's credentials as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `keyhold admin principal` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum PrincipalCommand {
+    /// Create a principal and print its secret access key (shown once).
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// 12-digit account id.
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+        /// User (or role) name.
+        #[arg(long)]
+        name: String,
+        /// Make a role (`arn:aws:iam::ACCOUNT:role/NAME`) instead of a user.
+        #[arg(long)]
+        role: bool,
+        /// Print `{"access_key_id", "secret_access_key", "arn"}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List principals (never their secrets).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a principal by access key id or ARN.
+    Delete {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Access key id or ARN.
+        principal: String,
+    },
+}
+
+fn print_new(p: &NewPrincipal, json: bool) {
+    let secret = String::from_utf8_lossy(p.secret_access_key.expose_secret()).into_owned();
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "access_key_id": p.access_key_id,
+                "secret_access_key": secret,
+                "arn": p.arn,
+            })
+        );
+    } else {
+        println!("principal:         {}", p.arn);
+        println!("access key id:     {}", p.access_key_id);
+        println!("secret access key: {secret}");
+        println!("(the secret access key is shown only this once)");
+    }
+    zeroize::Zeroize::zeroize(&mut secret.into_bytes());
+}
+
+/// `keyhold init`.
+pub fn init(args: InitArgs) -> Result<(), String> {
+    let dir = DataDir::new(&args.dir.data_dir);
+    let (root, store) = dir.initialise()?;
+    let p = create_principal(
+        &store,
+        root.as_ref(),
+        &args.account,
+        &args.name,
+        PrincipalKind::User,
+        SystemClock.now_ms(),
+    )
+    .map_err(|e| e.message)?;
+    if !args.json {
+        println!("initialised keyhold data dir {}", dir.root.display());
+        println!(
+            "root key: {} (file provider: keep it private and backed up)",
+            dir.root_key().display()
+        );
+    }
+    print_new(&p, args.json);
+    Ok(())
+}
+
+/// `keyhold admin principal ...`.
+pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
+    match cmd {
+        PrincipalCommand::Create {
+            dir,
+            account,
+            name,
+            role,
+            json,
+        } => {
+            let (root, store) = DataDir::new(&dir.data_dir).open()?;
+            let kind = if role {
+                PrincipalKind::Role
+            } else {
+                PrincipalKind::User
+            };
+            let p = create_principal(
+                &store,
+                root.as_ref(),
+                &account,
+                &name,
+                kind,
+                SystemClock.now_ms(),
+            )
+            .map_err(|e| e.message)?;
+            print_new(&p, json);
+            Ok(())
+        }
+        PrincipalCommand::List { dir, json } => {
+            let (_root, store) = DataDir::new(&dir.data_dir).open()?;
+            let list = store.list_principals().map_err(|e| e.to_string())?;
+            if json {
+                let v: Vec<_> = list
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "access_key_id": p.access_key_id,
+                            "arn": p.arn,
+                            "account": p.account,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::Value::Array(v));
+            } else {
+                for p in list {
+                    println!("{}\t{}", p.access_key_id, p.arn);
+                }
+            }
+            Ok(())
+        }
+        PrincipalCommand::Delete { dir, principal } => {
+            let (_root, store) = DataDir::new(&dir.data_dir).open()?;
+            store
+                .delete_principal(&principal)
+                .map_err(|e| match e {
+                    keyhold_store::StoreError::NotFound => {
+                        format!("no principal with access key id or ARN {principal}")
+                    }
+                    other => other.to_string(),
+                })?;
+            println!("deleted {principal}");
+            Ok(())
+        }
+    }
+}
