@@ -156,14 +156,12 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
         }
         PrincipalCommand::Delete { dir, principal } => {
             let (_root, store) = DataDir::new(&dir.data_dir).open()?;
-            store
-                .delete_principal(&principal)
-                .map_err(|e| match e {
-                    keyhold_store::StoreError::NotFound => {
-                        format!("no principal with access key id or ARN {principal}")
-                    }
-                    other => other.to_string(),
-                })?;
+            store.delete_principal(&principal).map_err(|e| match e {
+                keyhold_store::StoreError::NotFound => {
+                    format!("no principal with access key id or ARN {principal}")
+                }
+                other => other.to_string(),
+            })?;
             println!("deleted {principal}");
             Ok(())
         }

@@ -34,10 +34,21 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYHOLD_REGION", default_value = "us-east-1")]
     region: String,
     /// Access key id of the dev credential.
-    #[arg(long, env = "KEYHOLD_DEV_ACCESS_KEY_ID", default_value = "test", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "KEYHOLD_DEV_ACCESS_KEY_ID",
+        default_value = "test",
+        hide_env_values = true
+    )]
     dev_access_key_id: String,
     /// Secret access key of the dev credential.
-    #[arg(long, env = "KEYHOLD_DEV_SECRET_ACCESS_KEY", default_value = "test", hide_env_values = true, hide_default_value = true)]
+    #[arg(
+        long,
+        env = "KEYHOLD_DEV_SECRET_ACCESS_KEY",
+        default_value = "test",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
     dev_secret_access_key: String,
     /// Seconds between checks for keys whose deletion window has passed.
     #[arg(long, env = "KEYHOLD_DELETION_CHECK_SECS", default_value_t = 60)]
@@ -68,7 +79,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .with_writer(std::io::stderr)
         .init();
     if !valid_region(&args.region) {
-        return Err(format!("--region {:?} is not a valid region name", args.region));
+        return Err(format!(
+            "--region {:?} is not a valid region name",
+            args.region
+        ));
     }
     if !args.listen.ip().is_loopback() {
         return Err(format!(
@@ -116,8 +130,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         )
     };
     let (root, store) = dir.open()?;
-    let audit = FileAuditLog::open(&dir.audit_dir())
-        .map_err(|e| format!("cannot open the audit log in {}: {e}", dir.audit_dir().display()))?;
+    let audit = FileAuditLog::open(&dir.audit_dir()).map_err(|e| {
+        format!(
+            "cannot open the audit log in {}: {e}",
+            dir.audit_dir().display()
+        )
+    })?;
     let engine = Arc::new(Engine::new(
         args.region.clone(),
         Arc::new(store),
@@ -165,9 +183,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             engine.clone(),
             Duration::from_secs(args.deletion_check_secs.max(1)),
         );
-        keyhold_server::run(listener, engine, ServerOptions::default(), shutdown_signal())
-            .await
-            .map_err(|e| format!("server error: {e}"))?;
+        keyhold_server::run(
+            listener,
+            engine,
+            ServerOptions::default(),
+            shutdown_signal(),
+        )
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
         tracing::info!("keyhold stopped");
         Ok::<(), String>(())
     })
@@ -176,14 +199,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}

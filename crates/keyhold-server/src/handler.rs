@@ -57,7 +57,11 @@ pub(crate) async fn handle(
     };
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path() == "/health" {
-        return Ok(response(200, &meta.request_id, b"{\"status\":\"ok\"}".to_vec()));
+        return Ok(response(
+            200,
+            &meta.request_id,
+            b"{\"status\":\"ok\"}".to_vec(),
+        ));
     }
     let op = parts
         .headers
@@ -91,12 +95,17 @@ pub(crate) async fn handle(
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
                 return Ok(refuse(too_large, b""));
             }
             tracing::debug!(error = %e, "request body read failed");
             return Ok(refuse(
-                KmsError::new(ErrorCode::SerializationException, "Could not read request body"),
+                KmsError::new(
+                    ErrorCode::SerializationException,
+                    "Could not read request body",
+                ),
                 b"",
             ));
         }

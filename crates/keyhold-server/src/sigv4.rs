@@ -138,7 +138,10 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
 fn uri_encode(s: &str, keep_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || (keep_slash && b == b'/') {
+        if b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'_' | b'.' | b'~')
+            || (keep_slash && b == b'/')
+        {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
@@ -235,7 +238,9 @@ pub fn canonical_request(
     out.push('\n');
     for name in signed_headers {
         let value = header_value(headers, uri, name).ok_or_else(|| {
-            incomplete(format!("Signed header {name} is not present in the request"))
+            incomplete(format!(
+                "Signed header {name} is not present in the request"
+            ))
         })?;
         out.push_str(name);
         out.push(':');
@@ -458,7 +463,10 @@ mod tests {
 
     #[test]
     fn canonical_query_sorts_and_encodes() {
-        assert_eq!(canonical_query("b=2&a=1&c=x%20y&d=%E2%82%AC+"), "a=1&b=2&c=x%20y&d=%E2%82%AC%2B");
+        assert_eq!(
+            canonical_query("b=2&a=1&c=x%20y&d=%E2%82%AC+"),
+            "a=1&b=2&c=x%20y&d=%E2%82%AC%2B"
+        );
         assert_eq!(canonical_query("e=%Z"), "e=%25Z");
         assert_eq!(canonical_query(""), "");
     }

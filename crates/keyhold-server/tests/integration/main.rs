@@ -1,0 +1,11 @@
+//! Integration tests: the real server on a loopback port, driven by the AWS SDK for Rust and
+//! by raw requests signed with `aws-sigv4`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+mod aliases_tags;
+mod auth;
+mod bad_input;
+mod crypto;
+mod keys;
