@@ -1,0 +1,132 @@
+"""The AWS CLI against keyhold."""
+
+import base64
+import json
+import os
+import pathlib
+
+from conftest import Server, run_keyhold
+
+
+def test_cli_round_trip(dev_server, tmp_path):
+    key = dev_server.cli("create-key", "--description", "cli")["KeyMetadata"]["KeyId"]
+    dev_server.cli("create-alias", "--alias-name", "alias/cli", "--target-key-id", key)
+    pt = tmp_path / "pt.bin"
+    pt.write_bytes(b"from the cli")
+    out = dev_server.cli(
+        "encrypt", "--key-id", "alias/cli", "--plaintext", f"fileb://{pt}",
+        "--encryption-context", "who=cli",
+    )
+    ct = tmp_path / "ct.bin"
+    ct.write_bytes(base64.b64decode(out["CiphertextBlob"]))
+    dec = dev_server.cli(
+        "decrypt", "--ciphertext-blob", f"fileb://{ct}", "--encryption-context", "who=cli"
+    )
+    assert base64.b64decode(dec["Plaintext"]) == b"from the cli"
+    bad = dev_server.cli(
+        "decrypt", "--ciphertext-blob", f"fileb://{ct}", "--encryption-context", "who=other",
+        check=False,
+    )
+    assert bad.returncode != 0 and "InvalidCiphertextException" in bad.stderr
+    aliases = dev_server.cli("list-aliases")["Aliases"]
+    assert any(a["AliasName"] == "alias/cli" for a in aliases)
+    keys = dev_server.cli("list-keys")["Keys"]
+    assert any(k["KeyId"] == key for k in keys)
+    dk = dev_server.cli("generate-data-key", "--key-id", key, "--key-spec", "AES_128")
+    assert len(base64.b64decode(dk["Plaintext"])) == 16
+    tags = dev_server.cli("list-resource-tags", "--key-id", key)
+    assert tags["Tags"] == []
+
+
+def test_cli_errors(dev_server):
+    p = dev_server.cli("describe-key", "--key-id", "alias/missing", check=False)
+    assert p.returncode != 0 and "NotFoundException" in p.stderr
+    p = dev_server.cli("generate-random", "--number-of-bytes", "2000", check=False)
+    assert p.returncode != 0 and "ValidationException" in p.stderr
+
+
+def test_init_serve_restart_keeps_state(data_dir, tmp_path):
+    init = run_keyhold("init", "--data-dir", str(data_dir), "--json")
+    assert init.returncode == 0, init.stderr
+    creds = json.loads(init.stdout)
+    assert set(creds) == {"access_key_id", "secret_access_key", "arn"}
+    assert creds["arn"] == "arn:aws:iam::111122223333:user/admin"
+    # The secret is stored wrapped, never in plaintext.
+    for f in pathlib.Path(data_dir).rglob("*"):
+        if f.is_file():
+            assert creds["secret_access_key"].encode() not in f.read_bytes(), f
+    assert oct(os.stat(data_dir / "root.key").st_mode & 0o777) == "0o600"
+
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        c = s.client(creds["access_key_id"], creds["secret_access_key"])
+        key = c.create_key(Description="durable")["KeyMetadata"]["KeyId"]
+        c.create_alias(AliasName="alias/durable", TargetKeyId=key)
+        c.tag_resource(KeyId=key, Tags=[{"TagKey": "k", "TagValue": "v"}])
+        ct = c.encrypt(KeyId="alias/durable", Plaintext=b"survives")["CiphertextBlob"]
+        # The dev credential does not exist on a non-dev server.
+        try:
+            s.client().list_keys()
+            raise AssertionError("dev credential accepted")
+        except c.exceptions.ClientError as e:
+            assert e.response["Error"]["Code"] == "UnrecognizedClientException"
+    finally:
+        s.stop()
+
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        c = s.client(creds["access_key_id"], creds["secret_access_key"])
+        assert c.decrypt(CiphertextBlob=ct)["Plaintext"] == b"survives"
+        assert c.describe_key(KeyId="alias/durable")["KeyMetadata"]["Description"] == "durable"
+        assert c.list_resource_tags(KeyId=key)["Tags"] == [{"TagKey": "k", "TagValue": "v"}]
+        # The AWS CLI with the printed credentials works too.
+        out = s.cli("describe-key", "--key-id", key,
+                    access_key=creds["access_key_id"], secret=creds["secret_access_key"])
+        assert out["KeyMetadata"]["KeyId"] == key
+    finally:
+        s.stop()
+
+
+def test_principals_managed_while_serving(data_dir):
+    assert run_keyhold("init", "--data-dir", str(data_dir), "--json").returncode == 0
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        made = run_keyhold(
+            "admin", "principal", "create", "--data-dir", str(data_dir),
+            "--account", "444455556666", "--name", "bob", "--json",
+        )
+        assert made.returncode == 0, made.stderr
+        bob = json.loads(made.stdout)
+        assert bob["arn"] == "arn:aws:iam::444455556666:user/bob"
+        c = s.client(bob["access_key_id"], bob["secret_access_key"])
+        md = c.create_key()["KeyMetadata"]
+        assert md["AWSAccountId"] == "444455556666"
+        listed = run_keyhold("admin", "principal", "list", "--data-dir", str(data_dir), "--json")
+        arns = [p["arn"] for p in json.loads(listed.stdout)]
+        assert "arn:aws:iam::444455556666:user/bob" in arns
+        assert bob["secret_access_key"] not in listed.stdout
+        gone = run_keyhold("admin", "principal", "delete", "--data-dir", str(data_dir), bob["arn"])
+        assert gone.returncode == 0, gone.stderr
+        # The credential cache lets a deleted principal live for at most a few seconds.
+        from conftest import wait_until
+
+        def refused():
+            try:
+                c.list_keys()
+                return False
+            except c.exceptions.ClientError as e:
+                return e.response["Error"]["Code"] == "UnrecognizedClientException"
+
+        assert wait_until(refused, timeout=10)
+    finally:
+        s.stop()
+
+
+def test_serve_refuses_bad_setups(data_dir):
+    p = run_keyhold("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0")
+    assert p.returncode != 0 and "keyhold init" in p.stderr
+    p = run_keyhold("serve", "--dev", "--listen", "0.0.0.0:0")
+    assert p.returncode != 0 and "non-loopback" in p.stderr
+    assert run_keyhold("init", "--data-dir", str(data_dir)).returncode == 0
+    p = run_keyhold("init", "--data-dir", str(data_dir))
+    assert p.returncode != 0 and "already initialised" in p.stderr
