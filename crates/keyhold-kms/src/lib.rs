@@ -275,6 +275,24 @@ impl Engine {
         Ok(rec)
     }
 
+    /// Finds a key that a request is about to change (aliases not accepted), records it as
+    /// the call's resource, and refuses a key pending deletion.
+    pub(crate) fn resolve_for_change(
+        &self,
+        caller: &Principal,
+        name: &str,
+        rec: &mut CallRecord,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let key = self.resolve_key(caller, name, false)?;
+        let arn = self.key_arn(&key);
+        if key.state == keyhold_core::key::KeyState::PendingDeletion {
+            rec.resources.push(arn.clone());
+            return Err(KmsError::invalid_state(&arn, key.state.as_str()));
+        }
+        rec.resources.push(arn);
+        Ok(key)
+    }
+
     /// Until key policies exist, a key is usable only by principals of its own account.
     pub(crate) fn check_owner(&self, caller: &Principal, rec: &KeyRecord) -> Result<(), KmsError> {
         if rec.account != caller.account {

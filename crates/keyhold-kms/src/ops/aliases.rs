@@ -1,8 +1,9 @@
 //! Aliases: CreateAlias, UpdateAlias, DeleteAlias, ListAliases.
 
 use keyhold_core::ids::{alias_arn, AliasName};
-use keyhold_core::key::KeyState;
-use keyhold_store::{AliasRecord, StoreError};
+use std::sync::Arc;
+
+use keyhold_store::{AliasRecord, KeyRecord, StoreError};
 use serde_json::json;
 
 use super::{empty, respond};
@@ -36,23 +37,30 @@ fn reserved(name: &AliasName) -> KmsError {
     )
 }
 
+/// The alias a CreateAlias or UpdateAlias names, and the key it should point at (which must
+/// exist and not be pending deletion).
+fn name_and_target(
+    engine: &Engine,
+    caller: &Principal,
+    req: AliasRequest,
+    rec: &mut CallRecord,
+) -> Result<(AliasName, Arc<KeyRecord>), KmsError> {
+    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
+    let target = required(req.target_key_id, "targetKeyId")?;
+    if name.is_reserved() {
+        return Err(reserved(&name));
+    }
+    let key = engine.resolve_for_change(caller, &target, rec)?;
+    Ok((name, key))
+}
+
 pub(super) fn create_alias(
     engine: &Engine,
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
-    let target = required(req.target_key_id, "targetKeyId")?;
-    if name.is_reserved() {
-        return Err(reserved(&name));
-    }
-    let key = engine.resolve_key(caller, &target, false)?;
-    let arn = engine.key_arn(&key);
-    rec.resources.push(arn.clone());
-    if key.state == KeyState::PendingDeletion {
-        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
-    }
+    let (name, key) = name_and_target(engine, caller, req, rec)?;
     let now = engine.now_ms();
     let _guard = engine.lock_writes();
     let alias = AliasRecord {
@@ -84,17 +92,7 @@ pub(super) fn update_alias(
     req: AliasRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let name = alias_name(&required(req.alias_name, "aliasName")?)?;
-    let target = required(req.target_key_id, "targetKeyId")?;
-    if name.is_reserved() {
-        return Err(reserved(&name));
-    }
-    let key = engine.resolve_key(caller, &target, false)?;
-    let arn = engine.key_arn(&key);
-    rec.resources.push(arn.clone());
-    if key.state == KeyState::PendingDeletion {
-        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
-    }
+    let (name, key) = name_and_target(engine, caller, req, rec)?;
     let _guard = engine.lock_writes();
     let current = engine
         .store()

@@ -78,6 +78,32 @@ fn check_usable(engine: &Engine, key: &KeyRecord) -> Result<(), KmsError> {
     Ok(())
 }
 
+/// Finds the key an Encrypt or GenerateDataKey names, checks it can encrypt, records it as the
+/// call's resource, and answers a DryRun.
+fn usable_key(
+    engine: &Engine,
+    caller: &Principal,
+    name: &str,
+    dry_run: Option<bool>,
+    rec: &mut CallRecord,
+) -> Result<Arc<KeyRecord>, KmsError> {
+    let key = engine.resolve_key(caller, name, true)?;
+    rec.resources.push(engine.key_arn(&key));
+    check_usable(engine, &key)?;
+    dry_run_ok(dry_run)?;
+    Ok(key)
+}
+
+/// The `CiphertextBlob` field of Decrypt and ReEncrypt.
+fn ciphertext_field(v: Option<String>) -> Result<Vec<u8>, KmsError> {
+    blob_field(
+        &required(v, "ciphertextBlob")?,
+        "ciphertextBlob",
+        1,
+        MAX_CIPHERTEXT,
+    )
+}
+
 /// Seals `plaintext` under the current version of `key`.
 fn seal_current(
     engine: &Engine,
@@ -105,6 +131,29 @@ struct DryRun {
     requested: Option<bool>,
     /// DryRunModifiers held IGNORE_CIPHERTEXT.
     ignore_ciphertext: bool,
+}
+
+impl DryRun {
+    /// Reads `DryRun` and `DryRunModifiers` (whose only value is `IGNORE_CIPHERTEXT`).
+    fn from_request(
+        requested: Option<bool>,
+        modifiers: &Option<Vec<String>>,
+    ) -> Result<Self, KmsError> {
+        let mut ignore_ciphertext = false;
+        for m in modifiers.iter().flatten() {
+            if m != "IGNORE_CIPHERTEXT" {
+                return Err(KmsError::validation(format!(
+                    "1 validation error detected: Value '{m}' at 'dryRunModifiers' failed to \
+                     satisfy constraint: Member must satisfy enum value set: [IGNORE_CIPHERTEXT]"
+                )));
+            }
+            ignore_ciphertext = true;
+        }
+        Ok(Self {
+            requested,
+            ignore_ciphertext,
+        })
+    }
 }
 
 /// A decrypted blob and the key and version that sealed it.
@@ -165,20 +214,6 @@ fn open_blob(
     })
 }
 
-fn ignores_ciphertext(modifiers: &Option<Vec<String>>) -> Result<bool, KmsError> {
-    let mut ignore = false;
-    for m in modifiers.iter().flatten() {
-        if m != "IGNORE_CIPHERTEXT" {
-            return Err(KmsError::validation(format!(
-                "1 validation error detected: Value '{m}' at 'dryRunModifiers' failed to \
-                 satisfy constraint: Member must satisfy enum value set: [IGNORE_CIPHERTEXT]"
-            )));
-        }
-        ignore = true;
-    }
-    Ok(ignore)
-}
-
 pub(super) fn encrypt(
     engine: &Engine,
     caller: &Principal,
@@ -196,10 +231,7 @@ pub(super) fn encrypt(
     grant_tokens(&req.grant_tokens)?;
     symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
     let context = validate::context(req.encryption_context);
-    let key = engine.resolve_key(caller, &key_id, true)?;
-    rec.resources.push(engine.key_arn(&key));
-    check_usable(engine, &key)?;
-    dry_run_ok(req.dry_run)?;
+    let key = usable_key(engine, caller, &key_id, req.dry_run, rec)?;
     let ciphertext = seal_current(engine, &key, &context, plaintext.expose_secret())?;
     respond(&json!({
         "CiphertextBlob": B64.encode(ciphertext),
@@ -214,16 +246,11 @@ pub(super) fn decrypt(
     req: DecryptRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let ciphertext = blob_field(
-        &required(req.ciphertext_blob, "ciphertextBlob")?,
-        "ciphertextBlob",
-        1,
-        MAX_CIPHERTEXT,
-    )?;
+    let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     grant_tokens(&req.grant_tokens)?;
     symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
     no_recipient(&req.recipient)?;
-    let ignore = ignores_ciphertext(&req.dry_run_modifiers)?;
+    let dry_run = DryRun::from_request(req.dry_run, &req.dry_run_modifiers)?;
     let context = validate::context(req.encryption_context);
     let opened = open_blob(
         engine,
@@ -231,10 +258,7 @@ pub(super) fn decrypt(
         &ciphertext,
         req.key_id.as_deref(),
         &context,
-        DryRun {
-            requested: req.dry_run,
-            ignore_ciphertext: ignore,
-        },
+        dry_run,
         rec,
     )?;
     respond(&json!({
@@ -251,12 +275,7 @@ pub(super) fn re_encrypt(
     req: ReEncryptRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let ciphertext = blob_field(
-        &required(req.ciphertext_blob, "ciphertextBlob")?,
-        "ciphertextBlob",
-        1,
-        MAX_CIPHERTEXT,
-    )?;
+    let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     let dest_id = required(req.destination_key_id, "destinationKeyId")?;
     grant_tokens(&req.grant_tokens)?;
     symmetric_algorithm(
@@ -267,7 +286,7 @@ pub(super) fn re_encrypt(
         &req.destination_encryption_algorithm,
         "destinationEncryptionAlgorithm",
     )?;
-    let ignore = ignores_ciphertext(&req.dry_run_modifiers)?;
+    let dry_run = DryRun::from_request(req.dry_run, &req.dry_run_modifiers)?;
     let source_ctx = validate::context(req.source_encryption_context);
     let dest_ctx = validate::context(req.destination_encryption_context);
     let dest = engine.resolve_key(caller, &dest_id, true)?;
@@ -278,10 +297,7 @@ pub(super) fn re_encrypt(
         &ciphertext,
         req.source_key_id.as_deref(),
         &source_ctx,
-        DryRun {
-            requested: req.dry_run,
-            ignore_ciphertext: ignore,
-        },
+        dry_run,
         rec,
     )?;
     rec.resources.push(engine.key_arn(&dest));
@@ -333,10 +349,7 @@ fn data_key(
         }
     };
     let context = validate::context(req.encryption_context);
-    let key = engine.resolve_key(caller, &key_id, true)?;
-    rec.resources.push(engine.key_arn(&key));
-    check_usable(engine, &key)?;
-    dry_run_ok(req.dry_run)?;
+    let key = usable_key(engine, caller, &key_id, req.dry_run, rec)?;
     let data_key = SecretBytes::random(len).map_err(KmsError::internal)?;
     let ciphertext = seal_current(engine, &key, &context, data_key.expose_secret())?;
     let mut out = json!({

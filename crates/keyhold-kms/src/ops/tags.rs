@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 
-use keyhold_core::key::KeyState;
 use keyhold_store::Tag;
 use serde_json::json;
 
@@ -55,12 +54,7 @@ pub(super) fn tag_resource(
 ) -> Result<Vec<u8>, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let tags = validate_tags(required(req.tags, "tags")?)?;
-    let key = engine.resolve_key(caller, &key_id, false)?;
-    let arn = engine.key_arn(&key);
-    rec.resources.push(arn.clone());
-    if key.state == KeyState::PendingDeletion {
-        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
-    }
+    let key = engine.resolve_for_change(caller, &key_id, rec)?;
     let _guard = engine.lock_writes();
     let existing = engine.store().list_tags(&key.key_id)?;
     let new_keys = tags
@@ -88,12 +82,7 @@ pub(super) fn untag_resource(
     for k in &keys {
         str_len(k, "tagKeys.member", 1, 128)?;
     }
-    let key = engine.resolve_key(caller, &key_id, false)?;
-    let arn = engine.key_arn(&key);
-    rec.resources.push(arn.clone());
-    if key.state == KeyState::PendingDeletion {
-        return Err(KmsError::invalid_state(&arn, key.state.as_str()));
-    }
+    let key = engine.resolve_for_change(caller, &key_id, rec)?;
     let _guard = engine.lock_writes();
     engine.store().remove_tags(&key.key_id, &keys)?;
     empty()

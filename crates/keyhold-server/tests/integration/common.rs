@@ -278,3 +278,19 @@ pub async fn new_key(c: &aws_sdk_kms::Client) -> String {
 pub fn blob(b: &[u8]) -> aws_sdk_kms::primitives::Blob {
     aws_sdk_kms::primitives::Blob::new(b)
 }
+
+/// Encrypts `plaintext` under `key` (no context) and returns the ciphertext blob.
+pub async fn seal(
+    c: &aws_sdk_kms::Client,
+    key: impl Into<String>,
+    plaintext: &[u8],
+) -> aws_sdk_kms::primitives::Blob {
+    c.encrypt()
+        .key_id(key)
+        .plaintext(blob(plaintext))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap()
+}

@@ -73,15 +73,7 @@ async fn altered_blob_is_invalid_ciphertext() {
     let s = TestServer::start().await;
     let c = s.client();
     let k = new_key(&c).await;
-    let ct = c
-        .encrypt()
-        .key_id(&k)
-        .plaintext(blob(b"hello"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ct = seal(&c, &k, b"hello").await;
     let bytes = ct.as_ref().to_vec();
     for i in [0, 5, 18, 30, bytes.len() - 1] {
         let mut bad = bytes.clone();
@@ -112,15 +104,7 @@ async fn decrypt_naming_another_key_is_incorrect_key() {
     let c = s.client();
     let k1 = new_key(&c).await;
     let k2 = new_key(&c).await;
-    let ct = c
-        .encrypt()
-        .key_id(&k1)
-        .plaintext(blob(b"x"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ct = seal(&c, &k1, b"x").await;
     let e = c
         .decrypt()
         .ciphertext_blob(ct.clone())

@@ -134,15 +134,7 @@ async fn scheduled_deletion_refuses_use_then_destroys_after_window() {
     let s = TestServer::start().await;
     let c = s.client();
     let k = new_key(&c).await;
-    let ct = c
-        .encrypt()
-        .key_id(&k)
-        .plaintext(blob(b"keep"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ct = seal(&c, &k, b"keep").await;
     let e = c
         .schedule_key_deletion()
         .key_id(&k)
@@ -261,15 +253,7 @@ async fn state_survives_a_restart() {
         .send()
         .await
         .unwrap();
-    let ct = c
-        .encrypt()
-        .key_id("alias/durable")
-        .plaintext(blob(b"persist me"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ct = seal(&c, "alias/durable", b"persist me").await;
     s.stop().await;
 
     let s = TestServer::start_in(dir.path()).await;
@@ -315,15 +299,7 @@ async fn keys_of_another_account_are_not_usable() {
         .await
         .unwrap_err();
     assert_eq!(code(&e), "AccessDeniedException");
-    let ct = mine
-        .encrypt()
-        .key_id(&k)
-        .plaintext(blob(b"x"))
-        .send()
-        .await
-        .unwrap()
-        .ciphertext_blob
-        .unwrap();
+    let ct = seal(&mine, &k, b"x").await;
     let e = other
         .decrypt()
         .ciphertext_blob(ct)
