@@ -30,6 +30,14 @@ fn alias_name(s: &str) -> Result<AliasName, KmsError> {
         .map_err(|e| KmsError::new(ErrorCode::InvalidAliasNameException, e.to_string()))
 }
 
+/// A store error about an existing alias: `NotFound` means the alias does not exist.
+fn alias_store_error(e: StoreError, name: &AliasName) -> KmsError {
+    match e {
+        StoreError::NotFound => KmsError::not_found(format!("Alias {name} is not found.")),
+        other => other.into(),
+    }
+}
+
 fn reserved(name: &AliasName) -> KmsError {
     KmsError::new(
         ErrorCode::InvalidAliasNameException,
@@ -110,10 +118,7 @@ pub(super) fn update_alias(
     engine
         .store()
         .update_alias(&caller.account, &name, &key.key_id, engine.now_ms())
-        .map_err(|e| match e {
-            StoreError::NotFound => KmsError::not_found(format!("Alias {name} is not found.")),
-            other => other.into(),
-        })?;
+        .map_err(|e| alias_store_error(e, &name))?;
     engine
         .keyring()
         .invalidate_alias(&caller.account, name.as_str());
@@ -131,10 +136,7 @@ pub(super) fn delete_alias(
     engine
         .store()
         .delete_alias(&caller.account, &name)
-        .map_err(|e| match e {
-            StoreError::NotFound => KmsError::not_found(format!("Alias {name} is not found.")),
-            other => other.into(),
-        })?;
+        .map_err(|e| alias_store_error(e, &name))?;
     engine
         .keyring()
         .invalidate_alias(&caller.account, name.as_str());
