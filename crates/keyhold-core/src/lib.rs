@@ -6,6 +6,7 @@
 //! - [`secret`]: secret byte newtypes that zeroize on drop and never print.
 //! - [`context`]: encryption context and its canonical (authenticated) encoding.
 //! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
+//! - [`policy`]: key policies: parsing and evaluation of the IAM policy language.
 //! - [`error`]: the crate's error enum.
 #![deny(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod context;
 pub mod error;
 pub mod ids;
 pub mod key;
+pub mod policy;
 pub mod secret;
 
 pub use error::CoreError;
