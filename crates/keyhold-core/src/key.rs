@@ -134,6 +134,16 @@ wire_enum!(
 );
 
 wire_enum!(
+    /// Who manages a key (AWS `KeyManagerType`).
+    KeyManager {
+        /// An AWS managed key (`alias/aws/<service>`), made by keyhold on first use.
+        Aws = "AWS",
+        /// A key its account created.
+        Customer = "CUSTOMER",
+    }
+);
+
+wire_enum!(
     /// Data key specs (AWS `DataKeySpec`).
     DataKeySpec {
         /// 32 bytes.

@@ -251,6 +251,42 @@ request!(
     }
 );
 
+request!(
+    /// GetKeyPolicy.
+    GetKeyPolicyRequest {
+        /// The key.
+        key_id: String,
+        /// Always `default`.
+        policy_name: String,
+    }
+);
+
+request!(
+    /// PutKeyPolicy.
+    PutKeyPolicyRequest {
+        /// The key.
+        key_id: String,
+        /// Always `default`.
+        policy_name: String,
+        /// The new policy JSON.
+        policy: String,
+        /// Skip the lockout check.
+        bypass_policy_lockout_safety_check: bool,
+    }
+);
+
+request!(
+    /// ListKeyPolicies.
+    ListKeyPoliciesRequest {
+        /// The key.
+        key_id: String,
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
 /// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

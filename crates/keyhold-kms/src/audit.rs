@@ -121,6 +121,8 @@ pub struct CallInfo<'a> {
     pub error: Option<(&'a str, &'a str)>,
     /// ARNs of the keys the call touched.
     pub resources: &'a [String],
+    /// The authorization decision (which policy statement or grant allowed or denied it).
+    pub decision: Option<&'a str>,
     /// The server's region.
     pub region: &'a str,
     /// Event time, milliseconds since the epoch.
@@ -186,9 +188,14 @@ pub fn event(info: &CallInfo<'_>) -> Value {
         "recipientAccountId": account,
         "eventCategory": "Management",
     });
-    if let (Some((code, message)), Some(obj)) = (info.error, ev.as_object_mut()) {
-        obj.insert("errorCode".into(), json!(code));
-        obj.insert("errorMessage".into(), json!(message));
+    if let Some(obj) = ev.as_object_mut() {
+        if let Some((code, message)) = info.error {
+            obj.insert("errorCode".into(), json!(code));
+            obj.insert("errorMessage".into(), json!(message));
+        }
+        if let Some(d) = info.decision {
+            obj.insert("additionalEventData".into(), json!({ "authorization": d }));
+        }
     }
     ev
 }
@@ -223,6 +230,7 @@ mod tests {
             body: b"{}",
             error: Some(("NotFoundException", "nope")),
             resources: &["arn:aws:kms:us-east-1:111122223333:key/x".into()],
+            decision: Some("allowed kms:Encrypt by key policy"),
             region: "us-east-1",
             time_ms: 0,
             read_only: false,
@@ -231,5 +239,9 @@ mod tests {
         assert_eq!(ev["userIdentity"]["userName"], "dev");
         assert_eq!(ev["errorCode"], "NotFoundException");
         assert_eq!(ev["resources"][0]["accountId"], "111122223333");
+        assert_eq!(
+            ev["additionalEventData"]["authorization"],
+            "allowed kms:Encrypt by key policy"
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::hash::Hash;
 use std::sync::{Arc, RwLock};
 
 use keyhold_core::ids::KeyId;
+use keyhold_core::policy::PolicyDocument;
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::KeyRecord;
 
@@ -50,6 +51,8 @@ pub struct Keyring {
     materials: BoundedMap<(KeyId, u32), Arc<SecretBytes>>,
     /// Alias targets by (account, alias name).
     aliases: BoundedMap<(String, String), KeyId>,
+    /// Parsed key policies by key id.
+    policies: BoundedMap<KeyId, Arc<PolicyDocument>>,
 }
 
 impl Default for Keyring {
@@ -58,6 +61,7 @@ impl Default for Keyring {
             records: BoundedMap::new(),
             materials: BoundedMap::new(),
             aliases: BoundedMap::new(),
+            policies: BoundedMap::new(),
         }
     }
 }
@@ -94,9 +98,20 @@ impl Keyring {
             .insert((account.to_string(), name.to_string()), target);
     }
 
-    /// Forgets a key's record (after any change to it).
+    /// A cached parsed policy.
+    pub fn policy(&self, id: &KeyId) -> Option<Arc<PolicyDocument>> {
+        self.policies.get(id)
+    }
+
+    /// Caches a parsed policy.
+    pub fn put_policy(&self, id: KeyId, p: Arc<PolicyDocument>) {
+        self.policies.insert(id, p);
+    }
+
+    /// Forgets a key's record and policy (after any change to it).
     pub fn invalidate_key(&self, id: &KeyId) {
         self.records.retain(|k, _| k != id);
+        self.policies.retain(|k, _| k != id);
     }
 
     /// Forgets everything about a destroyed key: record, material and aliases.

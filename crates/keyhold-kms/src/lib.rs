@@ -7,6 +7,7 @@
 //!   [`ops::Operation`] enum that names them.
 //! - [`api`]: request/response shapes with AWS's field names; [`validate`]: turning request
 //!   fields into typed values with AWS's validation errors.
+//! - `authz`: key policies applied to each request (`Engine::authorize`).
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
 //! - [`principal`]: principals, their credentials and the credential cache.
 //! - [`audit`]: CloudTrail-shaped events and their sinks.
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod audit;
+pub(crate) mod authz;
 pub mod clock;
 pub mod error;
 pub mod keyring;
@@ -74,6 +76,10 @@ pub struct Engine {
 pub struct CallRecord {
     /// ARNs of the keys involved, for the audit event's `resources`.
     pub resources: Vec<String>,
+    /// The client's address (the `aws:SourceIp` condition key).
+    pub source_ip: String,
+    /// The authorization decision, for the audit event.
+    pub decision: Option<String>,
 }
 
 impl Engine {
@@ -128,7 +134,10 @@ impl Engine {
         op_name: &str,
         body: &[u8],
     ) -> Result<Vec<u8>, KmsError> {
-        let mut rec = CallRecord::default();
+        let mut rec = CallRecord {
+            source_ip: meta.source_ip.clone(),
+            ..CallRecord::default()
+        };
         let op = Operation::from_name(op_name);
         let result = match op {
             Some(op) => op.run(self, principal, body, &mut rec),
@@ -148,6 +157,7 @@ impl Engine {
             body,
             error: err.map(|e| (e.code.as_str(), e.message.as_str())),
             resources: &rec.resources,
+            decision: rec.decision.as_deref(),
             region: &self.region,
             time_ms: self.clock.now_ms(),
             read_only: op.is_some_and(|o| o.is_read_only()),
@@ -174,6 +184,7 @@ impl Engine {
             body,
             error: Some((error.code.as_str(), error.message.as_str())),
             resources: &[],
+            decision: None,
             region: &self.region,
             time_ms: self.clock.now_ms(),
             read_only: false,
@@ -265,48 +276,38 @@ impl Engine {
             }
         };
         let rec = self.key_record(&id)?.filter(|r| r.account == account);
-        let Some(rec) = rec else {
-            return Err(KmsError::not_found(format!(
+        rec.ok_or_else(|| {
+            KmsError::not_found(format!(
                 "Key '{}' does not exist",
                 key_arn(&self.region, &account, &id)
-            )));
-        };
-        self.check_owner(caller, &rec)?;
-        Ok(rec)
+            ))
+        })
     }
 
     /// Finds a key that a request is about to change (aliases not accepted), records it as
-    /// the call's resource, and refuses a key pending deletion.
+    /// the call's resource, authorizes `action`, and refuses a key pending deletion.
     pub(crate) fn resolve_for_change(
         &self,
         caller: &Principal,
         name: &str,
         rec: &mut CallRecord,
+        action: &str,
     ) -> Result<Arc<KeyRecord>, KmsError> {
-        let key = self.resolve_key(caller, name, false)?;
-        let arn = self.key_arn(&key);
+        let key = self.key_for(
+            caller,
+            rec,
+            name,
+            false,
+            action,
+            &authz::Conditions::default(),
+        )?;
         if key.state == keyhold_core::key::KeyState::PendingDeletion {
-            rec.resources.push(arn.clone());
-            return Err(KmsError::invalid_state(&arn, key.state.as_str()));
-        }
-        rec.resources.push(arn);
-        Ok(key)
-    }
-
-    /// Until key policies exist, a key is usable only by principals of its own account.
-    pub(crate) fn check_owner(&self, caller: &Principal, rec: &KeyRecord) -> Result<(), KmsError> {
-        if rec.account != caller.account {
-            return Err(KmsError::new(
-                ErrorCode::AccessDeniedException,
-                format!(
-                    "User: {} is not authorized to perform this operation on resource: {} \
-                     because no resource-based policy allows it",
-                    caller.arn,
-                    self.key_arn(rec)
-                ),
+            return Err(KmsError::invalid_state(
+                &self.key_arn(&key),
+                key.state.as_str(),
             ));
         }
-        Ok(())
+        Ok(key)
     }
 
     fn alias_target(&self, account: &str, alias: &str, shown: &str) -> Result<KeyId, KmsError> {
@@ -383,16 +384,17 @@ impl Engine {
         caller: &Principal,
         name: &str,
         rec_out: &mut CallRecord,
+        action: &str,
+        conds: &authz::Conditions<'_>,
         change: impl FnOnce(&mut KeyRecord, &str) -> Result<(), KmsError>,
     ) -> Result<KeyRecord, KmsError> {
-        let resolved = self.resolve_key(caller, name, false)?;
+        let resolved = self.key_for(caller, rec_out, name, false, action, conds)?;
         let _guard = self.lock_writes();
         let mut rec = self
             .store
             .get_key(&resolved.key_id)?
             .ok_or_else(|| KmsError::not_found(format!("Key '{name}' does not exist")))?;
         let arn = self.key_arn(&rec);
-        rec_out.resources.push(arn.clone());
         change(&mut rec, &arn)?;
         self.store.update_key(&rec)?;
         self.keyring.invalidate_key(&rec.key_id);

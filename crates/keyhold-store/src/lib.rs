@@ -36,12 +36,14 @@ pub enum StoreError {
 
 /// Durable state. Every method that changes state has made the change durable when it returns.
 pub trait Store: Send + Sync {
-    /// Inserts a new key with its first version and tags, atomically.
+    /// Inserts a new key with its first version, tags and (for managed keys) its alias,
+    /// atomically; `AlreadyExists` if the alias is taken.
     fn create_key(
         &self,
         key: &KeyRecord,
         version: &KeyVersionRecord,
         tags: &[Tag],
+        alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError>;
     /// A key by id.
     fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
@@ -60,6 +62,17 @@ pub trait Store: Send + Sync {
         id: &KeyId,
         version: u32,
     ) -> Result<Option<KeyVersionRecord>, StoreError>;
+    /// Adds a new version of a key's material and makes `key.current_version` (with
+    /// `key.next_rotation_at`) current, atomically.
+    fn add_key_version(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersionRecord,
+    ) -> Result<(), StoreError>;
+    /// Every version of a key, oldest first.
+    fn list_key_versions(&self, id: &KeyId) -> Result<Vec<KeyVersionRecord>, StoreError>;
+    /// Enabled keys whose automatic rotation is due at `now_ms`.
+    fn keys_due_for_rotation(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError>;
     /// Keys whose deletion date is at or before `now_ms`.
     fn keys_due_for_deletion(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError>;
     /// Destroys a key: its row, every version of its material, its aliases and its tags.

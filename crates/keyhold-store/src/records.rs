@@ -1,7 +1,7 @@
 //! Rows of the store. Timestamps are milliseconds since the Unix epoch.
 
 use keyhold_core::ids::{AliasName, KeyId};
-use keyhold_core::key::{KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 
 /// A KMS key's metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,14 @@ pub struct KeyRecord {
     pub pending_window_days: Option<u32>,
     /// The version new encryptions use.
     pub current_version: u32,
+    /// The key policy (JSON).
+    pub policy: String,
+    /// Customer or AWS managed.
+    pub key_manager: KeyManager,
+    /// Automatic rotation period in days, when automatic rotation is enabled.
+    pub rotation_period_days: Option<u32>,
+    /// When the next automatic rotation is due.
+    pub next_rotation_at: Option<i64>,
 }
 
 /// One version of a key's material, wrapped under the root key.
@@ -41,6 +49,9 @@ pub struct KeyVersionRecord {
     pub wrapped_material: Vec<u8>,
     /// When this version was made.
     pub created_at: i64,
+    /// How this version came to be: `None` for the first material, else `AUTOMATIC` or
+    /// `ON_DEMAND` rotation.
+    pub rotation_type: Option<String>,
 }
 
 impl KeyVersionRecord {
@@ -55,6 +66,7 @@ impl std::fmt::Debug for KeyVersionRecord {
         f.debug_struct("KeyVersionRecord")
             .field("key_id", &self.key_id)
             .field("version", &self.version)
+            .field("rotation_type", &self.rotation_type)
             .finish_non_exhaustive()
     }
 }

@@ -5,13 +5,15 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use keyhold_core::ids::{AliasName, KeyId};
-use keyhold_core::key::{KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::policy::default_key_policy;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{AliasRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Store, StoreError, Tag};
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE keys (
     key_id TEXT PRIMARY KEY,
     account TEXT NOT NULL,
@@ -56,7 +58,16 @@ CREATE TABLE principals (
     wrapped_secret BLOB NOT NULL,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+ALTER TABLE keys ADD COLUMN policy TEXT;
+ALTER TABLE keys ADD COLUMN key_manager TEXT NOT NULL DEFAULT 'CUSTOMER';
+ALTER TABLE keys ADD COLUMN rotation_period_days INTEGER;
+ALTER TABLE keys ADD COLUMN next_rotation_at INTEGER;
+ALTER TABLE key_versions ADD COLUMN rotation_type TEXT;
+CREATE INDEX keys_by_rotation ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+"#,
+];
 
 /// A store in one SQLite file. One connection behind a mutex: SQLite serialises writers
 /// anyway, and every call here is a short indexed statement.
@@ -108,9 +119,13 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
     let usage: String = row.get(4)?;
     let origin: String = row.get(5)?;
     let state: String = row.get(6)?;
+    let account: String = row.get(1)?;
+    let policy: Option<String> = row.get(11)?;
+    let manager: String = row.get(12)?;
     Ok(KeyRecord {
         key_id: key_id_col(row, 0)?,
-        account: row.get(1)?,
+        policy: policy.unwrap_or_else(|| default_key_policy(&account)),
+        account,
         description: row.get(2)?,
         key_spec: KeySpec::parse(&spec).ok_or_else(|| bad_row("key spec", &spec))?,
         key_usage: KeyUsage::parse(&usage).ok_or_else(|| bad_row("key usage", &usage))?,
@@ -120,11 +135,15 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         deletion_date: row.get(8)?,
         pending_window_days: row.get(9)?,
         current_version: row.get(10)?,
+        key_manager: KeyManager::parse(&manager).ok_or_else(|| bad_row("key manager", &manager))?,
+        rotation_period_days: row.get(13)?,
+        next_rotation_at: row.get(14)?,
     })
 }
 
 const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
-                        created_at, deletion_date, pending_window_days, current_version";
+                        created_at, deletion_date, pending_window_days, current_version, \
+                        policy, key_manager, rotation_period_days, next_rotation_at";
 
 fn alias_from_row(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
     let name: String = row.get(1)?;
@@ -145,6 +164,48 @@ fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
         wrapped_secret: row.get(3)?,
         created_at: row.get(4)?,
     })
+}
+
+fn version_from_row(row: &Row<'_>) -> rusqlite::Result<KeyVersionRecord> {
+    Ok(KeyVersionRecord {
+        key_id: key_id_col(row, 0)?,
+        version: row.get(1)?,
+        wrapped_material: row.get(2)?,
+        created_at: row.get(3)?,
+        rotation_type: row.get(4)?,
+    })
+}
+
+fn insert_version(conn: &Connection, v: &KeyVersionRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO key_versions (key_id, version, wrapped_material, created_at, rotation_type) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            v.key_id.to_string(),
+            v.version,
+            v.wrapped_material,
+            v.created_at,
+            v.rotation_type
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn insert_alias(conn: &Connection, alias: &AliasRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO aliases (account, name, target_key_id, created_at, updated_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            alias.account,
+            alias.name.as_str(),
+            alias.target.to_string(),
+            alias.created_at,
+            alias.updated_at
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 impl SqliteStore {
@@ -212,11 +273,12 @@ impl Store for SqliteStore {
         key: &KeyRecord,
         version: &KeyVersionRecord,
         tags: &[Tag],
+        alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
         tx.execute(
-            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)"),
+            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
             params![
                 key.key_id.to_string(),
                 key.account,
@@ -229,20 +291,17 @@ impl Store for SqliteStore {
                 key.deletion_date,
                 key.pending_window_days,
                 key.current_version,
+                key.policy,
+                key.key_manager.as_str(),
+                key.rotation_period_days,
+                key.next_rotation_at,
             ],
         )
         .map_err(backend)?;
-        tx.execute(
-            "INSERT INTO key_versions (key_id, version, wrapped_material, created_at) \
-             VALUES (?1, ?2, ?3, ?4)",
-            params![
-                version.key_id.to_string(),
-                version.version,
-                version.wrapped_material,
-                version.created_at
-            ],
-        )
-        .map_err(backend)?;
+        insert_version(&tx, version)?;
+        if let Some(a) = alias {
+            insert_alias(&tx, a)?;
+        }
         for t in tags {
             tx.execute(
                 "INSERT OR REPLACE INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
@@ -269,14 +328,18 @@ impl Store for SqliteStore {
             .conn()
             .execute(
                 "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
-                 pending_window_days = ?5, current_version = ?6 WHERE key_id = ?1",
+                 pending_window_days = ?5, current_version = ?6, policy = ?7, \
+                 rotation_period_days = ?8, next_rotation_at = ?9 WHERE key_id = ?1",
                 params![
                     key.key_id.to_string(),
                     key.description,
                     key.state.as_str(),
                     key.deletion_date,
                     key.pending_window_days,
-                    key.current_version
+                    key.current_version,
+                    key.policy,
+                    key.rotation_period_days,
+                    key.next_rotation_at,
                 ],
             )
             .map_err(backend)?;
@@ -313,17 +376,10 @@ impl Store for SqliteStore {
     ) -> Result<Option<KeyVersionRecord>, StoreError> {
         self.conn()
             .query_row(
-                "SELECT wrapped_material, created_at FROM key_versions \
-                 WHERE key_id = ?1 AND version = ?2",
+                "SELECT key_id, version, wrapped_material, created_at, rotation_type \
+                 FROM key_versions WHERE key_id = ?1 AND version = ?2",
                 params![id.to_string(), version],
-                |row| {
-                    Ok(KeyVersionRecord {
-                        key_id: *id,
-                        version,
-                        wrapped_material: row.get(0)?,
-                        created_at: row.get(1)?,
-                    })
-                },
+                version_from_row,
             )
             .optional()
             .map_err(backend)
@@ -365,20 +421,59 @@ impl Store for SqliteStore {
     }
 
     fn create_alias(&self, alias: &AliasRecord) -> Result<(), StoreError> {
-        self.conn()
+        insert_alias(&self.conn(), alias)
+    }
+
+    fn add_key_version(
+        &self,
+        key: &KeyRecord,
+        version: &KeyVersionRecord,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        insert_version(&tx, version)?;
+        let n = tx
             .execute(
-                "INSERT INTO aliases (account, name, target_key_id, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "UPDATE keys SET current_version = ?2, next_rotation_at = ?3 WHERE key_id = ?1",
                 params![
-                    alias.account,
-                    alias.name.as_str(),
-                    alias.target.to_string(),
-                    alias.created_at,
-                    alias.updated_at
+                    key.key_id.to_string(),
+                    key.current_version,
+                    key.next_rotation_at
                 ],
             )
             .map_err(backend)?;
-        Ok(())
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn list_key_versions(&self, id: &KeyId) -> Result<Vec<KeyVersionRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key_id, version, wrapped_material, created_at, rotation_type \
+                 FROM key_versions WHERE key_id = ?1 ORDER BY version",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([id.to_string()], version_from_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn keys_due_for_rotation(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT key_id FROM keys WHERE next_rotation_at IS NOT NULL \
+                 AND next_rotation_at <= ?1 AND state = 'Enabled'",
+            )
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([now_ms], |r| key_id_col(r, 0))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
     }
 
     fn update_alias(
@@ -580,12 +675,17 @@ mod tests {
                 deletion_date: None,
                 pending_window_days: None,
                 current_version: 1,
+                policy: default_key_policy(account),
+                key_manager: KeyManager::Customer,
+                rotation_period_days: None,
+                next_rotation_at: None,
             },
             KeyVersionRecord {
                 key_id: id,
                 version: 1,
                 wrapped_material: vec![1, 2, 3],
                 created_at: 1,
+                rotation_type: None,
             },
         )
     }
@@ -601,7 +701,7 @@ mod tests {
                 key: "a".into(),
                 value: "b".into(),
             }];
-            s.create_key(&k, &v, &tags).unwrap();
+            s.create_key(&k, &v, &tags, None).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
@@ -614,10 +714,10 @@ mod tests {
         let s = SqliteStore::in_memory().unwrap();
         for _ in 0..5 {
             let (k, v) = key("111122223333");
-            s.create_key(&k, &v, &[]).unwrap();
+            s.create_key(&k, &v, &[], None).unwrap();
         }
         let (k, v) = key("444455556666");
-        s.create_key(&k, &v, &[]).unwrap();
+        s.create_key(&k, &v, &[], None).unwrap();
         let first = s.list_keys("111122223333", None, 3).unwrap();
         assert_eq!(first.len(), 3);
         let rest = s
@@ -631,7 +731,7 @@ mod tests {
     fn alias_names_are_unique_per_account_and_die_with_their_key() {
         let s = SqliteStore::in_memory().unwrap();
         let (k, v) = key("111122223333");
-        s.create_key(&k, &v, &[]).unwrap();
+        s.create_key(&k, &v, &[], None).unwrap();
         let a = AliasRecord {
             account: "111122223333".into(),
             name: AliasName::parse("alias/x").unwrap(),

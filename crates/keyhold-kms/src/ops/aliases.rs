@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{empty, respond};
 use crate::api::{epoch_seconds, AliasListEntry, AliasRequest, ListAliasesRequest};
+use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::validate::{int_range, required, str_len};
@@ -52,13 +53,14 @@ fn name_and_target(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
+    action: &str,
 ) -> Result<(AliasName, Arc<KeyRecord>), KmsError> {
     let name = alias_name(&required(req.alias_name, "aliasName")?)?;
     let target = required(req.target_key_id, "targetKeyId")?;
     if name.is_reserved() {
         return Err(reserved(&name));
     }
-    let key = engine.resolve_for_change(caller, &target, rec)?;
+    let key = engine.resolve_for_change(caller, &target, rec, action)?;
     Ok((name, key))
 }
 
@@ -68,7 +70,7 @@ pub(super) fn create_alias(
     req: AliasRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let (name, key) = name_and_target(engine, caller, req, rec)?;
+    let (name, key) = name_and_target(engine, caller, req, rec, "kms:CreateAlias")?;
     let now = engine.now_ms();
     let _guard = engine.lock_writes();
     let alias = AliasRecord {
@@ -100,13 +102,14 @@ pub(super) fn update_alias(
     req: AliasRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let (name, key) = name_and_target(engine, caller, req, rec)?;
+    let (name, key) = name_and_target(engine, caller, req, rec, "kms:UpdateAlias")?;
     let _guard = engine.lock_writes();
     let current = engine
         .store()
         .get_alias(&caller.account, &name)?
         .ok_or_else(|| KmsError::not_found(format!("Alias {name} is not found.")))?;
     if let Some(old) = engine.key_record(&current.target)? {
+        engine.authorize(caller, rec, &old, "kms:UpdateAlias", &Conditions::default())?;
         if old.key_spec != key.key_spec || old.key_usage != key.key_usage {
             return Err(KmsError::validation(format!(
                 "{name} points at a {} {} key; the new target must have the same key spec and \
@@ -129,10 +132,21 @@ pub(super) fn delete_alias(
     engine: &Engine,
     caller: &Principal,
     req: AliasRequest,
-    _rec: &mut CallRecord,
+    rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
     let name = alias_name(&required(req.alias_name, "aliasName")?)?;
+    if name.is_reserved() {
+        return Err(reserved(&name));
+    }
     let _guard = engine.lock_writes();
+    let current = engine
+        .store()
+        .get_alias(&caller.account, &name)?
+        .ok_or_else(|| KmsError::not_found(format!("Alias {name} is not found.")))?;
+    if let Some(key) = engine.key_record(&current.target)? {
+        rec.resources.push(engine.key_arn(&key));
+        engine.authorize(caller, rec, &key, "kms:DeleteAlias", &Conditions::default())?;
+    }
     engine
         .store()
         .delete_alias(&caller.account, &name)

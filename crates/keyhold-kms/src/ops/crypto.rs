@@ -15,6 +15,7 @@ use serde_json::json;
 use super::keys::key_material_id;
 use super::{dry_run_ok, respond};
 use crate::api::{DecryptRequest, EncryptRequest, GenerateDataKeyRequest, ReEncryptRequest};
+use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::validate::{self, blob as blob_field, enum_value, grant_tokens, int_range, required};
@@ -84,11 +85,12 @@ fn usable_key(
     engine: &Engine,
     caller: &Principal,
     name: &str,
+    action: &str,
+    conds: &Conditions<'_>,
     dry_run: Option<bool>,
     rec: &mut CallRecord,
 ) -> Result<Arc<KeyRecord>, KmsError> {
-    let key = engine.resolve_key(caller, name, true)?;
-    rec.resources.push(engine.key_arn(&key));
+    let key = engine.key_for(caller, rec, name, true, action, conds)?;
     check_usable(engine, &key)?;
     dry_run_ok(dry_run)?;
     Ok(key)
@@ -172,6 +174,7 @@ fn open_blob(
     ciphertext: &[u8],
     expected: Option<&str>,
     context: &EncryptionContext,
+    action: &str,
     dry_run: DryRun,
     rec: &mut CallRecord,
 ) -> Result<Opened, KmsError> {
@@ -198,8 +201,12 @@ fn open_blob(
     let key = engine
         .key_record(&header.key_id)?
         .ok_or_else(KmsError::invalid_ciphertext)?;
-    engine.check_owner(caller, &key)?;
     rec.resources.push(engine.key_arn(&key));
+    let conds = Conditions::with_context(context).and(
+        "kms:EncryptionAlgorithm",
+        vec![EncryptionAlgorithm::SymmetricDefault.as_str().into()],
+    );
+    engine.authorize(caller, rec, &key, action, &conds)?;
     check_usable(engine, &key)?;
     dry_run_ok(dry_run.requested)?;
     let material = engine
@@ -231,7 +238,19 @@ pub(super) fn encrypt(
     grant_tokens(&req.grant_tokens)?;
     symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
     let context = validate::context(req.encryption_context);
-    let key = usable_key(engine, caller, &key_id, req.dry_run, rec)?;
+    let conds = Conditions::with_context(&context).and(
+        "kms:EncryptionAlgorithm",
+        vec![EncryptionAlgorithm::SymmetricDefault.as_str().into()],
+    );
+    let key = usable_key(
+        engine,
+        caller,
+        &key_id,
+        "kms:Encrypt",
+        &conds,
+        req.dry_run,
+        rec,
+    )?;
     let ciphertext = seal_current(engine, &key, &context, plaintext.expose_secret())?;
     respond(&json!({
         "CiphertextBlob": B64.encode(ciphertext),
@@ -258,6 +277,7 @@ pub(super) fn decrypt(
         &ciphertext,
         req.key_id.as_deref(),
         &context,
+        "kms:Decrypt",
         dry_run,
         rec,
     )?;
@@ -289,7 +309,20 @@ pub(super) fn re_encrypt(
     let dry_run = DryRun::from_request(req.dry_run, &req.dry_run_modifiers)?;
     let source_ctx = validate::context(req.source_encryption_context);
     let dest_ctx = validate::context(req.destination_encryption_context);
-    let dest = engine.resolve_key(caller, &dest_id, true)?;
+    let mut dest_rec = CallRecord {
+        source_ip: rec.source_ip.clone(),
+        ..CallRecord::default()
+    };
+    let dest = engine.key_for(
+        caller,
+        &mut dest_rec,
+        &dest_id,
+        true,
+        "kms:ReEncryptTo",
+        &Conditions::with_context(&dest_ctx),
+    );
+    rec.resources.append(&mut dest_rec.resources);
+    let dest = dest.inspect_err(|_| rec.decision = dest_rec.decision.clone())?;
     check_usable(engine, &dest)?;
     let opened = open_blob(
         engine,
@@ -297,10 +330,13 @@ pub(super) fn re_encrypt(
         &ciphertext,
         req.source_key_id.as_deref(),
         &source_ctx,
+        "kms:ReEncryptFrom",
         dry_run,
         rec,
     )?;
-    rec.resources.push(engine.key_arn(&dest));
+    if let Some(d) = dest_rec.decision {
+        rec.decision = Some(format!("{}; {d}", rec.decision.take().unwrap_or_default()));
+    }
     let new_blob = seal_current(engine, &dest, &dest_ctx, opened.plaintext.expose_secret())?;
     respond(&json!({
         "CiphertextBlob": B64.encode(new_blob),
@@ -349,7 +385,13 @@ fn data_key(
         }
     };
     let context = validate::context(req.encryption_context);
-    let key = usable_key(engine, caller, &key_id, req.dry_run, rec)?;
+    let action = if with_plaintext {
+        "kms:GenerateDataKey"
+    } else {
+        "kms:GenerateDataKeyWithoutPlaintext"
+    };
+    let conds = Conditions::with_context(&context);
+    let key = usable_key(engine, caller, &key_id, action, &conds, req.dry_run, rec)?;
     let data_key = SecretBytes::random(len).map_err(KmsError::internal)?;
     let ciphertext = seal_current(engine, &key, &context, data_key.expose_secret())?;
     let mut out = json!({

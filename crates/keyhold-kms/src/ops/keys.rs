@@ -2,7 +2,8 @@
 //! DisableKey, ScheduleKeyDeletion, CancelKeyDeletion.
 
 use keyhold_core::ids::{key_arn, KeyId};
-use keyhold_core::key::{EncryptionAlgorithm, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::key::{EncryptionAlgorithm, KeyManager, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::policy::{default_key_policy, Decision, PolicyDocument};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::{KeyRecord, KeyVersionRecord};
 use serde_json::json;
@@ -12,6 +13,7 @@ use crate::api::{
     epoch_seconds, CreateKeyRequest, KeyIdRequest, KeyListEntry, KeyMetadata, ListKeysRequest,
     ScheduleKeyDeletionRequest, UpdateKeyDescriptionRequest,
 };
+use crate::authz::Conditions;
 use crate::clock::DAY_MS;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -45,7 +47,7 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         key_state: rec.state.as_str(),
         deletion_date: rec.deletion_date.filter(|_| pending).map(epoch_seconds),
         origin: rec.origin.as_str(),
-        key_manager: "CUSTOMER",
+        key_manager: rec.key_manager.as_str(),
         customer_master_key_spec: rec.key_spec.as_str(),
         key_spec: rec.key_spec.as_str(),
         encryption_algorithms,
@@ -53,6 +55,63 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
         current_key_material_id: Some(key_material_id(&rec.key_id, rec.current_version)),
     }
+}
+
+/// Largest key policy, in bytes.
+pub(crate) const MAX_POLICY_BYTES: usize = 32 * 1024;
+
+/// Validates a key policy from a request: length, size quota and the policy language.
+pub(crate) fn check_policy(p: &str) -> Result<PolicyDocument, KmsError> {
+    str_len(p, "policy", 1, 131_072)?;
+    if p.len() > MAX_POLICY_BYTES {
+        return Err(KmsError::new(
+            ErrorCode::LimitExceededException,
+            format!(
+                "The key policy is {} bytes; the limit is {MAX_POLICY_BYTES}.",
+                p.len()
+            ),
+        ));
+    }
+    PolicyDocument::parse(p)
+        .map_err(|e| KmsError::new(ErrorCode::MalformedPolicyDocumentException, e.0))
+}
+
+/// AWS's policy lockout safety check: the new policy must let the caller change it again.
+pub(crate) fn lockout_check(
+    engine: &Engine,
+    caller: &Principal,
+    rec: &CallRecord,
+    key: &KeyRecord,
+) -> Result<(), KmsError> {
+    let policy = PolicyDocument::parse(&key.policy)
+        .map_err(|e| KmsError::new(ErrorCode::MalformedPolicyDocumentException, e.0))?;
+    let arn = engine.key_arn(key);
+    let ctx = engine.request_context(
+        caller,
+        rec,
+        key,
+        "kms:PutKeyPolicy",
+        &arn,
+        &Conditions::default(),
+    );
+    match policy.evaluate(&ctx) {
+        Decision::Allow(_) => Ok(()),
+        _ => Err(KmsError::new(
+            ErrorCode::MalformedPolicyDocumentException,
+            "The new key policy will not allow you to update the key policy in the future.",
+        )),
+    }
+}
+
+/// Refuses a change that AWS managed keys do not allow.
+pub(crate) fn refuse_managed(key: &KeyRecord, what: &str) -> Result<(), KmsError> {
+    if key.key_manager == KeyManager::Aws {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperationException,
+            format!("You cannot {what} an AWS managed key."),
+        ));
+    }
+    Ok(())
 }
 
 fn unsupported(what: String) -> KmsError {
@@ -142,6 +201,13 @@ pub(super) fn create_key(
 
     let id = KeyId::generate();
     let now = engine.now_ms();
+    let policy = match req.policy {
+        Some(p) => {
+            check_policy(&p)?;
+            p
+        }
+        None => default_key_policy(&caller.account),
+    };
     let material = SecretBytes::random(32).map_err(KmsError::internal)?;
     let key = KeyRecord {
         key_id: id,
@@ -155,14 +221,22 @@ pub(super) fn create_key(
         deletion_date: None,
         pending_window_days: None,
         current_version: 1,
+        policy,
+        key_manager: KeyManager::Customer,
+        rotation_period_days: None,
+        next_rotation_at: None,
     };
+    if req.bypass_policy_lockout_safety_check != Some(true) {
+        lockout_check(engine, caller, rec, &key)?;
+    }
     let version = KeyVersionRecord {
         key_id: id,
         version: 1,
         wrapped_material: engine.wrap_material(&id, 1, &material)?,
         created_at: now,
+        rotation_type: None,
     };
-    engine.store().create_key(&key, &version, &tags)?;
+    engine.store().create_key(&key, &version, &tags, None)?;
     rec.resources.push(engine.key_arn(&key));
     respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
 }
@@ -174,8 +248,15 @@ pub(super) fn describe_key(
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
     grant_tokens(&req.grant_tokens)?;
-    let key = engine.resolve_key(caller, &required(req.key_id, "keyId")?, true)?;
-    rec.resources.push(engine.key_arn(&key));
+    let key_id = required(req.key_id, "keyId")?;
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        true,
+        "kms:DescribeKey",
+        &Conditions::default(),
+    )?;
     respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
 }
 
@@ -224,13 +305,20 @@ pub(super) fn update_key_description(
     let key_id = required(req.key_id, "keyId")?;
     let description = required(req.description, "description")?;
     str_len(&description, "description", 0, 8192)?;
-    engine.update_key(caller, &key_id, rec, |k, arn| {
-        if k.state == KeyState::PendingDeletion {
-            return Err(KmsError::invalid_state(arn, k.state.as_str()));
-        }
-        k.description = description;
-        Ok(())
-    })?;
+    engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        "kms:UpdateKeyDescription",
+        &Conditions::default(),
+        |k, arn| {
+            if k.state == KeyState::PendingDeletion {
+                return Err(KmsError::invalid_state(arn, k.state.as_str()));
+            }
+            k.description = description;
+            Ok(())
+        },
+    )?;
     empty()
 }
 
@@ -260,13 +348,25 @@ fn set_enabled(
     to: KeyState,
 ) -> Result<Vec<u8>, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    engine.update_key(caller, &key_id, rec, |k, arn| match k.state {
-        KeyState::Enabled | KeyState::Disabled => {
-            k.state = to;
-            Ok(())
-        }
-        other => Err(KmsError::invalid_state(arn, other.as_str())),
-    })?;
+    let action = if to == KeyState::Enabled {
+        "kms:EnableKey"
+    } else {
+        "kms:DisableKey"
+    };
+    engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        action,
+        &Conditions::default(),
+        |k, arn| match k.state {
+            KeyState::Enabled | KeyState::Disabled => {
+                k.state = to;
+                Ok(())
+            }
+            other => Err(KmsError::invalid_state(arn, other.as_str())),
+        },
+    )?;
     empty()
 }
 
@@ -280,15 +380,26 @@ pub(super) fn schedule_key_deletion(
     let days = req.pending_window_in_days.unwrap_or(30);
     int_range(days, "pendingWindowInDays", 7, 30)?;
     let now = engine.now_ms();
-    let key = engine.update_key(caller, &key_id, rec, |k, arn| match k.state {
-        KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport => {
-            k.state = KeyState::PendingDeletion;
-            k.deletion_date = Some(now + days * DAY_MS);
-            k.pending_window_days = Some(days as u32);
-            Ok(())
-        }
-        other => Err(KmsError::invalid_state(arn, other.as_str())),
-    })?;
+    let conds = Conditions::default().and(
+        "kms:ScheduleKeyDeletionPendingWindowInDays",
+        vec![days.to_string()],
+    );
+    let key = engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        "kms:ScheduleKeyDeletion",
+        &conds,
+        |k, arn| match k.state {
+            KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport => {
+                k.state = KeyState::PendingDeletion;
+                k.deletion_date = Some(now + days * DAY_MS);
+                k.pending_window_days = Some(days as u32);
+                Ok(())
+            }
+            other => Err(KmsError::invalid_state(arn, other.as_str())),
+        },
+    )?;
     respond(&json!({
         "KeyId": engine.key_arn(&key),
         "DeletionDate": key.deletion_date.map(epoch_seconds),
@@ -304,14 +415,21 @@ pub(super) fn cancel_key_deletion(
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let key = engine.update_key(caller, &key_id, rec, |k, arn| {
-        if k.state != KeyState::PendingDeletion {
-            return Err(KmsError::invalid_state(arn, k.state.as_str()));
-        }
-        k.state = KeyState::Disabled;
-        k.deletion_date = None;
-        k.pending_window_days = None;
-        Ok(())
-    })?;
+    let key = engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        "kms:CancelKeyDeletion",
+        &Conditions::default(),
+        |k, arn| {
+            if k.state != KeyState::PendingDeletion {
+                return Err(KmsError::invalid_state(arn, k.state.as_str()));
+            }
+            k.state = KeyState::Disabled;
+            k.deletion_date = None;
+            k.pending_window_days = None;
+            Ok(())
+        },
+    )?;
     respond(&json!({ "KeyId": engine.key_arn(&key) }))
 }

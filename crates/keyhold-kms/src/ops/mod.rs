@@ -3,6 +3,7 @@
 mod aliases;
 mod crypto;
 mod keys;
+mod policies;
 mod random;
 mod tags;
 
@@ -97,6 +98,12 @@ operations! {
     UntagResource => tags::untag_resource, hot = false, read_only = false;
     /// ListResourceTags.
     ListResourceTags => tags::list_resource_tags, hot = false, read_only = true;
+    /// GetKeyPolicy.
+    GetKeyPolicy => policies::get_key_policy, hot = false, read_only = true;
+    /// PutKeyPolicy.
+    PutKeyPolicy => policies::put_key_policy, hot = false, read_only = false;
+    /// ListKeyPolicies.
+    ListKeyPolicies => policies::list_key_policies, hot = false, read_only = true;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON

@@ -7,6 +7,7 @@ use serde_json::json;
 
 use super::{empty, respond};
 use crate::api::{ListResourceTagsRequest, TagDto, TagResourceRequest, UntagResourceRequest};
+use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::validate::{int_range, required, str_len};
@@ -54,7 +55,7 @@ pub(super) fn tag_resource(
 ) -> Result<Vec<u8>, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let tags = validate_tags(required(req.tags, "tags")?)?;
-    let key = engine.resolve_for_change(caller, &key_id, rec)?;
+    let key = engine.resolve_for_change(caller, &key_id, rec, "kms:TagResource")?;
     let _guard = engine.lock_writes();
     let existing = engine.store().list_tags(&key.key_id)?;
     let new_keys = tags
@@ -82,7 +83,7 @@ pub(super) fn untag_resource(
     for k in &keys {
         str_len(k, "tagKeys.member", 1, 128)?;
     }
-    let key = engine.resolve_for_change(caller, &key_id, rec)?;
+    let key = engine.resolve_for_change(caller, &key_id, rec, "kms:UntagResource")?;
     let _guard = engine.lock_writes();
     engine.store().remove_tags(&key.key_id, &keys)?;
     empty()
@@ -97,8 +98,14 @@ pub(super) fn list_resource_tags(
     let key_id = required(req.key_id, "keyId")?;
     let limit = req.limit.unwrap_or(50);
     int_range(limit, "limit", 1, 50)?;
-    let key = engine.resolve_key(caller, &key_id, false)?;
-    rec.resources.push(engine.key_arn(&key));
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:ListResourceTags",
+        &Conditions::default(),
+    )?;
     let tags = engine.store().list_tags(&key.key_id)?;
     let start = match &req.marker {
         Some(m) => tags.iter().position(|t| &t.key > m).unwrap_or(tags.len()),

@@ -9,3 +9,4 @@ mod auth;
 mod bad_input;
 mod crypto;
 mod keys;
+mod policies;

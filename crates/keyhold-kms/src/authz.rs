@@ -1,0 +1,208 @@
+//! Authorization: a key's policy decides who may do what with it.
+//!
+//! Every operation on a key names its action (`kms:Encrypt`, ...) and the condition keys it
+//! brings (encryption context, algorithm, ...). [`Engine::authorize`] builds the request context,
+//! evaluates the key's policy, and records the decision for the audit event. Operations that
+//! AWS never allows across accounts are refused for a key of another account before the policy
+//! is read.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use keyhold_core::context::EncryptionContext;
+use keyhold_core::policy::{Decision, PolicyDocument, RequestContext};
+use keyhold_store::KeyRecord;
+
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::{CallRecord, Engine};
+
+/// Actions AWS allows on a key of another account (when that key's policy allows them).
+const CROSS_ACCOUNT: &[&str] = &[
+    "kms:Encrypt",
+    "kms:Decrypt",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
+    "kms:GenerateDataKey",
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:GenerateDataKeyPair",
+    "kms:GenerateDataKeyPairWithoutPlaintext",
+    "kms:GenerateMac",
+    "kms:VerifyMac",
+    "kms:Sign",
+    "kms:Verify",
+    "kms:GetPublicKey",
+    "kms:DeriveSharedSecret",
+    "kms:DescribeKey",
+    "kms:CreateGrant",
+    "kms:ListGrants",
+    "kms:RetireGrant",
+    "kms:RevokeGrant",
+    "kms:GetKeyRotationStatus",
+];
+
+/// The request-specific condition keys an operation brings.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Conditions<'a> {
+    /// The request's encryption context.
+    pub context: Option<&'a EncryptionContext>,
+    /// Other keys and values (`kms:EncryptionAlgorithm`, `kms:GrantOperations`, ...).
+    pub extra: Vec<(&'static str, Vec<String>)>,
+}
+
+impl<'a> Conditions<'a> {
+    /// Conditions with an encryption context.
+    pub fn with_context(context: &'a EncryptionContext) -> Self {
+        Self {
+            context: Some(context),
+            extra: Vec::new(),
+        }
+    }
+
+    /// Adds one condition key.
+    pub fn and(mut self, key: &'static str, values: Vec<String>) -> Self {
+        self.extra.push((key, values));
+        self
+    }
+}
+
+fn denied(caller: &Principal, action: &str, key_arn: &str, explicit: bool) -> KmsError {
+    let why = if explicit {
+        "with an explicit deny in a resource-based policy".to_string()
+    } else {
+        format!("because no resource-based policy allows the {action} action")
+    };
+    KmsError::new(
+        ErrorCode::AccessDeniedException,
+        format!(
+            "User: {} is not authorized to perform: {action} on resource: {key_arn} {why}",
+            caller.arn
+        ),
+    )
+}
+
+impl Engine {
+    /// The parsed policy of a key (cached with the key).
+    fn parsed_policy(&self, key: &KeyRecord) -> Result<Arc<PolicyDocument>, KmsError> {
+        if let Some(p) = self.keyring().policy(&key.key_id) {
+            return Ok(p);
+        }
+        let p = Arc::new(PolicyDocument::parse(&key.policy).map_err(|e| {
+            KmsError::internal(format!("stored policy of {} is malformed: {e}", key.key_id))
+        })?);
+        self.keyring().put_policy(key.key_id, p.clone());
+        Ok(p)
+    }
+
+    /// The request context a policy is evaluated against.
+    pub(crate) fn request_context<'a>(
+        &self,
+        caller: &'a Principal,
+        rec: &CallRecord,
+        key: &KeyRecord,
+        action: &'a str,
+        key_arn: &'a str,
+        conds: &Conditions<'_>,
+    ) -> RequestContext<'a> {
+        let mut keys: HashMap<String, Vec<String>> = HashMap::new();
+        let mut put = |k: &str, v: Vec<String>| {
+            keys.insert(k.to_ascii_lowercase(), v);
+        };
+        put("kms:CallerAccount", vec![caller.account.clone()]);
+        put("aws:PrincipalArn", vec![caller.arn.clone()]);
+        put("aws:PrincipalAccount", vec![caller.account.clone()]);
+        put(
+            "aws:PrincipalType",
+            vec![if caller.arn.contains(":role/") {
+                "AssumedRole"
+            } else {
+                "User"
+            }
+            .into()],
+        );
+        if caller.arn.contains(":user/") {
+            put("aws:username", vec![caller.name().to_string()]);
+        }
+        if !rec.source_ip.is_empty() {
+            put("aws:SourceIp", vec![rec.source_ip.clone()]);
+        }
+        put("aws:SecureTransport", vec!["false".into()]);
+        put("kms:KeySpec", vec![key.key_spec.as_str().into()]);
+        put("kms:KeyUsage", vec![key.key_usage.as_str().into()]);
+        put("kms:KeyOrigin", vec![key.origin.as_str().into()]);
+        put("kms:KeyManager", vec![key.key_manager.as_str().into()]);
+        if let Some(ctx) = conds.context {
+            let mut names = Vec::new();
+            for (k, v) in ctx.pairs() {
+                put(&format!("kms:EncryptionContext:{k}"), vec![v.clone()]);
+                names.push(k.clone());
+            }
+            put("kms:EncryptionContextKeys", names);
+        }
+        for (k, v) in &conds.extra {
+            put(k, v.clone());
+        }
+        RequestContext {
+            principal_arn: &caller.arn,
+            principal_account: &caller.account,
+            action,
+            resource: key_arn,
+            keys,
+        }
+    }
+
+    /// Decides whether `caller` may perform `action` on `key`; records the decision.
+    pub(crate) fn authorize(
+        &self,
+        caller: &Principal,
+        rec: &mut CallRecord,
+        key: &KeyRecord,
+        action: &str,
+        conds: &Conditions<'_>,
+    ) -> Result<(), KmsError> {
+        let key_arn = self.key_arn(key);
+        if key.account != caller.account && !CROSS_ACCOUNT.contains(&action) {
+            rec.decision = Some(format!("denied {action}: not allowed across accounts"));
+            return Err(denied(caller, action, &key_arn, false));
+        }
+        let policy = self.parsed_policy(key)?;
+        let ctx = self.request_context(caller, rec, key, action, &key_arn, conds);
+        match policy.evaluate(&ctx) {
+            Decision::Allow(sid) => {
+                rec.decision = Some(match sid {
+                    Some(s) => format!("allowed {action} by key policy statement {s:?}"),
+                    None => format!("allowed {action} by key policy"),
+                });
+                Ok(())
+            }
+            Decision::ExplicitDeny(sid) => {
+                rec.decision = Some(match sid {
+                    Some(s) => format!("denied {action} by key policy statement {s:?}"),
+                    None => format!("denied {action} by key policy"),
+                });
+                Err(denied(caller, action, &key_arn, true))
+            }
+            Decision::ImplicitDeny => {
+                rec.decision = Some(format!("denied {action}: no statement allows it"));
+                Err(denied(caller, action, &key_arn, false))
+            }
+        }
+    }
+
+    /// Resolves the key a request names, records it as the call's resource, and authorizes
+    /// `action` on it.
+    pub(crate) fn key_for(
+        &self,
+        caller: &Principal,
+        rec: &mut CallRecord,
+        name: &str,
+        aliases: bool,
+        action: &str,
+        conds: &Conditions<'_>,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let key = self.resolve_key(caller, name, aliases)?;
+        rec.resources.push(self.key_arn(&key));
+        self.authorize(caller, rec, &key, action, conds)?;
+        Ok(key)
+    }
+}
