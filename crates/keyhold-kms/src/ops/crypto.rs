@@ -165,19 +165,36 @@ struct Opened {
     plaintext: SecretBytes,
 }
 
+/// What a Decrypt or the source half of a ReEncrypt asks to open.
+struct BlobRequest<'a> {
+    /// The ciphertext blob.
+    ciphertext: &'a [u8],
+    /// The key the request names, if it names one.
+    expected: Option<&'a str>,
+    /// The encryption context.
+    context: &'a EncryptionContext,
+    /// `kms:Decrypt` or `kms:ReEncryptFrom`.
+    action: &'a str,
+    /// DryRun options.
+    dry_run: DryRun,
+}
+
 /// Opens a symmetric blob: finds its key from the header, checks it against `expected` (the
-/// request's KeyId, if any), checks state, and authenticates. `dry_run` is checked once the
-/// request is known to be allowed; with `ignore_ciphertext` before the blob is opened.
+/// request's KeyId, if any), authorizes, checks state, and authenticates. `dry_run` is checked
+/// once the request is known to be allowed; with `ignore_ciphertext` before the blob is opened.
 fn open_blob(
     engine: &Engine,
     caller: &Principal,
-    ciphertext: &[u8],
-    expected: Option<&str>,
-    context: &EncryptionContext,
-    action: &str,
-    dry_run: DryRun,
+    req: BlobRequest<'_>,
     rec: &mut CallRecord,
 ) -> Result<Opened, KmsError> {
+    let BlobRequest {
+        ciphertext,
+        expected,
+        context,
+        action,
+        dry_run,
+    } = req;
     let expected = match expected {
         Some(name) => Some(engine.resolve_key(caller, name, true)?),
         None => None,
@@ -274,11 +291,13 @@ pub(super) fn decrypt(
     let opened = open_blob(
         engine,
         caller,
-        &ciphertext,
-        req.key_id.as_deref(),
-        &context,
-        "kms:Decrypt",
-        dry_run,
+        BlobRequest {
+            ciphertext: &ciphertext,
+            expected: req.key_id.as_deref(),
+            context: &context,
+            action: "kms:Decrypt",
+            dry_run,
+        },
         rec,
     )?;
     respond(&json!({
@@ -327,11 +346,13 @@ pub(super) fn re_encrypt(
     let opened = open_blob(
         engine,
         caller,
-        &ciphertext,
-        req.source_key_id.as_deref(),
-        &source_ctx,
-        "kms:ReEncryptFrom",
-        dry_run,
+        BlobRequest {
+            ciphertext: &ciphertext,
+            expected: req.source_key_id.as_deref(),
+            context: &source_ctx,
+            action: "kms:ReEncryptFrom",
+            dry_run,
+        },
         rec,
     )?;
     if let Some(d) = dest_rec.decision {
