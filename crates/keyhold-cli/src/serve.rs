@@ -50,9 +50,10 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     dev_secret_access_key: String,
-    /// Seconds between checks for keys whose deletion window has passed.
-    #[arg(long, env = "KEYHOLD_DELETION_CHECK_SECS", default_value_t = 60)]
-    deletion_check_secs: u64,
+    /// Seconds between checks for keys whose deletion window has passed or whose automatic
+    /// rotation is due.
+    #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
+    maintenance_secs: u64,
 }
 
 fn valid_region(r: &str) -> bool {
@@ -180,9 +181,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         }
         let _ = out.flush();
         drop(out);
-        keyhold_server::spawn_deletion_task(
+        keyhold_server::spawn_maintenance_task(
             engine.clone(),
-            Duration::from_secs(args.deletion_check_secs.max(1)),
+            Duration::from_secs(args.maintenance_secs.max(1)),
         );
         keyhold_server::run(
             listener,

@@ -287,6 +287,31 @@ request!(
     }
 );
 
+request!(
+    /// EnableKeyRotation.
+    EnableKeyRotationRequest {
+        /// The key.
+        key_id: String,
+        /// Days between automatic rotations (90–2560, default 365).
+        #[serde(rename = "RotationPeriodInDays")]
+        rotation_period_days: i64,
+    }
+);
+
+request!(
+    /// ListKeyRotations.
+    ListKeyRotationsRequest {
+        /// The key.
+        key_id: String,
+        /// `ROTATIONS_ONLY` (default) or `ALL_KEY_MATERIAL`.
+        include_key_material: String,
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
 /// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

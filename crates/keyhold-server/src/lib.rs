@@ -6,7 +6,8 @@
 //! - `handler`: one request: framing limits, target, SigV4, dispatch to the engine.
 //! - [`sigv4`]: signature verification.
 //! - [`wire`]: the error table and JSON error bodies.
-//! - [`spawn_deletion_task`]: destroys keys whose deletion window has passed.
+//! - [`spawn_maintenance_task`]: destroys keys whose deletion window has passed and performs
+//!   due automatic rotations.
 #![forbid(unsafe_code)]
 
 mod handler;
@@ -98,18 +99,31 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs scheduled key deletions every `every` until the runtime stops.
-pub fn spawn_deletion_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Every `every`, destroys keys whose deletion window has passed and performs due automatic
+/// rotations, until the runtime stops.
+pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             let e = engine.clone();
-            match tokio::task::spawn_blocking(move || e.run_due_deletions()).await {
-                Ok(Ok(0)) => {}
-                Ok(Ok(n)) => tracing::info!(deleted = n, "scheduled key deletions done"),
-                Ok(Err(e)) => tracing::warn!(error = %e, "scheduled key deletion failed"),
-                Err(e) => tracing::error!(error = %e, "deletion task panicked"),
+            let done =
+                tokio::task::spawn_blocking(move || (e.run_due_deletions(), e.run_due_rotations()))
+                    .await;
+            match done {
+                Ok((deleted, rotated)) => {
+                    match deleted {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(deleted = n, "scheduled key deletions done"),
+                        Err(e) => tracing::warn!(error = %e, "scheduled key deletion failed"),
+                    }
+                    match rotated {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(rotated = n, "automatic key rotations done"),
+                        Err(e) => tracing::warn!(error = %e, "automatic key rotation failed"),
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "maintenance task panicked"),
             }
         }
     })

@@ -5,6 +5,7 @@ mod crypto;
 mod keys;
 mod policies;
 mod random;
+mod rotation;
 mod tags;
 
 use serde::de::DeserializeOwned;
@@ -104,6 +105,16 @@ operations! {
     PutKeyPolicy => policies::put_key_policy, hot = false, read_only = false;
     /// ListKeyPolicies.
     ListKeyPolicies => policies::list_key_policies, hot = false, read_only = true;
+    /// EnableKeyRotation.
+    EnableKeyRotation => rotation::enable_key_rotation, hot = false, read_only = false;
+    /// DisableKeyRotation.
+    DisableKeyRotation => rotation::disable_key_rotation, hot = false, read_only = false;
+    /// GetKeyRotationStatus.
+    GetKeyRotationStatus => rotation::get_key_rotation_status, hot = false, read_only = true;
+    /// RotateKeyOnDemand.
+    RotateKeyOnDemand => rotation::rotate_key_on_demand, hot = false, read_only = false;
+    /// ListKeyRotations.
+    ListKeyRotations => rotation::list_key_rotations, hot = false, read_only = true;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON

@@ -10,3 +10,4 @@ mod bad_input;
 mod crypto;
 mod keys;
 mod policies;
+mod rotation;

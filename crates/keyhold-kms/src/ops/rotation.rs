@@ -1,0 +1,285 @@
+//! Rotation: EnableKeyRotation, DisableKeyRotation, GetKeyRotationStatus, RotateKeyOnDemand,
+//! ListKeyRotations. Rotation adds a version of the key's material; new ciphertext uses the
+//! newest version and every older version stays available for decryption.
+
+use keyhold_core::key::{KeySpec, Origin};
+use keyhold_store::KeyRecord;
+use serde_json::json;
+
+use super::keys::{key_material_id, refuse_managed};
+use super::{empty, respond};
+use crate::api::{epoch_seconds, EnableKeyRotationRequest, KeyIdRequest, ListKeyRotationsRequest};
+use crate::authz::Conditions;
+use crate::clock::DAY_MS;
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::validate::{int_range, required};
+use crate::{CallRecord, Engine};
+
+/// Default automatic rotation period.
+pub(crate) const DEFAULT_PERIOD_DAYS: i64 = 365;
+/// Most on-demand rotations one key may have.
+pub(crate) const MAX_ON_DEMAND: usize = 25;
+
+/// Refuses keys that cannot rotate: only symmetric keys with AWS_KMS material do.
+pub(crate) fn check_rotatable(key: &KeyRecord, arn: &str) -> Result<(), KmsError> {
+    if key.key_spec != KeySpec::SymmetricDefault || key.origin != Origin::AwsKms {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperationException,
+            format!(
+                "{arn} cannot rotate: automatic and on-demand rotation need a symmetric key \
+                 with AWS_KMS key material (this one is {} from {})",
+                key.key_spec, key.origin
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses keys whose state does not allow changing rotation.
+fn check_rotation_state(key: &KeyRecord, arn: &str) -> Result<(), KmsError> {
+    match key.state.crypto_refusal() {
+        None => Ok(()),
+        Some(r) => Err(KmsError::from_state(r, arn, key.state.as_str())),
+    }
+}
+
+pub(super) fn enable_key_rotation(
+    engine: &Engine,
+    caller: &Principal,
+    req: EnableKeyRotationRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let days = req.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
+    int_range(days, "rotationPeriodInDays", 90, 2560)?;
+    let last = engine.last_material_time(caller, &key_id)?;
+    let conds = Conditions::default().and("kms:RotationPeriodInDays", vec![days.to_string()]);
+    engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        "kms:EnableKeyRotation",
+        &conds,
+        |k, arn| {
+            check_rotatable(k, arn)?;
+            refuse_managed(k, "change the rotation of")?;
+            check_rotation_state(k, arn)?;
+            k.rotation_period_days = Some(days as u32);
+            k.next_rotation_at = Some(last.unwrap_or(k.created_at) + days * DAY_MS);
+            Ok(())
+        },
+    )?;
+    empty()
+}
+
+pub(super) fn disable_key_rotation(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let conds = Conditions::default();
+    engine.update_key(
+        caller,
+        &key_id,
+        rec,
+        "kms:DisableKeyRotation",
+        &conds,
+        |k, arn| {
+            check_rotatable(k, arn)?;
+            refuse_managed(k, "change the rotation of")?;
+            check_rotation_state(k, arn)?;
+            k.rotation_period_days = None;
+            k.next_rotation_at = None;
+            Ok(())
+        },
+    )?;
+    empty()
+}
+
+pub(super) fn get_key_rotation_status(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:GetKeyRotationStatus",
+        &Conditions::default(),
+    )?;
+    let arn = engine.key_arn(&key);
+    check_rotatable(&key, &arn)?;
+    let mut out = json!({
+        "KeyRotationEnabled": key.rotation_period_days.is_some(),
+        "KeyId": arn,
+    });
+    if let (Some(days), Some(next)) = (key.rotation_period_days, key.next_rotation_at) {
+        out["RotationPeriodInDays"] = json!(days);
+        out["NextRotationDate"] = json!(epoch_seconds(next));
+    }
+    respond(&out)
+}
+
+pub(super) fn rotate_key_on_demand(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:RotateKeyOnDemand",
+        &Conditions::default(),
+    )?;
+    let arn = engine.key_arn(&key);
+    check_rotatable(&key, &arn)?;
+    refuse_managed(&key, "rotate on demand")?;
+    check_rotation_state(&key, &arn)?;
+    let on_demand = engine
+        .store()
+        .list_key_versions(&key.key_id)?
+        .iter()
+        .filter(|v| v.rotation_type.as_deref() == Some("ON_DEMAND"))
+        .count();
+    if on_demand >= MAX_ON_DEMAND {
+        return Err(KmsError::new(
+            ErrorCode::LimitExceededException,
+            format!("{arn} has had the most on-demand rotations allowed ({MAX_ON_DEMAND})"),
+        ));
+    }
+    engine.rotate(&key.key_id, "ON_DEMAND")?;
+    respond(&json!({ "KeyId": arn }))
+}
+
+pub(super) fn list_key_rotations(
+    engine: &Engine,
+    caller: &Principal,
+    req: ListKeyRotationsRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let limit = req.limit.unwrap_or(100);
+    int_range(limit, "limit", 1, 1000)?;
+    let all = match req.include_key_material.as_deref() {
+        None | Some("ROTATIONS_ONLY") => false,
+        Some("ALL_KEY_MATERIAL") => true,
+        Some(other) => {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{other}' at 'includeKeyMaterial' failed to \
+                 satisfy constraint: Member must satisfy enum value set: [ALL_KEY_MATERIAL, \
+                 ROTATIONS_ONLY]"
+            )))
+        }
+    };
+    let after: u32 = match &req.marker {
+        Some(m) => m
+            .parse()
+            .map_err(|_| KmsError::new(ErrorCode::InvalidMarkerException, "Invalid marker"))?,
+        None => 0,
+    };
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:ListKeyRotations",
+        &Conditions::default(),
+    )?;
+    check_rotatable(&key, &engine.key_arn(&key))?;
+    let versions: Vec<_> = engine
+        .store()
+        .list_key_versions(&key.key_id)?
+        .into_iter()
+        .filter(|v| v.version > after && (all || v.rotation_type.is_some()))
+        .collect();
+    let truncated = versions.len() > limit as usize;
+    let page = &versions[..versions.len().min(limit as usize)];
+    let entries: Vec<_> = page
+        .iter()
+        .map(|v| {
+            let mut e = json!({
+                "KeyId": key.key_id.to_string(),
+                "KeyMaterialId": key_material_id(&key.key_id, v.version),
+                "KeyMaterialState": if v.version == key.current_version { "CURRENT" } else { "NON_CURRENT" },
+            });
+            if let Some(t) = &v.rotation_type {
+                e["RotationDate"] = json!(epoch_seconds(v.created_at));
+                e["RotationType"] = json!(t);
+            }
+            e
+        })
+        .collect();
+    let mut out = json!({ "Rotations": entries, "Truncated": truncated });
+    if truncated {
+        if let Some(last) = page.last() {
+            out["NextMarker"] = json!(last.version.to_string());
+        }
+    }
+    respond(&out)
+}
+
+impl Engine {
+    /// When the key's newest material was made (None if the key does not resolve).
+    fn last_material_time(&self, caller: &Principal, name: &str) -> Result<Option<i64>, KmsError> {
+        let Ok(key) = self.resolve_key(caller, name, false) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store()
+            .get_key_version(&key.key_id, key.current_version)?
+            .map(|v| v.created_at))
+    }
+
+    /// Adds a new version of a key's material and makes it current.
+    pub(crate) fn rotate(
+        &self,
+        id: &keyhold_core::ids::KeyId,
+        rotation_type: &str,
+    ) -> Result<KeyRecord, KmsError> {
+        let _guard = self.lock_writes();
+        let mut key = self
+            .store()
+            .get_key(id)?
+            .ok_or_else(|| KmsError::not_found(format!("Key '{id}' does not exist")))?;
+        let now = self.now_ms();
+        let version = key.current_version + 1;
+        let material = keyhold_core::secret::SecretBytes::random(32).map_err(KmsError::internal)?;
+        let record = keyhold_store::KeyVersionRecord {
+            key_id: *id,
+            version,
+            wrapped_material: self.wrap_material(id, version, &material)?,
+            created_at: now,
+            rotation_type: Some(rotation_type.to_string()),
+        };
+        key.current_version = version;
+        if rotation_type == "AUTOMATIC" {
+            if let Some(days) = key.rotation_period_days {
+                key.next_rotation_at = Some(now + i64::from(days) * DAY_MS);
+            }
+        }
+        self.store().add_key_version(&key, &record)?;
+        self.keyring().invalidate_key(id);
+        tracing::info!(key_id = %id, version, rotation_type, "key rotated");
+        Ok(key)
+    }
+
+    /// Performs every automatic rotation that is due. Returns how many keys rotated.
+    pub fn run_due_rotations(&self) -> Result<usize, KmsError> {
+        let due = self.store().keys_due_for_rotation(self.now_ms())?;
+        for id in &due {
+            self.rotate(id, "AUTOMATIC")?;
+        }
+        Ok(due.len())
+    }
+}
