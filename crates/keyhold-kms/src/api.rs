@@ -312,6 +312,82 @@ request!(
     }
 );
 
+/// Grant constraints as sent and returned.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct GrantConstraintsDto {
+    /// The request's context must contain these pairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context_subset: Option<std::collections::BTreeMap<String, String>>,
+    /// The request's context must be exactly these pairs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_context_equals: Option<std::collections::BTreeMap<String, String>>,
+}
+
+request!(
+    /// CreateGrant.
+    CreateGrantRequest {
+        /// The key.
+        key_id: String,
+        /// Who may use the key.
+        grantee_principal: String,
+        /// Who may retire the grant.
+        retiring_principal: String,
+        /// Allowed operations.
+        operations: Vec<String>,
+        /// Encryption context constraints.
+        constraints: GrantConstraintsDto,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Idempotency name.
+        name: String,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// ListGrants.
+    ListGrantsRequest {
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+        /// The key.
+        key_id: String,
+        /// Only this grant.
+        grant_id: String,
+        /// Only grants to this principal.
+        grantee_principal: String,
+    }
+);
+
+request!(
+    /// ListRetirableGrants.
+    ListRetirableGrantsRequest {
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+        /// The retiring principal.
+        retiring_principal: String,
+    }
+);
+
+request!(
+    /// RetireGrant and RevokeGrant.
+    GrantRefRequest {
+        /// The grant token (RetireGrant).
+        grant_token: String,
+        /// The key.
+        key_id: String,
+        /// The grant id.
+        grant_id: String,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
 /// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use keyhold_core::context::EncryptionContext;
 use keyhold_core::policy::{Decision, PolicyDocument, RequestContext};
-use keyhold_store::KeyRecord;
+use keyhold_store::{GrantRecord, KeyRecord};
 
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -40,6 +40,15 @@ const CROSS_ACCOUNT: &[&str] = &[
     "kms:RevokeGrant",
     "kms:GetKeyRotationStatus",
 ];
+
+/// What allowed a request.
+#[derive(Debug, Clone)]
+pub(crate) enum Allowed {
+    /// A statement of the key policy.
+    ByPolicy,
+    /// A grant.
+    ByGrant(Box<GrantRecord>),
+}
 
 /// The request-specific condition keys an operation brings.
 #[derive(Debug, Default, Clone)]
@@ -151,7 +160,18 @@ impl Engine {
         }
     }
 
-    /// Decides whether `caller` may perform `action` on `key`; records the decision.
+    /// The grants of a key (cached with the key).
+    pub(crate) fn grants_of(&self, key: &KeyRecord) -> Result<Arc<Vec<GrantRecord>>, KmsError> {
+        if let Some(g) = self.keyring().grants(&key.key_id) {
+            return Ok(g);
+        }
+        let g = Arc::new(self.store().list_grants(&key.key_id)?);
+        self.keyring().put_grants(key.key_id, g.clone());
+        Ok(g)
+    }
+
+    /// Decides whether `caller` may perform `action` on `key`: the key policy first (an
+    /// explicit deny there is final), then the key's grants. Records the decision.
     pub(crate) fn authorize(
         &self,
         caller: &Principal,
@@ -159,7 +179,7 @@ impl Engine {
         key: &KeyRecord,
         action: &str,
         conds: &Conditions<'_>,
-    ) -> Result<(), KmsError> {
+    ) -> Result<Allowed, KmsError> {
         let key_arn = self.key_arn(key);
         if key.account != caller.account && !CROSS_ACCOUNT.contains(&action) {
             rec.decision = Some(format!("denied {action}: not allowed across accounts"));
@@ -173,7 +193,7 @@ impl Engine {
                     Some(s) => format!("allowed {action} by key policy statement {s:?}"),
                     None => format!("allowed {action} by key policy"),
                 });
-                Ok(())
+                Ok(Allowed::ByPolicy)
             }
             Decision::ExplicitDeny(sid) => {
                 rec.decision = Some(match sid {
@@ -183,7 +203,16 @@ impl Engine {
                 Err(denied(caller, action, &key_arn, true))
             }
             Decision::ImplicitDeny => {
-                rec.decision = Some(format!("denied {action}: no statement allows it"));
+                let op = action.strip_prefix("kms:").unwrap_or(action);
+                let grants = self.grants_of(key)?;
+                if let Some(g) = grants
+                    .iter()
+                    .find(|g| crate::ops::grant_allows(g, caller, op, conds.context))
+                {
+                    rec.decision = Some(format!("allowed {action} by grant {}", g.grant_id));
+                    return Ok(Allowed::ByGrant(Box::new(g.clone())));
+                }
+                rec.decision = Some(format!("denied {action}: no statement or grant allows it"));
                 Err(denied(caller, action, &key_arn, false))
             }
         }

@@ -46,6 +46,8 @@ error_codes!(
     InvalidArnException,
     /// The ciphertext, its context or its key do not match.
     InvalidCiphertextException,
+    /// A grant id is not valid.
+    InvalidGrantIdException,
     /// A grant token is not valid.
     InvalidGrantTokenException,
     /// The key's usage or algorithm does not fit the operation.

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use keyhold_core::ids::KeyId;
 use keyhold_core::policy::PolicyDocument;
 use keyhold_core::secret::SecretBytes;
-use keyhold_store::KeyRecord;
+use keyhold_store::{GrantRecord, KeyRecord};
 
 /// Entries kept per map before the map is emptied (a coarse bound on memory).
 const MAX_ENTRIES: usize = 100_000;
@@ -53,6 +53,8 @@ pub struct Keyring {
     aliases: BoundedMap<(String, String), KeyId>,
     /// Parsed key policies by key id.
     policies: BoundedMap<KeyId, Arc<PolicyDocument>>,
+    /// Grants by key id.
+    grants: BoundedMap<KeyId, Arc<Vec<GrantRecord>>>,
 }
 
 impl Default for Keyring {
@@ -62,6 +64,7 @@ impl Default for Keyring {
             materials: BoundedMap::new(),
             aliases: BoundedMap::new(),
             policies: BoundedMap::new(),
+            grants: BoundedMap::new(),
         }
     }
 }
@@ -108,6 +111,21 @@ impl Keyring {
         self.policies.insert(id, p);
     }
 
+    /// Cached grants of a key.
+    pub fn grants(&self, id: &KeyId) -> Option<Arc<Vec<GrantRecord>>> {
+        self.grants.get(id)
+    }
+
+    /// Caches the grants of a key.
+    pub fn put_grants(&self, id: KeyId, g: Arc<Vec<GrantRecord>>) {
+        self.grants.insert(id, g);
+    }
+
+    /// Forgets the grants of a key (after one was created, retired or revoked).
+    pub fn invalidate_grants(&self, id: &KeyId) {
+        self.grants.retain(|k, _| k != id);
+    }
+
     /// Forgets a key's record and policy (after any change to it).
     pub fn invalidate_key(&self, id: &KeyId) {
         self.records.retain(|k, _| k != id);
@@ -117,6 +135,7 @@ impl Keyring {
     /// Forgets everything about a destroyed key: record, material and aliases.
     pub fn forget_key(&self, id: &KeyId) {
         self.invalidate_key(id);
+        self.invalidate_grants(id);
         self.materials.retain(|(k, _), _| k != id);
         self.aliases.retain(|_, target| target != id);
     }

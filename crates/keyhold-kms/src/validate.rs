@@ -97,6 +97,12 @@ pub fn grant_tokens(tokens: &Option<Vec<String>>) -> Result<(), KmsError> {
         }
         for token in t {
             str_len(token, "grantTokens.member", 1, 8192)?;
+            if !crate::ops::is_grant_token(token) {
+                return Err(KmsError::new(
+                    crate::error::ErrorCode::InvalidGrantTokenException,
+                    "The grant token is not valid.",
+                ));
+            }
         }
     }
     Ok(())

@@ -26,6 +26,7 @@ pub fn status(code: ErrorCode) -> u16 {
         | InvalidAliasNameException
         | InvalidArnException
         | InvalidCiphertextException
+        | InvalidGrantIdException
         | InvalidGrantTokenException
         | InvalidKeyUsageException
         | InvalidMarkerException

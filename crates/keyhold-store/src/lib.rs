@@ -13,7 +13,7 @@ pub mod sqlite;
 
 use keyhold_core::ids::{AliasName, KeyId};
 
-pub use records::{AliasRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag};
+pub use records::{AliasRecord, GrantRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -108,6 +108,21 @@ pub trait Store: Send + Sync {
     fn remove_tags(&self, id: &KeyId, keys: &[String]) -> Result<(), StoreError>;
     /// All tags of a key in tag-key order.
     fn list_tags(&self, id: &KeyId) -> Result<Vec<Tag>, StoreError>;
+
+    /// Creates a grant.
+    fn create_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
+    /// Every grant on a key, by grant id.
+    fn list_grants(&self, key: &KeyId) -> Result<Vec<GrantRecord>, StoreError>;
+    /// Every grant whose retiring principal is `retiring`, on any key.
+    fn list_retirable_grants(&self, retiring: &str) -> Result<Vec<GrantRecord>, StoreError>;
+    /// A grant by id and/or token (at least one given).
+    fn find_grant(
+        &self,
+        grant_id: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Option<GrantRecord>, StoreError>;
+    /// Deletes a grant; `NotFound` if there is none.
+    fn delete_grant(&self, grant_id: &str) -> Result<(), StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

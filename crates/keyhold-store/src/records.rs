@@ -127,3 +127,39 @@ impl std::fmt::Debug for PrincipalRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// A grant: permission for a grantee to use a key for some operations.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GrantRecord {
+    /// 64 hex digits.
+    pub grant_id: String,
+    /// The key it applies to.
+    pub key_id: KeyId,
+    /// Optional name (CreateGrant's idempotency token).
+    pub name: Option<String>,
+    /// Who may use the key.
+    pub grantee: String,
+    /// Who may retire the grant.
+    pub retiring: Option<String>,
+    /// The account that created the grant.
+    pub issuing_account: String,
+    /// Operation names (`Encrypt`, `Decrypt`, ...).
+    pub operations: Vec<String>,
+    /// Constraints as AWS's JSON (`{"EncryptionContextSubset": {...}}`), if any.
+    pub constraints: Option<String>,
+    /// The grant token handed to the creator.
+    pub token: String,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+impl std::fmt::Debug for GrantRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrantRecord")
+            .field("grant_id", &self.grant_id)
+            .field("key_id", &self.key_id)
+            .field("grantee", &self.grantee)
+            .field("operations", &self.operations)
+            .finish_non_exhaustive()
+    }
+}

@@ -9,7 +9,9 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use crate::{AliasRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Store, StoreError, Tag};
+use crate::{
+    AliasRecord, GrantRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Store, StoreError, Tag,
+};
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
 const MIGRATIONS: &[&str] = &[
@@ -66,6 +68,22 @@ ALTER TABLE keys ADD COLUMN rotation_period_days INTEGER;
 ALTER TABLE keys ADD COLUMN next_rotation_at INTEGER;
 ALTER TABLE key_versions ADD COLUMN rotation_type TEXT;
 CREATE INDEX keys_by_rotation ON keys(next_rotation_at) WHERE next_rotation_at IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE grants (
+    grant_id TEXT PRIMARY KEY,
+    key_id TEXT NOT NULL REFERENCES keys(key_id) ON DELETE CASCADE,
+    name TEXT,
+    grantee TEXT NOT NULL,
+    retiring TEXT,
+    issuing_account TEXT NOT NULL,
+    operations TEXT NOT NULL,
+    constraints TEXT,
+    token TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX grants_by_key ON grants(key_id, grant_id);
+CREATE INDEX grants_by_retiring ON grants(retiring) WHERE retiring IS NOT NULL;
 "#,
 ];
 
@@ -163,6 +181,29 @@ fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<PrincipalRecord> {
         account: row.get(2)?,
         wrapped_secret: row.get(3)?,
         created_at: row.get(4)?,
+    })
+}
+
+const GRANT_COLS: &str = "grant_id, key_id, name, grantee, retiring, issuing_account, \
+                          operations, constraints, token, created_at";
+
+fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
+    let ops: String = row.get(6)?;
+    Ok(GrantRecord {
+        grant_id: row.get(0)?,
+        key_id: key_id_col(row, 1)?,
+        name: row.get(2)?,
+        grantee: row.get(3)?,
+        retiring: row.get(4)?,
+        issuing_account: row.get(5)?,
+        operations: ops
+            .split(',')
+            .filter(|o| !o.is_empty())
+            .map(str::to_string)
+            .collect(),
+        constraints: row.get(7)?,
+        token: row.get(8)?,
+        created_at: row.get(9)?,
     })
 }
 
@@ -410,6 +451,8 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         tx.execute("DELETE FROM tags WHERE key_id = ?1", [&id])
             .map_err(backend)?;
+        tx.execute("DELETE FROM grants WHERE key_id = ?1", [&id])
+            .map_err(backend)?;
         let n = tx
             .execute("DELETE FROM keys WHERE key_id = ?1", [&id])
             .map_err(backend)?;
@@ -598,6 +641,84 @@ impl Store for SqliteStore {
             })
             .map_err(backend)?;
         rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn create_grant(&self, g: &GrantRecord) -> Result<(), StoreError> {
+        self.conn()
+            .execute(
+                &format!(
+                    "INSERT INTO grants ({GRANT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+                ),
+                params![
+                    g.grant_id,
+                    g.key_id.to_string(),
+                    g.name,
+                    g.grantee,
+                    g.retiring,
+                    g.issuing_account,
+                    g.operations.join(","),
+                    g.constraints,
+                    g.token,
+                    g.created_at
+                ],
+            )
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn list_grants(&self, key: &KeyId) -> Result<Vec<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLS} FROM grants WHERE key_id = ?1 ORDER BY grant_id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([key.to_string()], grant_from_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn list_retirable_grants(&self, retiring: &str) -> Result<Vec<GrantRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {GRANT_COLS} FROM grants WHERE retiring = ?1 ORDER BY grant_id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([retiring], grant_from_row)
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn find_grant(
+        &self,
+        grant_id: Option<&str>,
+        token: Option<&str>,
+    ) -> Result<Option<GrantRecord>, StoreError> {
+        self.conn()
+            .query_row(
+                &format!(
+                    "SELECT {GRANT_COLS} FROM grants WHERE (?1 IS NULL OR grant_id = ?1) \
+                     AND (?2 IS NULL OR token = ?2) AND (?1 IS NOT NULL OR ?2 IS NOT NULL)"
+                ),
+                params![grant_id, token],
+                grant_from_row,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn delete_grant(&self, grant_id: &str) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute("DELETE FROM grants WHERE grant_id = ?1", [grant_id])
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
     }
 
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {

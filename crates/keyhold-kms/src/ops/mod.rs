@@ -2,6 +2,7 @@
 
 mod aliases;
 mod crypto;
+mod grants;
 mod keys;
 mod policies;
 mod random;
@@ -9,6 +10,8 @@ mod rotation;
 mod tags;
 
 use serde::de::DeserializeOwned;
+
+pub(crate) use grants::{grant_allows, is_grant_token};
 
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -115,6 +118,16 @@ operations! {
     RotateKeyOnDemand => rotation::rotate_key_on_demand, hot = false, read_only = false;
     /// ListKeyRotations.
     ListKeyRotations => rotation::list_key_rotations, hot = false, read_only = true;
+    /// CreateGrant.
+    CreateGrant => grants::create_grant, hot = false, read_only = false;
+    /// ListGrants.
+    ListGrants => grants::list_grants, hot = false, read_only = true;
+    /// ListRetirableGrants.
+    ListRetirableGrants => grants::list_retirable_grants, hot = false, read_only = true;
+    /// RetireGrant.
+    RetireGrant => grants::retire_grant, hot = false, read_only = false;
+    /// RevokeGrant.
+    RevokeGrant => grants::revoke_grant, hot = false, read_only = false;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON

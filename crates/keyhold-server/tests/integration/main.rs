@@ -8,6 +8,7 @@ mod aliases_tags;
 mod auth;
 mod bad_input;
 mod crypto;
+mod grants;
 mod keys;
 mod policies;
 mod rotation;

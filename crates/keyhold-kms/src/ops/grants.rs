@@ -1,0 +1,546 @@
+//! Grants: CreateGrant, ListGrants, ListRetirableGrants, RetireGrant, RevokeGrant.
+//!
+//! A grant lets its grantee perform exactly its operations on one key, optionally only with an
+//! encryption context that contains (`EncryptionContextSubset`) or equals
+//! (`EncryptionContextEquals`) given pairs. Grants are read when the key policy does not allow
+//! a request; an explicit deny in the policy still wins.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
+use base64::Engine as _;
+use keyhold_core::context::EncryptionContext;
+use keyhold_core::key::{KeyManager, KeyState};
+use keyhold_store::{GrantRecord, KeyRecord, StoreError};
+use serde_json::json;
+
+use super::{dry_run_ok, empty, respond};
+use crate::api::{
+    epoch_seconds, CreateGrantRequest, GrantConstraintsDto, GrantRefRequest, ListGrantsRequest,
+    ListRetirableGrantsRequest,
+};
+use crate::authz::{Allowed, Conditions};
+use crate::error::{ErrorCode, KmsError};
+use crate::principal::Principal;
+use crate::validate::{grant_tokens, int_range, required, str_len};
+use crate::{CallRecord, Engine};
+
+/// Every grant operation AWS defines.
+const ALL_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "Sign",
+    "Verify",
+    "GetPublicKey",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+];
+
+/// Operations a grant on a symmetric encryption key may allow.
+const SYMMETRIC_OPERATIONS: &[&str] = &[
+    "Decrypt",
+    "Encrypt",
+    "GenerateDataKey",
+    "GenerateDataKeyWithoutPlaintext",
+    "ReEncryptFrom",
+    "ReEncryptTo",
+    "CreateGrant",
+    "RetireGrant",
+    "DescribeKey",
+    "GenerateDataKeyPair",
+    "GenerateDataKeyPairWithoutPlaintext",
+];
+
+/// Operations that may not be combined with encryption context constraints.
+const NO_CONSTRAINTS: &[&str] = &[
+    "DescribeKey",
+    "GetPublicKey",
+    "Sign",
+    "Verify",
+    "GenerateMac",
+    "VerifyMac",
+    "DeriveSharedSecret",
+];
+
+/// The prefix of every grant token keyhold issues.
+const TOKEN_PREFIX: &str = "khgt1.";
+
+fn parse_constraints(json: &Option<String>) -> GrantConstraintsDto {
+    json.as_deref()
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default()
+}
+
+/// True when grant `g` lets `caller` perform `op` with encryption context `ctx`.
+pub(crate) fn grant_allows(
+    g: &GrantRecord,
+    caller: &Principal,
+    op: &str,
+    ctx: Option<&EncryptionContext>,
+) -> bool {
+    let grantee_ok =
+        g.grantee == caller.arn || g.grantee == format!("arn:aws:iam::{}:root", caller.account);
+    if !grantee_ok || !g.operations.iter().any(|o| o == op) {
+        return false;
+    }
+    let c = parse_constraints(&g.constraints);
+    let empty = BTreeMap::new();
+    let request = ctx.map(|c| c.pairs()).unwrap_or(&empty);
+    if let Some(eq) = &c.encryption_context_equals {
+        if eq != request {
+            return false;
+        }
+    }
+    if let Some(sub) = &c.encryption_context_subset {
+        if !sub.iter().all(|(k, v)| request.get(k) == Some(v)) {
+            return false;
+        }
+    }
+    true
+}
+
+/// True for a token that keyhold could have issued.
+pub(crate) fn is_grant_token(t: &str) -> bool {
+    t.strip_prefix(TOKEN_PREFIX)
+        .and_then(|rest| B64URL.decode(rest).ok())
+        .is_some_and(|b| b.len() == 32)
+}
+
+fn invalid_token() -> KmsError {
+    KmsError::new(
+        ErrorCode::InvalidGrantTokenException,
+        "The grant token is not valid.",
+    )
+}
+
+fn invalid_grant_id(id: &str) -> KmsError {
+    KmsError::new(
+        ErrorCode::InvalidGrantIdException,
+        format!("Invalid grant id {id:?}"),
+    )
+}
+
+/// A grant id as AWS makes them: 64 hex digits.
+fn check_grant_id(id: &str) -> Result<(), KmsError> {
+    str_len(id, "grantId", 1, 128)?;
+    if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid_grant_id(id));
+    }
+    Ok(())
+}
+
+/// A grantee or retiring principal: an IAM account, user or role ARN.
+fn check_principal(p: &str, field: &str) -> Result<(), KmsError> {
+    str_len(p, field, 1, 256)?;
+    let rest = p.strip_prefix("arn:").and_then(|r| {
+        let parts: Vec<&str> = r.splitn(5, ':').collect();
+        match parts.as_slice() {
+            [_, "iam", "", account, res]
+                if keyhold_core::ids::is_account_id(account)
+                    && (*res == "root" || res.starts_with("user/") || res.starts_with("role/")) =>
+            {
+                Some(())
+            }
+            [_, "sts", "", account, res]
+                if keyhold_core::ids::is_account_id(account)
+                    && res.starts_with("assumed-role/") =>
+            {
+                Some(())
+            }
+            _ => None,
+        }
+    });
+    rest.ok_or_else(|| {
+        KmsError::validation(format!(
+            "{field} {p:?} is not a valid principal: use the ARN of an account, user or role"
+        ))
+    })
+}
+
+fn grant_entry(engine: &Engine, key: &KeyRecord, g: &GrantRecord) -> serde_json::Value {
+    let mut e = json!({
+        "KeyId": engine.key_arn(key),
+        "GrantId": g.grant_id,
+        "CreationDate": epoch_seconds(g.created_at),
+        "GranteePrincipal": g.grantee,
+        "IssuingAccount": format!("arn:aws:iam::{}:root", g.issuing_account),
+        "Operations": g.operations,
+    });
+    if let Some(n) = &g.name {
+        e["Name"] = json!(n);
+    }
+    if let Some(r) = &g.retiring {
+        e["RetiringPrincipal"] = json!(r);
+    }
+    if g.constraints.is_some() {
+        e["Constraints"] = json!(parse_constraints(&g.constraints));
+    }
+    e
+}
+
+pub(super) fn create_grant(
+    engine: &Engine,
+    caller: &Principal,
+    req: CreateGrantRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let grantee = required(req.grantee_principal, "granteePrincipal")?;
+    check_principal(&grantee, "granteePrincipal")?;
+    if let Some(r) = &req.retiring_principal {
+        check_principal(r, "retiringPrincipal")?;
+    }
+    let operations = required(req.operations, "operations")?;
+    if operations.is_empty() {
+        return Err(KmsError::validation(
+            "1 validation error detected: Value '[]' at 'operations' failed to satisfy \
+             constraint: Member must have length greater than or equal to 1",
+        ));
+    }
+    for op in &operations {
+        if !ALL_OPERATIONS.contains(&op.as_str()) {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{op}' at 'operations' failed to satisfy \
+                 constraint: Member must satisfy enum value set: [{}]",
+                ALL_OPERATIONS.join(", ")
+            )));
+        }
+    }
+    if let Some(n) = &req.name {
+        str_len(n, "name", 1, 256)?;
+        if !n
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b':' | b'/' | b'_' | b'-'))
+        {
+            return Err(KmsError::validation(format!(
+                "1 validation error detected: Value '{n}' at 'name' failed to satisfy \
+                 constraint: Member must satisfy regular expression pattern: ^[a-zA-Z0-9:/_-]+$"
+            )));
+        }
+    }
+    grant_tokens(&req.grant_tokens)?;
+    let constraints = req
+        .constraints
+        .filter(|c| *c != GrantConstraintsDto::default());
+    if let Some(c) = &constraints {
+        if c.encryption_context_equals.is_some() && c.encryption_context_subset.is_some() {
+            return Err(KmsError::validation(
+                "Specify EncryptionContextEquals or EncryptionContextSubset, not both.",
+            ));
+        }
+        if let Some(op) = operations
+            .iter()
+            .find(|o| NO_CONSTRAINTS.contains(&o.as_str()))
+        {
+            return Err(KmsError::validation(format!(
+                "Grant constraints cannot be used with the {op} operation."
+            )));
+        }
+    }
+    let mut ops_sorted = operations.clone();
+    ops_sorted.sort();
+    ops_sorted.dedup();
+
+    let key = engine.resolve_key(caller, &key_id, false)?;
+    let arn = engine.key_arn(&key);
+    rec.resources.push(arn.clone());
+    let mut conds = Conditions::default()
+        .and("kms:GranteePrincipal", vec![grantee.clone()])
+        .and("kms:GrantOperations", ops_sorted.clone())
+        .and("kms:GrantIsForAWSResource", vec!["false".into()]);
+    if let Some(r) = &req.retiring_principal {
+        conds = conds.and("kms:RetiringPrincipal", vec![r.clone()]);
+    }
+    if let Some(c) = &constraints {
+        let kind = if c.encryption_context_equals.is_some() {
+            "EncryptionContextEquals"
+        } else {
+            "EncryptionContextSubset"
+        };
+        conds = conds.and("kms:GrantConstraintType", vec![kind.into()]);
+    }
+    // A grant that allows CreateGrant lets its grantee pass on at most its own operations.
+    if let Allowed::ByGrant(parent) =
+        engine.authorize(caller, rec, &key, "kms:CreateGrant", &conds)?
+    {
+        if let Some(op) = ops_sorted.iter().find(|o| !parent.operations.contains(o)) {
+            return Err(KmsError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} may not grant {op}: grant {} does not allow it",
+                    caller.arn, parent.grant_id
+                ),
+            ));
+        }
+    }
+    if key.key_manager == KeyManager::Aws {
+        return Err(KmsError::new(
+            ErrorCode::AccessDeniedException,
+            format!(
+                "User: {} is not authorized to create grants on AWS managed key {arn}",
+                caller.arn
+            ),
+        ));
+    }
+    match key.state {
+        KeyState::Enabled => {}
+        other => {
+            if let Some(r) = other.crypto_refusal() {
+                return Err(KmsError::from_state(r, &arn, other.as_str()));
+            }
+        }
+    }
+    if let Some(op) = ops_sorted
+        .iter()
+        .find(|o| !SYMMETRIC_OPERATIONS.contains(&o.as_str()))
+    {
+        return Err(KmsError::validation(format!(
+            "Grant operation {op} is not valid for a {} key",
+            key.key_spec
+        )));
+    }
+    dry_run_ok(req.dry_run)?;
+
+    let constraints_json = constraints
+        .as_ref()
+        .map(serde_json::to_string)
+        .transpose()
+        .map_err(KmsError::internal)?;
+    let _guard = engine.lock_writes();
+    if let Some(name) = &req.name {
+        let existing = engine.store().list_grants(&key.key_id)?;
+        if let Some(g) = existing.iter().find(|g| {
+            g.name.as_deref() == Some(name.as_str())
+                && g.grantee == grantee
+                && g.retiring == req.retiring_principal
+                && g.operations == ops_sorted
+                && g.constraints == constraints_json
+        }) {
+            return respond(&json!({ "GrantToken": g.token, "GrantId": g.grant_id }));
+        }
+    }
+    let id_bytes = keyhold_core::secret::random_bytes(32).map_err(KmsError::internal)?;
+    let token_bytes = keyhold_core::secret::random_bytes(32).map_err(KmsError::internal)?;
+    let grant = GrantRecord {
+        grant_id: hex::encode(id_bytes),
+        key_id: key.key_id,
+        name: req.name,
+        grantee,
+        retiring: req.retiring_principal,
+        issuing_account: caller.account.clone(),
+        operations: ops_sorted,
+        constraints: constraints_json,
+        token: format!("{TOKEN_PREFIX}{}", B64URL.encode(token_bytes)),
+        created_at: engine.now_ms(),
+    };
+    engine.store().create_grant(&grant)?;
+    engine.keyring().invalidate_grants(&key.key_id);
+    respond(&json!({ "GrantToken": grant.token, "GrantId": grant.grant_id }))
+}
+
+/// Pages a list of grants by grant id.
+fn page_of(
+    engine: &Engine,
+    grants: Vec<(KeyRecord, GrantRecord)>,
+    limit: i64,
+    marker: &Option<String>,
+) -> Result<Vec<u8>, KmsError> {
+    int_range(limit, "limit", 1, 100)?;
+    let start = match marker {
+        Some(m) => {
+            let pos = grants.iter().position(|(_, g)| &g.grant_id == m);
+            pos.map(|p| p + 1)
+                .ok_or_else(|| KmsError::new(ErrorCode::InvalidMarkerException, "Invalid marker"))?
+        }
+        None => 0,
+    };
+    let page: Vec<_> = grants.iter().skip(start).take(limit as usize).collect();
+    let truncated = start + page.len() < grants.len();
+    let entries: Vec<_> = page
+        .iter()
+        .map(|(k, g)| grant_entry(engine, k, g))
+        .collect();
+    let mut out = json!({ "Grants": entries, "Truncated": truncated });
+    if truncated {
+        if let Some((_, last)) = page.last() {
+            out["NextMarker"] = json!(last.grant_id);
+        }
+    }
+    respond(&out)
+}
+
+pub(super) fn list_grants(
+    engine: &Engine,
+    caller: &Principal,
+    req: ListGrantsRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    if let Some(id) = &req.grant_id {
+        check_grant_id(id)?;
+    }
+    if let Some(p) = &req.grantee_principal {
+        str_len(p, "granteePrincipal", 1, 256)?;
+    }
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:ListGrants",
+        &Conditions::default(),
+    )?;
+    let grants = engine
+        .store()
+        .list_grants(&key.key_id)?
+        .into_iter()
+        .filter(|g| req.grant_id.as_ref().is_none_or(|id| &g.grant_id == id))
+        .filter(|g| {
+            req.grantee_principal
+                .as_ref()
+                .is_none_or(|p| &g.grantee == p)
+        })
+        .map(|g| ((*key).clone(), g))
+        .collect();
+    page_of(engine, grants, req.limit.unwrap_or(50), &req.marker)
+}
+
+pub(super) fn list_retirable_grants(
+    engine: &Engine,
+    caller: &Principal,
+    req: ListRetirableGrantsRequest,
+    _rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let retiring = required(req.retiring_principal, "retiringPrincipal")?;
+    check_principal(&retiring, "retiringPrincipal")?;
+    // Only principals of the caller's own account may be looked up.
+    if retiring.split(':').nth(4) != Some(caller.account.as_str()) {
+        return Err(KmsError::new(
+            ErrorCode::AccessDeniedException,
+            format!(
+                "User: {} is not authorized to list grants retirable by {retiring}",
+                caller.arn
+            ),
+        ));
+    }
+    let mut grants = Vec::new();
+    for g in engine.store().list_retirable_grants(&retiring)? {
+        if let Some(k) = engine.key_record(&g.key_id)? {
+            grants.push(((*k).clone(), g));
+        }
+    }
+    page_of(engine, grants, req.limit.unwrap_or(50), &req.marker)
+}
+
+pub(super) fn retire_grant(
+    engine: &Engine,
+    caller: &Principal,
+    req: GrantRefRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    if let Some(t) = &req.grant_token {
+        str_len(t, "grantToken", 1, 8192)?;
+        if !is_grant_token(t) {
+            return Err(invalid_token());
+        }
+    }
+    if let Some(id) = &req.grant_id {
+        check_grant_id(id)?;
+    }
+    let grant = match (&req.grant_token, &req.key_id, &req.grant_id) {
+        (Some(t), _, _) => engine
+            .store()
+            .find_grant(None, Some(t))?
+            .ok_or_else(|| KmsError::not_found("No grant matches the grant token."))?,
+        (None, Some(k), Some(id)) => {
+            let key = engine.resolve_key(caller, k, false)?;
+            engine
+                .store()
+                .find_grant(Some(id), None)?
+                .filter(|g| g.key_id == key.key_id)
+                .ok_or_else(|| KmsError::not_found(format!("Grant {id} does not exist.")))?
+        }
+        _ => {
+            return Err(KmsError::validation(
+                "Specify a GrantToken, or a KeyId and a GrantId.",
+            ))
+        }
+    };
+    let key = engine
+        .key_record(&grant.key_id)?
+        .ok_or_else(|| KmsError::not_found("The grant's key does not exist."))?;
+    rec.resources.push(engine.key_arn(&key));
+    let may = grant.retiring.as_deref() == Some(caller.arn.as_str())
+        || (grant.grantee == caller.arn && grant.operations.iter().any(|o| o == "RetireGrant"))
+        || (caller.account == grant.issuing_account
+            && engine
+                .authorize(caller, rec, &key, "kms:RetireGrant", &Conditions::default())
+                .is_ok());
+    if !may {
+        rec.decision = Some("denied kms:RetireGrant: not the grant's retiring principal".into());
+        return Err(KmsError::new(
+            ErrorCode::AccessDeniedException,
+            format!(
+                "User: {} is not authorized to perform: kms:RetireGrant on grant {}",
+                caller.arn, grant.grant_id
+            ),
+        ));
+    }
+    rec.decision = Some(format!(
+        "allowed kms:RetireGrant of grant {}",
+        grant.grant_id
+    ));
+    dry_run_ok(req.dry_run)?;
+    remove(engine, &grant)
+}
+
+pub(super) fn revoke_grant(
+    engine: &Engine,
+    caller: &Principal,
+    req: GrantRefRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let grant_id = required(req.grant_id, "grantId")?;
+    check_grant_id(&grant_id)?;
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:RevokeGrant",
+        &Conditions::default(),
+    )?;
+    let grant = engine
+        .store()
+        .find_grant(Some(&grant_id), None)?
+        .filter(|g| g.key_id == key.key_id)
+        .ok_or_else(|| KmsError::not_found(format!("Grant {grant_id} does not exist.")))?;
+    dry_run_ok(req.dry_run)?;
+    remove(engine, &grant)
+}
+
+fn remove(engine: &Engine, grant: &GrantRecord) -> Result<Vec<u8>, KmsError> {
+    let _guard = engine.lock_writes();
+    engine
+        .store()
+        .delete_grant(&grant.grant_id)
+        .map_err(|e| match e {
+            StoreError::NotFound => {
+                KmsError::not_found(format!("Grant {} does not exist.", grant.grant_id))
+            }
+            other => other.into(),
+        })?;
+    engine.keyring().invalidate_grants(&grant.key_id);
+    empty()
+}
