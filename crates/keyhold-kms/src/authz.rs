@@ -136,6 +136,9 @@ impl Engine {
             put("aws:SourceIp", vec![rec.source_ip.clone()]);
         }
         put("aws:SecureTransport", vec!["false".into()]);
+        if let Some(via) = &rec.via_service {
+            put("kms:ViaService", vec![via.clone()]);
+        }
         put("kms:KeySpec", vec![key.key_spec.as_str().into()]);
         put("kms:KeyUsage", vec![key.key_usage.as_str().into()]);
         put("kms:KeyOrigin", vec![key.origin.as_str().into()]);

@@ -8,6 +8,7 @@
 //! - [`api`]: request/response shapes with AWS's field names; [`validate`]: turning request
 //!   fields into typed values with AWS's validation errors.
 //! - `authz`: key policies applied to each request (`Engine::authorize`).
+//! - `managed`: AWS managed keys (`alias/aws/<service>`), made on first use.
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
 //! - [`principal`]: principals, their credentials and the credential cache.
 //! - [`audit`]: CloudTrail-shaped events and their sinks.
@@ -20,6 +21,7 @@ pub(crate) mod authz;
 pub mod clock;
 pub mod error;
 pub mod keyring;
+mod managed;
 pub mod ops;
 pub mod principal;
 pub mod validate;
@@ -48,6 +50,9 @@ pub struct RequestMeta {
     pub source_ip: String,
     /// Client User-Agent header.
     pub user_agent: String,
+    /// The service a request comes through (`s3.us-east-1.amazonaws.com`), set only by
+    /// keyhold's own service front doors, never from a client's request (`kms:ViaService`).
+    pub via_service: Option<String>,
 }
 
 /// The engine.
@@ -80,6 +85,8 @@ pub struct CallRecord {
     pub source_ip: String,
     /// The authorization decision, for the audit event.
     pub decision: Option<String>,
+    /// The service the request came through, if any (`kms:ViaService`).
+    pub via_service: Option<String>,
 }
 
 impl Engine {
@@ -136,6 +143,7 @@ impl Engine {
     ) -> Result<Vec<u8>, KmsError> {
         let mut rec = CallRecord {
             source_ip: meta.source_ip.clone(),
+            via_service: meta.via_service.clone(),
             ..CallRecord::default()
         };
         let op = Operation::from_name(op_name);
@@ -260,7 +268,12 @@ impl Engine {
                 (account, id)
             }
             KeyRef::Alias(alias) => {
-                let id = self.alias_target(&caller.account, alias.as_str(), name)?;
+                let id = match self.alias_target(&caller.account, alias.as_str(), name) {
+                    Err(e) if e.code == ErrorCode::NotFoundException && alias.is_reserved() => {
+                        self.managed_key(&caller.account, &alias)?.ok_or(e)?
+                    }
+                    other => other?,
+                };
                 (caller.account.clone(), id)
             }
             KeyRef::AliasArn {

@@ -54,6 +54,8 @@ pub(crate) async fn handle(
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string(),
+        // Never taken from the client: only keyhold's own service front doors set it.
+        via_service: None,
     };
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path() == "/health" {

@@ -330,6 +330,7 @@ pub(super) fn re_encrypt(
     let dest_ctx = validate::context(req.destination_encryption_context);
     let mut dest_rec = CallRecord {
         source_ip: rec.source_ip.clone(),
+        via_service: rec.via_service.clone(),
         ..CallRecord::default()
     };
     let dest = engine.key_for(

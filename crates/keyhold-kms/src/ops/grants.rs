@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use keyhold_core::context::EncryptionContext;
-use keyhold_core::key::{KeyManager, KeyState};
 use keyhold_store::{GrantRecord, KeyRecord, StoreError};
 use serde_json::json;
 
@@ -283,22 +282,8 @@ pub(super) fn create_grant(
             ));
         }
     }
-    if key.key_manager == KeyManager::Aws {
-        return Err(KmsError::new(
-            ErrorCode::AccessDeniedException,
-            format!(
-                "User: {} is not authorized to create grants on AWS managed key {arn}",
-                caller.arn
-            ),
-        ));
-    }
-    match key.state {
-        KeyState::Enabled => {}
-        other => {
-            if let Some(r) = other.crypto_refusal() {
-                return Err(KmsError::from_state(r, &arn, other.as_str()));
-            }
-        }
+    if let Some(r) = key.state.crypto_refusal() {
+        return Err(KmsError::from_state(r, &arn, key.state.as_str()));
     }
     if let Some(op) = ops_sorted
         .iter()

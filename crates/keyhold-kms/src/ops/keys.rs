@@ -103,17 +103,6 @@ pub(crate) fn lockout_check(
     }
 }
 
-/// Refuses a change that AWS managed keys do not allow.
-pub(crate) fn refuse_managed(key: &KeyRecord, what: &str) -> Result<(), KmsError> {
-    if key.key_manager == KeyManager::Aws {
-        return Err(KmsError::new(
-            ErrorCode::UnsupportedOperationException,
-            format!("You cannot {what} an AWS managed key."),
-        ));
-    }
-    Ok(())
-}
-
 fn unsupported(what: String) -> KmsError {
     KmsError::new(ErrorCode::UnsupportedOperationException, what)
 }

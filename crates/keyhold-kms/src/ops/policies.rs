@@ -65,7 +65,11 @@ pub(super) fn put_key_policy(
         "kms:BypassPolicyLockoutSafetyCheck",
         vec![bypass.to_string()],
     );
-    let probe = rec.source_ip.clone();
+    let probe = CallRecord {
+        source_ip: rec.source_ip.clone(),
+        via_service: rec.via_service.clone(),
+        ..CallRecord::default()
+    };
     engine.update_key(
         caller,
         &key_id,
@@ -73,14 +77,9 @@ pub(super) fn put_key_policy(
         "kms:PutKeyPolicy",
         &conds,
         |k, _arn| {
-            super::keys::refuse_managed(k, "change the key policy of")?;
             k.policy = policy;
             if !bypass {
-                let check = CallRecord {
-                    source_ip: probe,
-                    ..CallRecord::default()
-                };
-                lockout_check(engine, caller, &check, k)?;
+                lockout_check(engine, caller, &probe, k)?;
             }
             Ok(())
         },

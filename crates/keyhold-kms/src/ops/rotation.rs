@@ -6,7 +6,7 @@ use keyhold_core::key::{KeySpec, Origin};
 use keyhold_store::KeyRecord;
 use serde_json::json;
 
-use super::keys::{key_material_id, refuse_managed};
+use super::keys::key_material_id;
 use super::{empty, respond};
 use crate::api::{epoch_seconds, EnableKeyRotationRequest, KeyIdRequest, ListKeyRotationsRequest};
 use crate::authz::Conditions;
@@ -63,7 +63,6 @@ pub(super) fn enable_key_rotation(
         &conds,
         |k, arn| {
             check_rotatable(k, arn)?;
-            refuse_managed(k, "change the rotation of")?;
             check_rotation_state(k, arn)?;
             k.rotation_period_days = Some(days as u32);
             k.next_rotation_at = Some(last.unwrap_or(k.created_at) + days * DAY_MS);
@@ -89,7 +88,6 @@ pub(super) fn disable_key_rotation(
         &conds,
         |k, arn| {
             check_rotatable(k, arn)?;
-            refuse_managed(k, "change the rotation of")?;
             check_rotation_state(k, arn)?;
             k.rotation_period_days = None;
             k.next_rotation_at = None;
@@ -144,7 +142,6 @@ pub(super) fn rotate_key_on_demand(
     )?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
-    refuse_managed(&key, "rotate on demand")?;
     check_rotation_state(&key, &arn)?;
     let on_demand = engine
         .store()

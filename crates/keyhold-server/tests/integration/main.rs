@@ -10,5 +10,6 @@ mod bad_input;
 mod crypto;
 mod grants;
 mod keys;
+mod managed;
 mod policies;
 mod rotation;

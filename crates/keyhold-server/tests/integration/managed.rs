@@ -1,0 +1,180 @@
+//! AWS managed keys: made on first use, usable only through their service, never changeable.
+
+use aws_sdk_kms::types::{GrantOperation, KeyManagerType, KeyState};
+use keyhold_kms::principal::Principal;
+use keyhold_kms::RequestMeta;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn describe_key_on_an_aws_alias_creates_the_managed_key_once() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let md = c
+        .describe_key()
+        .key_id("alias/aws/s3")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(md.key_manager, Some(KeyManagerType::Aws));
+    assert_eq!(md.key_state, Some(KeyState::Enabled));
+    assert!(md.description.unwrap().contains("S3"));
+    let again = c
+        .describe_key()
+        .key_id("alias/aws/s3")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(again.key_id, md.key_id);
+    let aliases = c.list_aliases().send().await.unwrap();
+    let a = aliases
+        .aliases()
+        .iter()
+        .find(|a| a.alias_name() == Some("alias/aws/s3"))
+        .unwrap();
+    assert_eq!(a.target_key_id(), Some(md.key_id.as_str()));
+    assert!(c
+        .list_keys()
+        .send()
+        .await
+        .unwrap()
+        .keys()
+        .iter()
+        .any(|k| k.key_id() == Some(md.key_id.as_str())));
+    let rot = c
+        .get_key_rotation_status()
+        .key_id(&md.key_id)
+        .send()
+        .await
+        .unwrap();
+    assert!(rot.key_rotation_enabled);
+    assert_eq!(rot.rotation_period_in_days, Some(365));
+    let policy = c
+        .get_key_policy()
+        .key_id(&md.key_id)
+        .send()
+        .await
+        .unwrap()
+        .policy
+        .unwrap();
+    assert!(policy.contains("s3.us-east-1.amazonaws.com"));
+    let e = c
+        .describe_key()
+        .key_id("alias/aws/not-a-service")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotFoundException");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn managed_keys_are_used_only_through_their_service() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let e = c
+        .encrypt()
+        .key_id("alias/aws/ebs")
+        .plaintext(blob(b"x"))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    // The key exists now, as in AWS KMS after its first use.
+    let md = c
+        .describe_key()
+        .key_id("alias/aws/ebs")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    // Through the service (kms:ViaService set by a keyhold front door) it works.
+    let dev = Principal {
+        arn: format!("arn:aws:iam::{ACCOUNT}:user/dev"),
+        account: ACCOUNT.into(),
+        access_key_id: "test".into(),
+    };
+    let meta = RequestMeta {
+        request_id: "r1".into(),
+        via_service: Some(format!("ec2.{REGION}.amazonaws.com")),
+        ..RequestMeta::default()
+    };
+    let out = s
+        .engine
+        .handle(
+            &dev,
+            &meta,
+            "Encrypt",
+            br#"{"KeyId":"alias/aws/ebs","Plaintext":"aGk="}"#,
+        )
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert!(v["KeyId"].as_str().unwrap().ends_with(&md.key_id));
+    let wrong = RequestMeta {
+        via_service: Some(format!("s3.{REGION}.amazonaws.com")),
+        ..meta
+    };
+    let e = s
+        .engine
+        .handle(
+            &dev,
+            &wrong,
+            "Encrypt",
+            br#"{"KeyId":"alias/aws/ebs","Plaintext":"aGk="}"#,
+        )
+        .unwrap_err();
+    assert_eq!(e.code.as_str(), "AccessDeniedException");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn managed_keys_cannot_be_changed() {
+    let s = TestServer::start().await;
+    let c = s.client();
+    let k = c
+        .describe_key()
+        .key_id("alias/aws/codecommit")
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let errors = [
+        code(&c.disable_key().key_id(&k).send().await.unwrap_err()),
+        code(&c.schedule_key_deletion().key_id(&k).send().await.unwrap_err()),
+        code(&c.enable_key_rotation().key_id(&k).send().await.unwrap_err()),
+        code(&c.disable_key_rotation().key_id(&k).send().await.unwrap_err()),
+        code(&c.put_key_policy().key_id(&k).policy(r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"kms:*","Resource":"*"}]}"#).send().await.unwrap_err()),
+        code(&c.update_key_description().key_id(&k).description("mine").send().await.unwrap_err()),
+        code(&c.create_grant().key_id(&k).grantee_principal(format!("arn:aws:iam::{ACCOUNT}:user/dev")).operations(GrantOperation::Encrypt).send().await.unwrap_err()),
+        code(&c.create_alias().alias_name("alias/mine").target_key_id(&k).send().await.unwrap_err()),
+        code(&c.rotate_key_on_demand().key_id(&k).send().await.unwrap_err()),
+    ];
+    assert!(
+        errors.iter().all(|e| e == "AccessDeniedException"),
+        "{errors:?}"
+    );
+    let e = c
+        .delete_alias()
+        .alias_name("alias/aws/codecommit")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidAliasNameException");
+    let md = c
+        .describe_key()
+        .key_id(&k)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap();
+    assert_eq!(md.key_state, Some(KeyState::Enabled));
+    s.stop().await;
+}
