@@ -103,6 +103,8 @@ pub fn request_parameters(body: &[u8]) -> Value {
 
 /// Everything about one call that goes into its event.
 pub struct CallInfo<'a> {
+    /// The event's id (CloudTrail `eventID`).
+    pub event_id: &'a str,
     /// Operation name (`Encrypt`); may be unknown or empty for refused requests.
     pub event_name: &'a str,
     /// Who called, if authenticated.
@@ -180,7 +182,7 @@ pub fn event(info: &CallInfo<'_>) -> Value {
         "requestParameters": request_parameters(info.body),
         "responseElements": Value::Null,
         "requestID": info.request_id,
-        "eventID": uuid::Uuid::new_v4().to_string(),
+        "eventID": info.event_id,
         "readOnly": info.read_only,
         "resources": resources,
         "eventType": "AwsApiCall",
@@ -221,6 +223,7 @@ mod tests {
             access_key_id: "test".into(),
         };
         let ev = event(&CallInfo {
+            event_id: "e1",
             event_name: "Encrypt",
             principal: Some(&p),
             claimed_access_key_id: None,

@@ -26,13 +26,14 @@ pub mod ops;
 pub mod principal;
 pub mod validate;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use keyhold_core::ids::{key_arn, KeyId, KeyRef};
 use keyhold_core::secret::SecretBytes;
 use keyhold_core::CoreError;
 use keyhold_hsm::RootKey;
-use keyhold_store::{KeyRecord, KeyVersionRecord, Store};
+use keyhold_store::{KeyLastUsage, KeyRecord, KeyVersionRecord, Store};
 
 use crate::audit::{AuditSink, CallInfo};
 use crate::clock::Clock;
@@ -71,6 +72,9 @@ pub struct Engine {
     keyring: Keyring,
     /// Cached credentials for SigV4.
     credentials: CredentialCache,
+    /// Last uses of keys not yet written to the store (flushed in batches, so the hot path
+    /// never writes to the database).
+    usage: Mutex<HashMap<KeyId, KeyLastUsage>>,
     /// Serialises read-modify-write changes of key state, so two concurrent changes of one key
     /// cannot lose one another.
     write_lock: Mutex<()>,
@@ -107,6 +111,7 @@ impl Engine {
             audit,
             keyring: Keyring::default(),
             credentials: CredentialCache::new(dev),
+            usage: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
         }
     }
@@ -147,6 +152,7 @@ impl Engine {
             ..CallRecord::default()
         };
         let op = Operation::from_name(op_name);
+        let event_id = uuid::Uuid::new_v4().to_string();
         let result = match op {
             Some(op) => op.run(self, principal, body, &mut rec),
             None => Err(KmsError::new(
@@ -155,7 +161,12 @@ impl Engine {
             )),
         };
         let err = result.as_ref().err();
+        let now = self.clock.now_ms();
+        if err.is_none() && op.is_some_and(|o| o.tracks_usage()) {
+            self.note_usage(op_name, &rec.resources, now, &event_id);
+        }
         self.audit(&CallInfo {
+            event_id: &event_id,
             event_name: op_name,
             principal: Some(principal),
             claimed_access_key_id: None,
@@ -167,7 +178,7 @@ impl Engine {
             resources: &rec.resources,
             decision: rec.decision.as_deref(),
             region: &self.region,
-            time_ms: self.clock.now_ms(),
+            time_ms: now,
             read_only: op.is_some_and(|o| o.is_read_only()),
         });
         result
@@ -183,6 +194,7 @@ impl Engine {
         error: &KmsError,
     ) {
         self.audit(&CallInfo {
+            event_id: &uuid::Uuid::new_v4().to_string(),
             event_name: op_name,
             principal: None,
             claimed_access_key_id,
@@ -204,6 +216,52 @@ impl Engine {
         if let Err(e) = self.audit.record(&ev) {
             tracing::error!(error = %e, request_id = info.request_id, "audit write failed");
         }
+    }
+
+    fn note_usage(&self, op_name: &str, resources: &[String], now: i64, event_id: &str) {
+        let mut pending = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        for arn in resources {
+            let Some(id) = arn.rsplit('/').next().and_then(|i| KeyId::parse(i).ok()) else {
+                continue;
+            };
+            pending.insert(
+                id,
+                KeyLastUsage {
+                    key_id: id,
+                    operation: op_name.to_string(),
+                    used_at: now,
+                    event_id: event_id.to_string(),
+                },
+            );
+        }
+    }
+
+    /// The last successful cryptographic use of a key, from memory or the store.
+    pub(crate) fn last_usage(&self, id: &KeyId) -> Result<Option<KeyLastUsage>, KmsError> {
+        if let Some(u) = self.usage.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            return Ok(Some(u.clone()));
+        }
+        Ok(self.store.get_key_usage(id)?)
+    }
+
+    /// Writes the pending last-use records to the store, in one batch. Returns how many.
+    pub fn flush_usage(&self) -> Result<usize, KmsError> {
+        let batch: Vec<KeyLastUsage> = {
+            let mut pending = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            pending.drain().map(|(_, u)| u).collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.put_key_usage(&batch) {
+            // Put them back (unless a newer use arrived meanwhile) and try again next time.
+            let mut pending = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+            for u in batch {
+                pending.entry(u.key_id).or_insert(u);
+            }
+            return Err(e.into());
+        }
+        Ok(batch.len())
     }
 
     /// Destroys every key whose deletion window has passed. Returns how many were destroyed.

@@ -13,7 +13,9 @@ pub mod sqlite;
 
 use keyhold_core::ids::{AliasName, KeyId};
 
-pub use records::{AliasRecord, GrantRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag};
+pub use records::{
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag,
+};
 pub use sqlite::SqliteStore;
 
 /// Errors of the storage layer.
@@ -123,6 +125,12 @@ pub trait Store: Send + Sync {
     ) -> Result<Option<GrantRecord>, StoreError>;
     /// Deletes a grant; `NotFound` if there is none.
     fn delete_grant(&self, grant_id: &str) -> Result<(), StoreError>;
+
+    /// Records when keys were last used (a batch; older records never replace newer ones;
+    /// keys that no longer exist are skipped).
+    fn put_key_usage(&self, usage: &[KeyLastUsage]) -> Result<(), StoreError>;
+    /// When a key was last used, if it was.
+    fn get_key_usage(&self, id: &KeyId) -> Result<Option<KeyLastUsage>, StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

@@ -163,3 +163,16 @@ impl std::fmt::Debug for GrantRecord {
             .finish_non_exhaustive()
     }
 }
+
+/// The last successful cryptographic use of a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLastUsage {
+    /// The key.
+    pub key_id: KeyId,
+    /// The operation (`Encrypt`, `Decrypt`, ...).
+    pub operation: String,
+    /// When, in milliseconds since the epoch.
+    pub used_at: i64,
+    /// The audit event id of that call.
+    pub event_id: String,
+}

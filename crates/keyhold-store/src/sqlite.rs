@@ -10,7 +10,8 @@ use keyhold_core::policy::default_key_policy;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    AliasRecord, GrantRecord, KeyRecord, KeyVersionRecord, PrincipalRecord, Store, StoreError, Tag,
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
+    StoreError, Tag,
 };
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
@@ -84,6 +85,14 @@ CREATE TABLE grants (
 );
 CREATE INDEX grants_by_key ON grants(key_id, grant_id);
 CREATE INDEX grants_by_retiring ON grants(retiring) WHERE retiring IS NOT NULL;
+"#,
+    r#"
+CREATE TABLE key_last_usage (
+    key_id TEXT PRIMARY KEY REFERENCES keys(key_id) ON DELETE CASCADE,
+    operation TEXT NOT NULL,
+    used_at INTEGER NOT NULL,
+    event_id TEXT NOT NULL
+);
 "#,
 ];
 
@@ -453,6 +462,8 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         tx.execute("DELETE FROM grants WHERE key_id = ?1", [&id])
             .map_err(backend)?;
+        tx.execute("DELETE FROM key_last_usage WHERE key_id = ?1", [&id])
+            .map_err(backend)?;
         let n = tx
             .execute("DELETE FROM keys WHERE key_id = ?1", [&id])
             .map_err(backend)?;
@@ -719,6 +730,42 @@ impl Store for SqliteStore {
             return Err(StoreError::NotFound);
         }
         Ok(())
+    }
+
+    fn put_key_usage(&self, usage: &[KeyLastUsage]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        for u in usage {
+            // Keys deleted meanwhile are skipped; an older record never replaces a newer one.
+            tx.execute(
+                "INSERT INTO key_last_usage (key_id, operation, used_at, event_id) \
+                 SELECT ?1, ?2, ?3, ?4 WHERE EXISTS (SELECT 1 FROM keys WHERE key_id = ?1) \
+                 ON CONFLICT(key_id) DO UPDATE SET operation = excluded.operation, \
+                 used_at = excluded.used_at, event_id = excluded.event_id \
+                 WHERE excluded.used_at >= key_last_usage.used_at",
+                params![u.key_id.to_string(), u.operation, u.used_at, u.event_id],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn get_key_usage(&self, id: &KeyId) -> Result<Option<KeyLastUsage>, StoreError> {
+        self.conn()
+            .query_row(
+                "SELECT operation, used_at, event_id FROM key_last_usage WHERE key_id = ?1",
+                [id.to_string()],
+                |r| {
+                    Ok(KeyLastUsage {
+                        key_id: *id,
+                        operation: r.get(0)?,
+                        used_at: r.get(1)?,
+                        event_id: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(backend)
     }
 
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {

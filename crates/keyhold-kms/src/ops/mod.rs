@@ -8,6 +8,7 @@ mod policies;
 mod random;
 mod rotation;
 mod tags;
+mod usage;
 
 use serde::de::DeserializeOwned;
 
@@ -37,6 +38,18 @@ macro_rules! operations {
             /// True for cryptographic operations served from the keyring.
             pub fn is_hot(&self) -> bool {
                 match self { $(Self::$variant => $hot),+ }
+            }
+
+            /// True for the cryptographic operations whose use GetKeyLastUsage reports.
+            pub fn tracks_usage(&self) -> bool {
+                matches!(
+                    self.name(),
+                    "Encrypt"
+                        | "Decrypt"
+                        | "ReEncrypt"
+                        | "GenerateDataKey"
+                        | "GenerateDataKeyWithoutPlaintext"
+                )
             }
 
             /// True for operations that change no state (CloudTrail's `readOnly`).
@@ -128,6 +141,8 @@ operations! {
     RetireGrant => grants::retire_grant, hot = false, read_only = false;
     /// RevokeGrant.
     RevokeGrant => grants::revoke_grant, hot = false, read_only = false;
+    /// GetKeyLastUsage.
+    GetKeyLastUsage => usage::get_key_last_usage, hot = false, read_only = true;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON

@@ -117,6 +117,7 @@ impl TestServer {
         if let Some(t) = self.task.take() {
             t.await.unwrap();
         }
+        self.engine.flush_usage().unwrap();
     }
 
     /// An SDK client signing as the dev principal.

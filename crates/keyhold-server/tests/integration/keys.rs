@@ -309,3 +309,51 @@ async fn keys_of_another_account_are_not_usable() {
     assert_eq!(code(&e), "AccessDeniedException");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn key_last_usage_is_tracked_and_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(dir.path()).await;
+    let c = s.client();
+    let k = new_key(&c).await;
+    let fresh = c.get_key_last_usage().key_id(&k).send().await.unwrap();
+    assert!(fresh.key_last_usage.is_none());
+    assert!(fresh.tracking_start_date.is_some() && fresh.key_creation_date.is_some());
+    let ct = seal(&c, &k, b"x").await;
+    c.decrypt().ciphertext_blob(ct).send().await.unwrap();
+    let _ = c
+        .encrypt()
+        .key_id(&k)
+        .plaintext(blob(&[0; 5000]))
+        .send()
+        .await;
+    let used = c.get_key_last_usage().key_id(&k).send().await.unwrap();
+    let last = used.key_last_usage.unwrap();
+    assert_eq!(
+        last.operation().map(|o| o.as_str()),
+        Some("Decrypt"),
+        "failed calls do not count"
+    );
+    let event_id = last.cloud_trail_event_id().unwrap().to_string();
+    let events = s.audit_events();
+    assert!(events
+        .iter()
+        .any(|e| e["eventID"] == event_id.as_str() && e["eventName"] == "Decrypt"));
+    s.stop().await;
+
+    let s = TestServer::start_in(dir.path()).await;
+    let c = s.client();
+    let after = c.get_key_last_usage().key_id(&k).send().await.unwrap();
+    assert_eq!(
+        after.key_last_usage.unwrap().cloud_trail_event_id(),
+        Some(event_id.as_str())
+    );
+    let e = c
+        .get_key_last_usage()
+        .key_id("alias/x")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "NotFoundException");
+    s.stop().await;
+}

@@ -1,0 +1,42 @@
+//! GetKeyLastUsage: when, and by which operation, a key was last used successfully.
+
+use serde_json::json;
+
+use super::respond;
+use crate::api::{epoch_seconds, KeyIdRequest};
+use crate::authz::Conditions;
+use crate::error::KmsError;
+use crate::principal::Principal;
+use crate::validate::required;
+use crate::{CallRecord, Engine};
+
+pub(super) fn get_key_last_usage(
+    engine: &Engine,
+    caller: &Principal,
+    req: KeyIdRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let key_id = required(req.key_id, "keyId")?;
+    let key = engine.key_for(
+        caller,
+        rec,
+        &key_id,
+        false,
+        "kms:GetKeyLastUsage",
+        &Conditions::default(),
+    )?;
+    // keyhold tracks every key from its creation.
+    let mut out = json!({
+        "KeyId": key.key_id.to_string(),
+        "TrackingStartDate": epoch_seconds(key.created_at),
+        "KeyCreationDate": epoch_seconds(key.created_at),
+    });
+    if let Some(u) = engine.last_usage(&key.key_id)? {
+        out["KeyLastUsage"] = json!({
+            "Operation": u.operation,
+            "Timestamp": epoch_seconds(u.used_at),
+            "CloudTrailEventId": u.event_id,
+        });
+    }
+    respond(&out)
+}
