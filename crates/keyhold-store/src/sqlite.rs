@@ -915,6 +915,55 @@ mod tests {
     }
 
     #[test]
+    fn a_first_version_database_migrates_and_keeps_its_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); \
+                 INSERT INTO schema_version VALUES (1); \
+                 INSERT INTO keys VALUES ('1234abcd-12ab-34cd-56ef-1234567890ab', \
+                 '111122223333', 'old', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', \
+                 'Enabled', 5, NULL, NULL, 1); \
+                 INSERT INTO key_versions VALUES ('1234abcd-12ab-34cd-56ef-1234567890ab', 1, \
+                 x'0102', 5);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let id = KeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap();
+        let k = s.get_key(&id).unwrap().unwrap();
+        assert_eq!(k.description, "old");
+        assert_eq!(k.key_manager, KeyManager::Customer);
+        assert!(k.policy.contains("arn:aws:iam::111122223333:root"));
+        let v = s.get_key_version(&id, 1).unwrap().unwrap();
+        assert_eq!(v.wrapped_material, vec![1, 2]);
+        assert_eq!(v.rotation_type, None);
+        let version: i64 = s
+            .conn()
+            .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL); \
+                 INSERT INTO schema_version VALUES (999);",
+            )
+            .unwrap();
+        }
+        assert!(SqliteStore::open(&path).is_err());
+    }
+
+    #[test]
     fn principals_delete_by_arn_or_access_key() {
         let s = SqliteStore::in_memory().unwrap();
         let p = PrincipalRecord {

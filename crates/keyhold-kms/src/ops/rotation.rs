@@ -280,3 +280,48 @@ impl Engine {
         Ok(due.len())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::ids::KeyId;
+    use keyhold_core::key::{KeyManager, KeyState, KeyUsage};
+
+    fn key(spec: KeySpec, origin: Origin) -> KeyRecord {
+        KeyRecord {
+            key_id: KeyId::generate(),
+            account: "111122223333".into(),
+            description: String::new(),
+            key_spec: spec,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin,
+            state: KeyState::Enabled,
+            created_at: 0,
+            deletion_date: None,
+            pending_window_days: None,
+            current_version: 1,
+            policy: String::new(),
+            key_manager: KeyManager::Customer,
+            rotation_period_days: None,
+            next_rotation_at: None,
+        }
+    }
+
+    #[test]
+    fn only_symmetric_aws_kms_keys_rotate() {
+        assert!(check_rotatable(&key(KeySpec::SymmetricDefault, Origin::AwsKms), "k").is_ok());
+        for (spec, origin) in [
+            (KeySpec::Rsa2048, Origin::AwsKms),
+            (KeySpec::EccNistP256, Origin::AwsKms),
+            (KeySpec::Hmac256, Origin::AwsKms),
+            (KeySpec::SymmetricDefault, Origin::External),
+        ] {
+            let e = check_rotatable(&key(spec, origin), "k").unwrap_err();
+            assert_eq!(
+                e.code,
+                ErrorCode::UnsupportedOperationException,
+                "{spec} {origin}"
+            );
+        }
+    }
+}
