@@ -153,6 +153,164 @@ wire_enum!(
     }
 );
 
+wire_enum!(
+    /// Signing algorithms (AWS `SigningAlgorithmSpec`).
+    SigningAlgorithm {
+        /// RSASSA-PSS with SHA-256.
+        RsassaPssSha256 = "RSASSA_PSS_SHA_256",
+        /// RSASSA-PSS with SHA-384.
+        RsassaPssSha384 = "RSASSA_PSS_SHA_384",
+        /// RSASSA-PSS with SHA-512.
+        RsassaPssSha512 = "RSASSA_PSS_SHA_512",
+        /// RSASSA-PKCS1-v1_5 with SHA-256.
+        RsassaPkcs1V15Sha256 = "RSASSA_PKCS1_V1_5_SHA_256",
+        /// RSASSA-PKCS1-v1_5 with SHA-384.
+        RsassaPkcs1V15Sha384 = "RSASSA_PKCS1_V1_5_SHA_384",
+        /// RSASSA-PKCS1-v1_5 with SHA-512.
+        RsassaPkcs1V15Sha512 = "RSASSA_PKCS1_V1_5_SHA_512",
+        /// ECDSA with SHA-256.
+        EcdsaSha256 = "ECDSA_SHA_256",
+        /// ECDSA with SHA-384.
+        EcdsaSha384 = "ECDSA_SHA_384",
+        /// ECDSA with SHA-512.
+        EcdsaSha512 = "ECDSA_SHA_512",
+        /// SM2 (China regions only).
+        Sm2Dsa = "SM2DSA",
+        /// ML-DSA.
+        MlDsaShake256 = "ML_DSA_SHAKE_256",
+        /// Ed25519 (pure).
+        Ed25519Sha512 = "ED25519_SHA_512",
+        /// Ed25519ph.
+        Ed25519PhSha512 = "ED25519_PH_SHA_512",
+    }
+);
+
+wire_enum!(
+    /// What a Sign or Verify message is (AWS `MessageType`).
+    MessageType {
+        /// The message itself.
+        Raw = "RAW",
+        /// A digest of the message.
+        Digest = "DIGEST",
+        /// ML-DSA's external mu.
+        ExternalMu = "EXTERNAL_MU",
+    }
+);
+
+wire_enum!(
+    /// MAC algorithms (AWS `MacAlgorithmSpec`).
+    MacAlgorithm {
+        /// HMAC-SHA-224.
+        HmacSha224 = "HMAC_SHA_224",
+        /// HMAC-SHA-256.
+        HmacSha256 = "HMAC_SHA_256",
+        /// HMAC-SHA-384.
+        HmacSha384 = "HMAC_SHA_384",
+        /// HMAC-SHA-512.
+        HmacSha512 = "HMAC_SHA_512",
+    }
+);
+
+wire_enum!(
+    /// Data key pair specs (AWS `DataKeyPairSpec`).
+    KeyPairSpec {
+        /// RSA 2048.
+        Rsa2048 = "RSA_2048",
+        /// RSA 3072.
+        Rsa3072 = "RSA_3072",
+        /// RSA 4096.
+        Rsa4096 = "RSA_4096",
+        /// NIST P-256.
+        EccNistP256 = "ECC_NIST_P256",
+        /// NIST P-384.
+        EccNistP384 = "ECC_NIST_P384",
+        /// NIST P-521.
+        EccNistP521 = "ECC_NIST_P521",
+        /// secp256k1.
+        EccSecgP256k1 = "ECC_SECG_P256K1",
+        /// SM2 (China regions only).
+        Sm2 = "SM2",
+        /// Ed25519.
+        EccNistEdwards25519 = "ECC_NIST_EDWARDS25519",
+    }
+);
+
+impl KeyPairSpec {
+    /// The key spec of the same key type.
+    pub fn key_spec(&self) -> KeySpec {
+        KeySpec::parse(self.as_str()).unwrap_or(KeySpec::Sm2)
+    }
+}
+
+impl KeySpec {
+    /// True for the RSA specs.
+    pub fn is_rsa(&self) -> bool {
+        matches!(self, Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096)
+    }
+
+    /// True for the HMAC specs.
+    pub fn is_hmac(&self) -> bool {
+        matches!(
+            self,
+            Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512
+        )
+    }
+
+    /// True for key specs with a public half.
+    pub fn is_asymmetric(&self) -> bool {
+        !matches!(self, Self::SymmetricDefault) && !self.is_hmac()
+    }
+
+    /// The key usages CreateKey allows for this spec.
+    pub fn usages(&self) -> &'static [KeyUsage] {
+        use KeyUsage::*;
+        match self {
+            Self::SymmetricDefault => &[EncryptDecrypt],
+            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => &[EncryptDecrypt, SignVerify],
+            Self::EccNistP256 | Self::EccNistP384 | Self::EccNistP521 => {
+                &[SignVerify, KeyAgreement]
+            }
+            Self::Sm2 => &[EncryptDecrypt, SignVerify, KeyAgreement],
+            Self::EccSecgP256k1 | Self::EccNistEdwards25519 => &[SignVerify],
+            Self::MlDsa44 | Self::MlDsa65 | Self::MlDsa87 => &[SignVerify],
+            Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512 => &[GenerateVerifyMac],
+        }
+    }
+
+    /// Signing algorithms of a SIGN_VERIFY key of this spec.
+    pub fn signing_algorithms(&self) -> &'static [SigningAlgorithm] {
+        use SigningAlgorithm::*;
+        match self {
+            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => &[
+                RsassaPssSha256,
+                RsassaPssSha384,
+                RsassaPssSha512,
+                RsassaPkcs1V15Sha256,
+                RsassaPkcs1V15Sha384,
+                RsassaPkcs1V15Sha512,
+            ],
+            Self::EccNistP256 | Self::EccSecgP256k1 => &[EcdsaSha256],
+            Self::EccNistP384 => &[EcdsaSha384],
+            Self::EccNistP521 => &[EcdsaSha512],
+            Self::EccNistEdwards25519 => &[Ed25519Sha512, Ed25519PhSha512],
+            Self::MlDsa44 | Self::MlDsa65 | Self::MlDsa87 => &[MlDsaShake256],
+            Self::Sm2 => &[Sm2Dsa],
+            _ => &[],
+        }
+    }
+
+    /// The MAC algorithm of an HMAC key of this spec.
+    pub fn mac_algorithm(&self) -> Option<MacAlgorithm> {
+        match self {
+            Self::Hmac224 => Some(MacAlgorithm::HmacSha224),
+            Self::Hmac256 => Some(MacAlgorithm::HmacSha256),
+            Self::Hmac384 => Some(MacAlgorithm::HmacSha384),
+            Self::Hmac512 => Some(MacAlgorithm::HmacSha512),
+            _ => None,
+        }
+    }
+}
+
 impl DataKeySpec {
     /// The number of bytes of a data key of this spec.
     pub fn byte_len(&self) -> usize {

@@ -5,11 +5,13 @@
 //! - [`key`]: key specs, usages, origins, states and the legal state transitions.
 //! - [`secret`]: secret byte newtypes that zeroize on drop and never print.
 //! - [`context`]: encryption context and its canonical (authenticated) encoding.
+//! - [`asym`]: RSA, ECC, Ed25519, ML-DSA and HMAC key material: sign, verify, OAEP, HMAC, ECDH.
 //! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
 //! - [`policy`]: key policies: parsing and evaluation of the IAM policy language.
 //! - [`error`]: the crate's error enum.
 #![deny(unsafe_code)]
 
+pub mod asym;
 pub mod blob;
 pub mod context;
 pub mod error;

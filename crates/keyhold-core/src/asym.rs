@@ -1,0 +1,645 @@
+//! Asymmetric and HMAC key material: generation, public keys, signatures, RSA OAEP, HMAC and
+//! ECDH, all through aws-lc-rs.
+//!
+//! Private keys are held as PKCS#8 DER (RSA, ECC, Ed25519, ML-DSA) and HMAC keys as raw bytes,
+//! always inside [`SecretBytes`].
+
+use aws_lc_rs::agreement;
+use aws_lc_rs::digest::{self, Digest};
+use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
+use aws_lc_rs::hmac;
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::rsa::{
+    KeySize, OaepAlgorithm, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
+    PrivateDecryptingKey, PublicEncryptingKey, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
+};
+use aws_lc_rs::signature::{self as sig, EcdsaKeyPair, Ed25519KeyPair, KeyPair, PqdsaKeyPair};
+
+use crate::key::{EncryptionAlgorithm, KeySpec, MacAlgorithm, MessageType, SigningAlgorithm};
+use crate::secret::SecretBytes;
+
+/// Why an asymmetric operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AsymError {
+    /// The algorithm does not fit the key spec (`InvalidKeyUsageException`).
+    #[error("{0}")]
+    WrongAlgorithm(String),
+    /// The input is malformed for the algorithm (`ValidationException`).
+    #[error("{0}")]
+    InvalidInput(String),
+    /// Supported by AWS KMS but not by this server (`UnsupportedOperationException`).
+    #[error("{0}")]
+    Unsupported(String),
+    /// A ciphertext did not decrypt (`InvalidCiphertextException`).
+    #[error("the ciphertext is invalid")]
+    InvalidCiphertext,
+    /// The stored key material could not be used; an internal fault.
+    #[error("key material unusable: {0}")]
+    Material(&'static str),
+}
+
+fn material(e: impl Into<&'static str>) -> AsymError {
+    AsymError::Material(e.into())
+}
+
+fn ecdsa_alg(spec: KeySpec) -> Option<&'static sig::EcdsaSigningAlgorithm> {
+    Some(match spec {
+        KeySpec::EccNistP256 => &sig::ECDSA_P256_SHA256_ASN1_SIGNING,
+        KeySpec::EccNistP384 => &sig::ECDSA_P384_SHA384_ASN1_SIGNING,
+        KeySpec::EccNistP521 => &sig::ECDSA_P521_SHA512_ASN1_SIGNING,
+        KeySpec::EccSecgP256k1 => &sig::ECDSA_P256K1_SHA256_ASN1_SIGNING,
+        _ => return None,
+    })
+}
+
+fn ecdsa_verify_alg(spec: KeySpec) -> Option<&'static sig::EcdsaVerificationAlgorithm> {
+    Some(match spec {
+        KeySpec::EccNistP256 => &sig::ECDSA_P256_SHA256_ASN1,
+        KeySpec::EccNistP384 => &sig::ECDSA_P384_SHA384_ASN1,
+        KeySpec::EccNistP521 => &sig::ECDSA_P521_SHA512_ASN1,
+        KeySpec::EccSecgP256k1 => &sig::ECDSA_P256K1_SHA256_ASN1,
+        _ => return None,
+    })
+}
+
+fn mldsa_alg(spec: KeySpec) -> Option<&'static sig::PqdsaSigningAlgorithm> {
+    Some(match spec {
+        KeySpec::MlDsa44 => &sig::ML_DSA_44_SIGNING,
+        KeySpec::MlDsa65 => &sig::ML_DSA_65_SIGNING,
+        KeySpec::MlDsa87 => &sig::ML_DSA_87_SIGNING,
+        _ => return None,
+    })
+}
+
+fn mldsa_verify_alg(spec: KeySpec) -> Option<&'static sig::PqdsaVerificationAlgorithm> {
+    Some(match spec {
+        KeySpec::MlDsa44 => &sig::ML_DSA_44,
+        KeySpec::MlDsa65 => &sig::ML_DSA_65,
+        KeySpec::MlDsa87 => &sig::ML_DSA_87,
+        _ => return None,
+    })
+}
+
+fn ecdh_alg(spec: KeySpec) -> Option<&'static agreement::Algorithm> {
+    Some(match spec {
+        KeySpec::EccNistP256 => &agreement::ECDH_P256,
+        KeySpec::EccNistP384 => &agreement::ECDH_P384,
+        KeySpec::EccNistP521 => &agreement::ECDH_P521,
+        _ => return None,
+    })
+}
+
+fn hmac_alg(spec: KeySpec) -> Option<(hmac::Algorithm, usize)> {
+    Some(match spec {
+        KeySpec::Hmac224 => (hmac::HMAC_SHA224, 28),
+        KeySpec::Hmac256 => (hmac::HMAC_SHA256, 32),
+        KeySpec::Hmac384 => (hmac::HMAC_SHA384, 48),
+        KeySpec::Hmac512 => (hmac::HMAC_SHA512, 64),
+        _ => return None,
+    })
+}
+
+fn rsa_size(spec: KeySpec) -> Option<KeySize> {
+    Some(match spec {
+        KeySpec::Rsa2048 => KeySize::Rsa2048,
+        KeySpec::Rsa3072 => KeySize::Rsa3072,
+        KeySpec::Rsa4096 => KeySize::Rsa4096,
+        _ => return None,
+    })
+}
+
+fn doc(d: impl AsRef<[u8]>) -> SecretBytes {
+    SecretBytes::new(d.as_ref().to_vec())
+}
+
+/// Generates new key material of `spec`.
+pub fn generate(spec: KeySpec) -> Result<SecretBytes, AsymError> {
+    if let Some(size) = rsa_size(spec) {
+        let kp = aws_lc_rs::rsa::KeyPair::generate(size).map_err(|_| material("rsa generate"))?;
+        let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&kp)
+            .map_err(|_| material("rsa pkcs8"))?;
+        return Ok(doc(der.as_ref()));
+    }
+    if let Some(alg) = ecdsa_alg(spec) {
+        let kp = EcdsaKeyPair::generate(alg).map_err(|_| material("ec generate"))?;
+        return Ok(doc(kp.to_pkcs8v1().map_err(|_| material("ec pkcs8"))?));
+    }
+    if let Some(alg) = mldsa_alg(spec) {
+        let kp = PqdsaKeyPair::generate(alg).map_err(|_| material("ml-dsa generate"))?;
+        return Ok(doc(kp
+            .to_pkcs8v1()
+            .map_err(|_| material("ml-dsa pkcs8"))?));
+    }
+    if spec == KeySpec::EccNistEdwards25519 {
+        let kp = Ed25519KeyPair::generate().map_err(|_| material("ed25519 generate"))?;
+        return Ok(doc(kp.to_pkcs8().map_err(|_| material("ed25519 pkcs8"))?));
+    }
+    if let Some((_, len)) = hmac_alg(spec) {
+        return SecretBytes::random(len).map_err(|_| material("rng"));
+    }
+    Err(AsymError::Unsupported(format!(
+        "KeySpec {spec} is not supported by this keyhold server"
+    )))
+}
+
+/// Checks that `m` is usable key material of `spec` (for imported material).
+pub fn check_material(spec: KeySpec, m: &SecretBytes) -> Result<(), AsymError> {
+    let bad = || AsymError::InvalidInput(format!("the key material is not a valid {spec} key"));
+    let der = m.expose_secret();
+    if let Some(size) = rsa_size(spec) {
+        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| bad())?;
+        return if kp.public_modulus_len() == size.len() {
+            Ok(())
+        } else {
+            Err(bad())
+        };
+    }
+    if let Some(alg) = ecdsa_alg(spec) {
+        return EcdsaKeyPair::from_pkcs8(alg, der)
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    if let Some(alg) = mldsa_alg(spec) {
+        return PqdsaKeyPair::from_pkcs8(alg, der)
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    if spec == KeySpec::EccNistEdwards25519 {
+        return Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    if hmac_alg(spec).is_some() {
+        // AWS accepts HMAC material from 16 bytes up to the block size of the hash.
+        let max = if matches!(spec, KeySpec::Hmac384 | KeySpec::Hmac512) {
+            128
+        } else {
+            64
+        };
+        return if (16..=max).contains(&der.len()) {
+            Ok(())
+        } else {
+            Err(bad())
+        };
+    }
+    if spec == KeySpec::SymmetricDefault {
+        return if der.len() == 32 { Ok(()) } else { Err(bad()) };
+    }
+    Err(bad())
+}
+
+/// The DER SubjectPublicKeyInfo of an asymmetric key.
+pub fn public_key_der(spec: KeySpec, m: &SecretBytes) -> Result<Vec<u8>, AsymError> {
+    let der = m.expose_secret();
+    let spki = |d: Result<PublicKeyX509Der<'static>, aws_lc_rs::error::Unspecified>| {
+        d.map(|d| d.as_ref().to_vec())
+            .map_err(|_| material("public key der"))
+    };
+    if rsa_size(spec).is_some() {
+        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| material("rsa pkcs8"))?;
+        return spki(kp.public_key().as_der());
+    }
+    if let Some(alg) = ecdsa_alg(spec) {
+        let kp = EcdsaKeyPair::from_pkcs8(alg, der).map_err(|_| material("ec pkcs8"))?;
+        return spki(kp.public_key().as_der());
+    }
+    if let Some(alg) = mldsa_alg(spec) {
+        let kp = PqdsaKeyPair::from_pkcs8(alg, der).map_err(|_| material("ml-dsa pkcs8"))?;
+        return spki(kp.public_key().as_der());
+    }
+    if spec == KeySpec::EccNistEdwards25519 {
+        let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|_| material("ed25519 pkcs8"))?;
+        return spki(kp.public_key().as_der());
+    }
+    Err(AsymError::WrongAlgorithm(format!(
+        "KeySpec {spec} has no public key"
+    )))
+}
+
+fn digest_alg(alg: SigningAlgorithm) -> Option<&'static digest::Algorithm> {
+    use SigningAlgorithm::*;
+    Some(match alg {
+        RsassaPssSha256 | RsassaPkcs1V15Sha256 | EcdsaSha256 => &digest::SHA256,
+        RsassaPssSha384 | RsassaPkcs1V15Sha384 | EcdsaSha384 => &digest::SHA384,
+        RsassaPssSha512 | RsassaPkcs1V15Sha512 | EcdsaSha512 | Ed25519PhSha512 => &digest::SHA512,
+        _ => return None,
+    })
+}
+
+fn rsa_encoding(alg: SigningAlgorithm) -> Option<&'static sig::RsaSignatureEncoding> {
+    use SigningAlgorithm::*;
+    Some(match alg {
+        RsassaPssSha256 => &sig::RSA_PSS_SHA256,
+        RsassaPssSha384 => &sig::RSA_PSS_SHA384,
+        RsassaPssSha512 => &sig::RSA_PSS_SHA512,
+        RsassaPkcs1V15Sha256 => &sig::RSA_PKCS1_SHA256,
+        RsassaPkcs1V15Sha384 => &sig::RSA_PKCS1_SHA384,
+        RsassaPkcs1V15Sha512 => &sig::RSA_PKCS1_SHA512,
+        _ => return None,
+    })
+}
+
+fn rsa_params(alg: SigningAlgorithm) -> Option<&'static sig::RsaParameters> {
+    use SigningAlgorithm::*;
+    Some(match alg {
+        RsassaPssSha256 => &sig::RSA_PSS_2048_8192_SHA256,
+        RsassaPssSha384 => &sig::RSA_PSS_2048_8192_SHA384,
+        RsassaPssSha512 => &sig::RSA_PSS_2048_8192_SHA512,
+        RsassaPkcs1V15Sha256 => &sig::RSA_PKCS1_2048_8192_SHA256,
+        RsassaPkcs1V15Sha384 => &sig::RSA_PKCS1_2048_8192_SHA384,
+        RsassaPkcs1V15Sha512 => &sig::RSA_PKCS1_2048_8192_SHA512,
+        _ => return None,
+    })
+}
+
+/// Checks the algorithm against the spec and the message against the message type; returns
+/// the digest to sign when the message is (or must be made into) a digest.
+fn prepare(
+    spec: KeySpec,
+    alg: SigningAlgorithm,
+    message_type: MessageType,
+    message: &[u8],
+) -> Result<Option<Digest>, AsymError> {
+    if !spec.signing_algorithms().contains(&alg) {
+        return Err(AsymError::WrongAlgorithm(format!(
+            "Signing algorithm {alg} is not supported by a {spec} key"
+        )));
+    }
+    match (alg, message_type) {
+        (SigningAlgorithm::Ed25519Sha512, MessageType::Raw) => Ok(None),
+        (SigningAlgorithm::Ed25519Sha512, _) => Err(AsymError::WrongAlgorithm(
+            "ED25519_SHA_512 signs RAW messages only".into(),
+        )),
+        (SigningAlgorithm::Ed25519PhSha512, _) => Err(AsymError::Unsupported(
+            "ED25519_PH_SHA_512 is not supported by this keyhold server".into(),
+        )),
+        (SigningAlgorithm::MlDsaShake256, MessageType::Raw) => Ok(None),
+        (SigningAlgorithm::MlDsaShake256, MessageType::ExternalMu) => Err(AsymError::Unsupported(
+            "MessageType EXTERNAL_MU is not supported by this keyhold server".into(),
+        )),
+        (SigningAlgorithm::MlDsaShake256, MessageType::Digest) => Err(AsymError::WrongAlgorithm(
+            "ML_DSA_SHAKE_256 signs RAW or EXTERNAL_MU messages only".into(),
+        )),
+        (_, MessageType::ExternalMu) => Err(AsymError::WrongAlgorithm(
+            "MessageType EXTERNAL_MU is only for ML-DSA keys".into(),
+        )),
+        (a, t) => {
+            let d = digest_alg(a).ok_or_else(|| {
+                AsymError::Unsupported(format!("Signing algorithm {a} is not supported"))
+            })?;
+            match t {
+                MessageType::Raw => Ok(Some(digest::digest(d, message))),
+                _ => {
+                    if message.len() != d.output_len() {
+                        return Err(AsymError::InvalidInput(format!(
+                            "Digest is invalid length for algorithm {a}: {} bytes, expected {}",
+                            message.len(),
+                            d.output_len()
+                        )));
+                    }
+                    Digest::import_less_safe(message, d)
+                        .map(Some)
+                        .map_err(|_| AsymError::InvalidInput("invalid digest".into()))
+                }
+            }
+        }
+    }
+}
+
+/// Signs `message` (a message or a digest, as `message_type` says).
+pub fn sign(
+    spec: KeySpec,
+    m: &SecretBytes,
+    alg: SigningAlgorithm,
+    message_type: MessageType,
+    message: &[u8],
+) -> Result<Vec<u8>, AsymError> {
+    let digest = prepare(spec, alg, message_type, message)?;
+    let der = m.expose_secret();
+    if let (Some(enc), Some(d)) = (rsa_encoding(alg), &digest) {
+        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| material("rsa pkcs8"))?;
+        let mut out = vec![0u8; kp.public_modulus_len()];
+        kp.sign_digest(enc, d, &mut out)
+            .map_err(|_| material("rsa sign"))?;
+        return Ok(out);
+    }
+    if let (Some(a), Some(d)) = (ecdsa_alg(spec), &digest) {
+        let kp = EcdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ec pkcs8"))?;
+        let s = kp.sign_digest(d).map_err(|_| material("ecdsa sign"))?;
+        return Ok(s.as_ref().to_vec());
+    }
+    if spec == KeySpec::EccNistEdwards25519 {
+        let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|_| material("ed25519 pkcs8"))?;
+        return Ok(kp.sign(message).as_ref().to_vec());
+    }
+    if let Some(a) = mldsa_alg(spec) {
+        let kp = PqdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ml-dsa pkcs8"))?;
+        let mut out = vec![0u8; a.signature_len()];
+        let n = kp
+            .sign(message, &mut out)
+            .map_err(|_| material("ml-dsa sign"))?;
+        out.truncate(n);
+        return Ok(out);
+    }
+    Err(AsymError::WrongAlgorithm(format!(
+        "KeySpec {spec} cannot sign"
+    )))
+}
+
+/// Verifies a signature made by [`sign`] (or any conforming signer).
+pub fn verify(
+    spec: KeySpec,
+    m: &SecretBytes,
+    alg: SigningAlgorithm,
+    message_type: MessageType,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, AsymError> {
+    let digest = prepare(spec, alg, message_type, message)?;
+    let der = m.expose_secret();
+    if let (Some(params), Some(d)) = (rsa_params(alg), &digest) {
+        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| material("rsa pkcs8"))?;
+        let pk = sig::UnparsedPublicKey::new(params, kp.public_key().as_ref());
+        return Ok(pk.verify_digest(d, signature).is_ok());
+    }
+    if let (Some(a), Some(va), Some(d)) = (ecdsa_alg(spec), ecdsa_verify_alg(spec), &digest) {
+        let kp = EcdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ec pkcs8"))?;
+        let pk = sig::UnparsedPublicKey::new(va, kp.public_key().as_ref());
+        return Ok(pk.verify_digest(d, signature).is_ok());
+    }
+    if spec == KeySpec::EccNistEdwards25519 {
+        let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map_err(|_| material("ed25519 pkcs8"))?;
+        let pk = sig::UnparsedPublicKey::new(&sig::ED25519, kp.public_key().as_ref());
+        return Ok(pk.verify(message, signature).is_ok());
+    }
+    if let (Some(a), Some(va)) = (mldsa_alg(spec), mldsa_verify_alg(spec)) {
+        let kp = PqdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ml-dsa pkcs8"))?;
+        let pk = sig::UnparsedPublicKey::new(va, kp.public_key().as_ref());
+        return Ok(pk.verify(message, signature).is_ok());
+    }
+    Err(AsymError::WrongAlgorithm(format!(
+        "KeySpec {spec} cannot verify"
+    )))
+}
+
+fn oaep(alg: EncryptionAlgorithm) -> Result<&'static OaepAlgorithm, AsymError> {
+    match alg {
+        EncryptionAlgorithm::RsaesOaepSha1 => Ok(&OAEP_SHA1_MGF1SHA1),
+        EncryptionAlgorithm::RsaesOaepSha256 => Ok(&OAEP_SHA256_MGF1SHA256),
+        other => Err(AsymError::WrongAlgorithm(format!(
+            "Encryption algorithm {other} is not supported by RSA keys"
+        ))),
+    }
+}
+
+/// The largest plaintext RSA OAEP can encrypt under `spec` with `alg`.
+pub fn rsa_max_plaintext(spec: KeySpec, alg: EncryptionAlgorithm) -> Option<usize> {
+    let k = rsa_size(spec)?.len();
+    let h = match alg {
+        EncryptionAlgorithm::RsaesOaepSha1 => 20,
+        EncryptionAlgorithm::RsaesOaepSha256 => 32,
+        _ => return None,
+    };
+    Some(k - 2 * h - 2)
+}
+
+/// Encrypts with RSA OAEP under the public half of `m`.
+pub fn rsa_encrypt(
+    spec: KeySpec,
+    m: &SecretBytes,
+    alg: EncryptionAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, AsymError> {
+    let max = rsa_max_plaintext(spec, alg)
+        .ok_or_else(|| AsymError::WrongAlgorithm(format!("KeySpec {spec} is not RSA")))?;
+    if plaintext.len() > max {
+        return Err(AsymError::InvalidInput(format!(
+            "Plaintext is {} bytes; {alg} under {spec} encrypts at most {max}",
+            plaintext.len()
+        )));
+    }
+    let public = rsa_public_der(m)?;
+    encrypt_to_public_der(&public, alg, plaintext)
+}
+
+fn rsa_public_der(m: &SecretBytes) -> Result<Vec<u8>, AsymError> {
+    let key =
+        PrivateDecryptingKey::from_pkcs8(m.expose_secret()).map_err(|_| material("rsa pkcs8"))?;
+    let der = key
+        .public_key()
+        .as_der()
+        .map_err(|_| material("rsa public der"))?;
+    Ok(der.as_ref().to_vec())
+}
+
+/// Encrypts with RSA OAEP to a DER SubjectPublicKeyInfo (also used for import wrapping tests).
+pub fn encrypt_to_public_der(
+    spki: &[u8],
+    alg: EncryptionAlgorithm,
+    plaintext: &[u8],
+) -> Result<Vec<u8>, AsymError> {
+    let a = oaep(alg)?;
+    let pk = PublicEncryptingKey::from_der(spki)
+        .map_err(|_| AsymError::InvalidInput("not an RSA public key".into()))?;
+    let pk = OaepPublicEncryptingKey::new(pk).map_err(|_| material("oaep key"))?;
+    let mut out = vec![0u8; pk.ciphertext_size()];
+    let n = pk
+        .encrypt(a, plaintext, &mut out, None)
+        .map_err(|_| AsymError::InvalidInput("plaintext too long for the key".into()))?
+        .len();
+    out.truncate(n);
+    Ok(out)
+}
+
+/// Decrypts RSA OAEP with the private key `m`.
+pub fn rsa_decrypt(
+    m: &SecretBytes,
+    alg: EncryptionAlgorithm,
+    ciphertext: &[u8],
+) -> Result<SecretBytes, AsymError> {
+    let a = oaep(alg)?;
+    let key =
+        PrivateDecryptingKey::from_pkcs8(m.expose_secret()).map_err(|_| material("rsa pkcs8"))?;
+    let key = OaepPrivateDecryptingKey::new(key).map_err(|_| material("oaep key"))?;
+    let mut out = zeroize::Zeroizing::new(vec![0u8; key.key_size_bytes()]);
+    let n = key
+        .decrypt(a, ciphertext, &mut out, None)
+        .map_err(|_| AsymError::InvalidCiphertext)?
+        .len();
+    out.truncate(n);
+    Ok(SecretBytes::new(std::mem::take(&mut *out)))
+}
+
+/// Computes an HMAC with key `m` of `spec`.
+pub fn mac(
+    spec: KeySpec,
+    m: &SecretBytes,
+    alg: MacAlgorithm,
+    message: &[u8],
+) -> Result<Vec<u8>, AsymError> {
+    let (h, _) = hmac_for(spec, alg)?;
+    let key = hmac::Key::new(h, m.expose_secret());
+    Ok(hmac::sign(&key, message).as_ref().to_vec())
+}
+
+/// Verifies an HMAC in constant time.
+pub fn verify_mac(
+    spec: KeySpec,
+    m: &SecretBytes,
+    alg: MacAlgorithm,
+    message: &[u8],
+    tag: &[u8],
+) -> Result<bool, AsymError> {
+    let (h, _) = hmac_for(spec, alg)?;
+    let key = hmac::Key::new(h, m.expose_secret());
+    Ok(hmac::verify(&key, message, tag).is_ok())
+}
+
+fn hmac_for(spec: KeySpec, alg: MacAlgorithm) -> Result<(hmac::Algorithm, usize), AsymError> {
+    if spec.mac_algorithm() != Some(alg) {
+        return Err(AsymError::WrongAlgorithm(format!(
+            "MAC algorithm {alg} is not supported by a {spec} key"
+        )));
+    }
+    hmac_alg(spec).ok_or_else(|| AsymError::WrongAlgorithm(format!("{spec} is not an HMAC key")))
+}
+
+/// ECDH between the private key `m` and a peer's DER SubjectPublicKeyInfo; returns the raw
+/// shared secret (the x-coordinate), as AWS KMS does.
+pub fn derive_shared_secret(
+    spec: KeySpec,
+    m: &SecretBytes,
+    peer_spki: &[u8],
+) -> Result<SecretBytes, AsymError> {
+    let alg = ecdh_alg(spec)
+        .ok_or_else(|| AsymError::WrongAlgorithm(format!("KeySpec {spec} cannot derive")))?;
+    let private = agreement::PrivateKey::from_private_key_der(alg, m.expose_secret())
+        .map_err(|_| material("ecdh private key"))?;
+    let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
+    agreement::agree(
+        &private,
+        peer,
+        AsymError::InvalidInput(format!(
+            "PublicKey is not a valid DER-encoded {spec} public key"
+        )),
+        |s| Ok(SecretBytes::new(s.to_vec())),
+    )
+}
+
+/// A random source for APIs that ask for one.
+pub fn rng() -> SystemRandom {
+    SystemRandom::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_signing_spec_signs_and_verifies_raw_and_digest() {
+        for spec in [
+            KeySpec::Rsa2048,
+            KeySpec::EccNistP256,
+            KeySpec::EccNistP384,
+            KeySpec::EccNistP521,
+            KeySpec::EccSecgP256k1,
+            KeySpec::EccNistEdwards25519,
+            KeySpec::MlDsa44,
+        ] {
+            let m = generate(spec).unwrap();
+            let spki = public_key_der(spec, &m).unwrap();
+            assert!(spki.len() > 32, "{spec}");
+            for alg in spec.signing_algorithms() {
+                if *alg == SigningAlgorithm::Ed25519PhSha512 {
+                    continue;
+                }
+                let s = sign(spec, &m, *alg, MessageType::Raw, b"message").unwrap();
+                assert!(verify(spec, &m, *alg, MessageType::Raw, b"message", &s).unwrap());
+                assert!(!verify(spec, &m, *alg, MessageType::Raw, b"other", &s).unwrap());
+                if let Some(d) = digest_alg(*alg) {
+                    let dg = digest::digest(d, b"message");
+                    assert!(verify(spec, &m, *alg, MessageType::Digest, dg.as_ref(), &s).unwrap());
+                    let e = sign(spec, &m, *alg, MessageType::Digest, &[0u8; 7]).unwrap_err();
+                    assert!(matches!(e, AsymError::InvalidInput(_)), "{spec} {alg}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn wrong_algorithm_for_the_spec() {
+        let m = generate(KeySpec::EccNistP256).unwrap();
+        let e = sign(
+            KeySpec::EccNistP256,
+            &m,
+            SigningAlgorithm::EcdsaSha384,
+            MessageType::Raw,
+            b"x",
+        )
+        .unwrap_err();
+        assert!(matches!(e, AsymError::WrongAlgorithm(_)));
+    }
+
+    #[test]
+    fn rsa_oaep_round_trips_with_limits() {
+        let m = generate(KeySpec::Rsa2048).unwrap();
+        for alg in [
+            EncryptionAlgorithm::RsaesOaepSha1,
+            EncryptionAlgorithm::RsaesOaepSha256,
+        ] {
+            let max = rsa_max_plaintext(KeySpec::Rsa2048, alg).unwrap();
+            let ct = rsa_encrypt(KeySpec::Rsa2048, &m, alg, &vec![7u8; max]).unwrap();
+            assert_eq!(rsa_decrypt(&m, alg, &ct).unwrap().len(), max);
+            assert!(rsa_encrypt(KeySpec::Rsa2048, &m, alg, &vec![7u8; max + 1]).is_err());
+        }
+        assert_eq!(
+            rsa_max_plaintext(KeySpec::Rsa2048, EncryptionAlgorithm::RsaesOaepSha256),
+            Some(190)
+        );
+        assert_eq!(
+            rsa_max_plaintext(KeySpec::Rsa4096, EncryptionAlgorithm::RsaesOaepSha1),
+            Some(470)
+        );
+    }
+
+    #[test]
+    fn hmac_matches_rfc4231_case_2() {
+        let key = SecretBytes::new(b"Jefe".to_vec());
+        let tag = mac(
+            KeySpec::Hmac256,
+            &key,
+            MacAlgorithm::HmacSha256,
+            b"what do ya want for nothing?",
+        )
+        .unwrap();
+        assert_eq!(
+            hex::encode(&tag),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert!(verify_mac(
+            KeySpec::Hmac256,
+            &key,
+            MacAlgorithm::HmacSha256,
+            b"what do ya want for nothing?",
+            &tag
+        )
+        .unwrap());
+        assert!(mac(KeySpec::Hmac256, &key, MacAlgorithm::HmacSha512, b"x").is_err());
+    }
+
+    #[test]
+    fn ecdh_agrees_between_two_keys() {
+        let a = generate(KeySpec::EccNistP256).unwrap();
+        let b = generate(KeySpec::EccNistP256).unwrap();
+        let pa = public_key_der(KeySpec::EccNistP256, &a).unwrap();
+        let pb = public_key_der(KeySpec::EccNistP256, &b).unwrap();
+        let s1 = derive_shared_secret(KeySpec::EccNistP256, &a, &pb).unwrap();
+        let s2 = derive_shared_secret(KeySpec::EccNistP256, &b, &pa).unwrap();
+        assert_eq!(s1.expose_secret(), s2.expose_secret());
+        assert!(derive_shared_secret(KeySpec::EccNistP256, &a, b"garbage").is_err());
+    }
+}
