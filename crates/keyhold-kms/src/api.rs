@@ -388,6 +388,80 @@ request!(
     }
 );
 
+request!(
+    /// Sign and Verify.
+    SignRequest {
+        /// The key.
+        key_id: String,
+        /// Base64 message or digest.
+        message: String,
+        /// RAW, DIGEST or EXTERNAL_MU.
+        message_type: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// The signing algorithm.
+        signing_algorithm: String,
+        /// Base64 signature (Verify).
+        signature: String,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// GenerateMac and VerifyMac.
+    MacRequest {
+        /// Base64 message.
+        message: String,
+        /// The key.
+        key_id: String,
+        /// The MAC algorithm.
+        mac_algorithm: String,
+        /// Base64 MAC (VerifyMac).
+        mac: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext.
+    DataKeyPairRequest {
+        /// Encryption context.
+        encryption_context: HashMap<String, String>,
+        /// The symmetric key that encrypts the private key.
+        key_id: String,
+        /// The type of key pair.
+        key_pair_spec: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Nitro enclave recipient.
+        recipient: serde_json::Value,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// DeriveSharedSecret.
+    DeriveSharedSecretRequest {
+        /// The key.
+        key_id: String,
+        /// ECDH.
+        key_agreement_algorithm: String,
+        /// Base64 DER SubjectPublicKeyInfo of the peer.
+        public_key: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Check permissions only.
+        dry_run: bool,
+        /// Nitro enclave recipient.
+        recipient: serde_json::Value,
+    }
+);
+
 /// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -423,6 +497,15 @@ pub struct KeyMetadata {
     /// Encryption algorithms the key supports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_algorithms: Option<Vec<&'static str>>,
+    /// Signing algorithms the key supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<&'static str>>,
+    /// MAC algorithms the key supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mac_algorithms: Option<Vec<&'static str>>,
+    /// Key agreement algorithms the key supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_agreement_algorithms: Option<Vec<&'static str>>,
     /// Multi-Region key.
     pub multi_region: bool,
     /// Waiting period of a scheduled deletion.

@@ -60,6 +60,10 @@ error_codes!(
     KMSInternalException,
     /// The key's state does not allow the operation.
     KMSInvalidStateException,
+    /// Verify found the signature invalid.
+    KMSInvalidSignatureException,
+    /// VerifyMac found the MAC invalid.
+    KMSInvalidMacException,
     /// A quota is exceeded.
     LimitExceededException,
     /// A key policy is not valid.

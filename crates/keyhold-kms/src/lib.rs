@@ -433,6 +433,12 @@ impl Engine {
         Ok(Some(m))
     }
 
+    /// Material of a key's current version.
+    pub(crate) fn current_material(&self, key: &KeyRecord) -> Result<Arc<SecretBytes>, KmsError> {
+        self.material(&key.key_id, key.current_version)?
+            .ok_or_else(|| KmsError::internal(format!("material of {} missing", key.key_id)))
+    }
+
     /// Wraps fresh material for storage.
     pub(crate) fn wrap_material(
         &self,

@@ -32,6 +32,8 @@ pub fn status(code: ErrorCode) -> u16 {
         | InvalidMarkerException
         | InvalidSignatureException
         | KMSInvalidStateException
+        | KMSInvalidSignatureException
+        | KMSInvalidMacException
         | LimitExceededException
         | MalformedPolicyDocumentException
         | NotFoundException

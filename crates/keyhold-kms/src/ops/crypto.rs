@@ -1,19 +1,19 @@
-//! Symmetric cryptography: Encrypt, Decrypt, ReEncrypt, GenerateDataKey,
-//! GenerateDataKeyWithoutPlaintext. These run from the keyring on a warm cache.
+//! Encryption: Encrypt, Decrypt, ReEncrypt (symmetric keys and RSA keys with OAEP),
+//! GenerateDataKey, GenerateDataKeyWithoutPlaintext. These run from the keyring on a warm cache.
 
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use keyhold_core::blob;
 use keyhold_core::context::EncryptionContext;
 use keyhold_core::key::{DataKeySpec, EncryptionAlgorithm, KeySpec, KeyUsage};
 use keyhold_core::secret::SecretBytes;
+use keyhold_core::{asym, blob};
 use keyhold_store::KeyRecord;
 use serde_json::json;
 
 use super::keys::key_material_id;
-use super::{dry_run_ok, respond};
+use super::{asym_error, dry_run_ok, respond};
 use crate::api::{DecryptRequest, EncryptRequest, GenerateDataKeyRequest, ReEncryptRequest};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
@@ -26,22 +26,52 @@ const MAX_PLAINTEXT: usize = 4096;
 /// Largest ciphertext blob accepted.
 const MAX_CIPHERTEXT: usize = 6144;
 
-/// Checks an optional `EncryptionAlgorithm` field: a valid name, and one symmetric keys use.
-fn symmetric_algorithm(v: &Option<String>, field: &str) -> Result<(), KmsError> {
-    if let Some(s) = v {
-        let alg = enum_value(
+/// Reads an optional `EncryptionAlgorithm` field (default `SYMMETRIC_DEFAULT`).
+fn algorithm(v: &Option<String>, field: &str) -> Result<EncryptionAlgorithm, KmsError> {
+    match v {
+        Some(s) => enum_value(
             s,
             field,
             EncryptionAlgorithm::parse,
             EncryptionAlgorithm::ALL,
             EncryptionAlgorithm::as_str,
-        )?;
-        if alg != EncryptionAlgorithm::SymmetricDefault {
-            return Err(KmsError::new(
-                ErrorCode::InvalidKeyUsageException,
-                format!("Encryption algorithm {alg} is not supported by symmetric keys"),
-            ));
+        ),
+        None => Ok(EncryptionAlgorithm::SymmetricDefault),
+    }
+}
+
+/// Refuses an encryption algorithm the key's spec does not use.
+fn check_algorithm(
+    engine: &Engine,
+    key: &KeyRecord,
+    alg: EncryptionAlgorithm,
+) -> Result<(), KmsError> {
+    let fits = match alg {
+        EncryptionAlgorithm::SymmetricDefault => key.key_spec == KeySpec::SymmetricDefault,
+        EncryptionAlgorithm::RsaesOaepSha1 | EncryptionAlgorithm::RsaesOaepSha256 => {
+            key.key_spec.is_rsa()
         }
+        EncryptionAlgorithm::Sm2Pke => false,
+    };
+    if !fits {
+        return Err(KmsError::new(
+            ErrorCode::InvalidKeyUsageException,
+            format!(
+                "Encryption algorithm {alg} is not compatible with {} ({})",
+                engine.key_arn(key),
+                key.key_spec
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses an encryption context on an asymmetric key, which cannot bind one.
+fn check_context(key: &KeyRecord, context: &EncryptionContext) -> Result<(), KmsError> {
+    if key.key_spec.is_asymmetric() && !context.pairs().is_empty() {
+        return Err(KmsError::validation(
+            "EncryptionContext is not supported with asymmetric KMS keys.",
+        ));
     }
     Ok(())
 }
@@ -56,7 +86,7 @@ fn no_recipient(v: &Option<serde_json::Value>) -> Result<(), KmsError> {
     Ok(())
 }
 
-/// Refuses keys whose state or usage does not allow symmetric encryption.
+/// Refuses keys whose state or usage does not allow encryption.
 fn check_usable(engine: &Engine, key: &KeyRecord) -> Result<(), KmsError> {
     if let Some(refusal) = key.state.crypto_refusal() {
         return Err(KmsError::from_state(
@@ -65,7 +95,7 @@ fn check_usable(engine: &Engine, key: &KeyRecord) -> Result<(), KmsError> {
             key.state.as_str(),
         ));
     }
-    if key.key_spec != KeySpec::SymmetricDefault || key.key_usage != KeyUsage::EncryptDecrypt {
+    if key.key_usage != KeyUsage::EncryptDecrypt {
         return Err(KmsError::new(
             ErrorCode::InvalidKeyUsageException,
             format!(
@@ -106,16 +136,21 @@ fn ciphertext_field(v: Option<String>) -> Result<Vec<u8>, KmsError> {
     )
 }
 
-/// Seals `plaintext` under the current version of `key`.
-fn seal_current(
+/// Encrypts `plaintext` under the current version of `key`: a ciphertext blob for a symmetric
+/// key, RSA OAEP for an RSA key.
+fn encrypt_under(
     engine: &Engine,
     key: &KeyRecord,
+    alg: EncryptionAlgorithm,
     context: &EncryptionContext,
     plaintext: &[u8],
 ) -> Result<Vec<u8>, KmsError> {
-    let material = engine
-        .material(&key.key_id, key.current_version)?
-        .ok_or_else(|| KmsError::internal(format!("material of {} missing", key.key_id)))?;
+    check_algorithm(engine, key, alg)?;
+    check_context(key, context)?;
+    let material = engine.current_material(key)?;
+    if key.key_spec.is_rsa() {
+        return asym::rsa_encrypt(key.key_spec, &material, alg, plaintext).map_err(asym_error);
+    }
     blob::seal(
         &material,
         &key.key_id,
@@ -124,6 +159,11 @@ fn seal_current(
         plaintext,
     )
     .map_err(KmsError::internal)
+}
+
+/// The `KeyMaterialId` fields of a response: symmetric keys only.
+fn material_id(key: &KeyRecord, version: u32) -> Option<String> {
+    (key.key_spec == KeySpec::SymmetricDefault).then(|| key_material_id(&key.key_id, version))
 }
 
 /// The DryRun options of a request that opens a blob.
@@ -175,6 +215,8 @@ struct BlobRequest<'a> {
     context: &'a EncryptionContext,
     /// `kms:Decrypt` or `kms:ReEncryptFrom`.
     action: &'a str,
+    /// The encryption algorithm the request names.
+    algorithm: EncryptionAlgorithm,
     /// DryRun options.
     dry_run: DryRun,
 }
@@ -193,12 +235,31 @@ fn open_blob(
         expected,
         context,
         action,
+        algorithm,
         dry_run,
     } = req;
     let expected = match expected {
         Some(name) => Some(engine.resolve_key(caller, name, true)?),
         None => None,
     };
+    if let Some(key) = expected.as_ref().filter(|k| k.key_spec.is_rsa()) {
+        // RSA ciphertext names no key: the request's KeyId decides.
+        rec.resources.push(engine.key_arn(key));
+        let conds = Conditions::with_context(context)
+            .and("kms:EncryptionAlgorithm", vec![algorithm.as_str().into()]);
+        engine.authorize(caller, rec, key, action, &conds)?;
+        check_usable(engine, key)?;
+        check_algorithm(engine, key, algorithm)?;
+        check_context(key, context)?;
+        dry_run_ok(dry_run.requested)?;
+        let material = engine.current_material(key)?;
+        let plaintext = asym::rsa_decrypt(&material, algorithm, ciphertext).map_err(asym_error)?;
+        return Ok(Opened {
+            key: key.clone(),
+            version: key.current_version,
+            plaintext,
+        });
+    }
     if dry_run.ignore_ciphertext {
         if let Some(key) = &expected {
             check_usable(engine, key)?;
@@ -219,12 +280,11 @@ fn open_blob(
         .key_record(&header.key_id)?
         .ok_or_else(KmsError::invalid_ciphertext)?;
     rec.resources.push(engine.key_arn(&key));
-    let conds = Conditions::with_context(context).and(
-        "kms:EncryptionAlgorithm",
-        vec![EncryptionAlgorithm::SymmetricDefault.as_str().into()],
-    );
+    let conds = Conditions::with_context(context)
+        .and("kms:EncryptionAlgorithm", vec![algorithm.as_str().into()]);
     engine.authorize(caller, rec, &key, action, &conds)?;
     check_usable(engine, &key)?;
+    check_algorithm(engine, &key, algorithm)?;
     dry_run_ok(dry_run.requested)?;
     let material = engine
         .material(&key.key_id, header.version)?
@@ -253,12 +313,10 @@ pub(super) fn encrypt(
     )?;
     let plaintext = SecretBytes::new(plaintext);
     grant_tokens(&req.grant_tokens)?;
-    symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
+    let alg = algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
     let context = validate::context(req.encryption_context);
-    let conds = Conditions::with_context(&context).and(
-        "kms:EncryptionAlgorithm",
-        vec![EncryptionAlgorithm::SymmetricDefault.as_str().into()],
-    );
+    let conds = Conditions::with_context(&context)
+        .and("kms:EncryptionAlgorithm", vec![alg.as_str().into()]);
     let key = usable_key(
         engine,
         caller,
@@ -268,11 +326,11 @@ pub(super) fn encrypt(
         req.dry_run,
         rec,
     )?;
-    let ciphertext = seal_current(engine, &key, &context, plaintext.expose_secret())?;
+    let ciphertext = encrypt_under(engine, &key, alg, &context, plaintext.expose_secret())?;
     respond(&json!({
         "CiphertextBlob": B64.encode(ciphertext),
         "KeyId": engine.key_arn(&key),
-        "EncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
+        "EncryptionAlgorithm": alg.as_str(),
     }))
 }
 
@@ -284,7 +342,7 @@ pub(super) fn decrypt(
 ) -> Result<Vec<u8>, KmsError> {
     let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     grant_tokens(&req.grant_tokens)?;
-    symmetric_algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
+    let alg = algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
     no_recipient(&req.recipient)?;
     let dry_run = DryRun::from_request(req.dry_run, &req.dry_run_modifiers)?;
     let context = validate::context(req.encryption_context);
@@ -296,16 +354,20 @@ pub(super) fn decrypt(
             expected: req.key_id.as_deref(),
             context: &context,
             action: "kms:Decrypt",
+            algorithm: alg,
             dry_run,
         },
         rec,
     )?;
-    respond(&json!({
+    let mut out = json!({
         "KeyId": engine.key_arn(&opened.key),
         "Plaintext": B64.encode(opened.plaintext.expose_secret()),
-        "EncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
-        "KeyMaterialId": key_material_id(&opened.key.key_id, opened.version),
-    }))
+        "EncryptionAlgorithm": alg.as_str(),
+    });
+    if let Some(id) = material_id(&opened.key, opened.version) {
+        out["KeyMaterialId"] = json!(id);
+    }
+    respond(&out)
 }
 
 pub(super) fn re_encrypt(
@@ -317,11 +379,11 @@ pub(super) fn re_encrypt(
     let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     let dest_id = required(req.destination_key_id, "destinationKeyId")?;
     grant_tokens(&req.grant_tokens)?;
-    symmetric_algorithm(
+    let source_alg = algorithm(
         &req.source_encryption_algorithm,
         "sourceEncryptionAlgorithm",
     )?;
-    symmetric_algorithm(
+    let dest_alg = algorithm(
         &req.destination_encryption_algorithm,
         "destinationEncryptionAlgorithm",
     )?;
@@ -339,7 +401,8 @@ pub(super) fn re_encrypt(
         &dest_id,
         true,
         "kms:ReEncryptTo",
-        &Conditions::with_context(&dest_ctx),
+        &Conditions::with_context(&dest_ctx)
+            .and("kms:EncryptionAlgorithm", vec![dest_alg.as_str().into()]),
     );
     rec.resources.append(&mut dest_rec.resources);
     let dest = dest.inspect_err(|_| rec.decision = dest_rec.decision.clone())?;
@@ -352,6 +415,7 @@ pub(super) fn re_encrypt(
             expected: req.source_key_id.as_deref(),
             context: &source_ctx,
             action: "kms:ReEncryptFrom",
+            algorithm: source_alg,
             dry_run,
         },
         rec,
@@ -359,16 +423,27 @@ pub(super) fn re_encrypt(
     if let Some(d) = dest_rec.decision {
         rec.decision = Some(format!("{}; {d}", rec.decision.take().unwrap_or_default()));
     }
-    let new_blob = seal_current(engine, &dest, &dest_ctx, opened.plaintext.expose_secret())?;
-    respond(&json!({
+    let new_blob = encrypt_under(
+        engine,
+        &dest,
+        dest_alg,
+        &dest_ctx,
+        opened.plaintext.expose_secret(),
+    )?;
+    let mut out = json!({
         "CiphertextBlob": B64.encode(new_blob),
         "SourceKeyId": engine.key_arn(&opened.key),
         "KeyId": engine.key_arn(&dest),
-        "SourceEncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
-        "DestinationEncryptionAlgorithm": EncryptionAlgorithm::SymmetricDefault.as_str(),
-        "SourceKeyMaterialId": key_material_id(&opened.key.key_id, opened.version),
-        "DestinationKeyMaterialId": key_material_id(&dest.key_id, dest.current_version),
-    }))
+        "SourceEncryptionAlgorithm": source_alg.as_str(),
+        "DestinationEncryptionAlgorithm": dest_alg.as_str(),
+    });
+    if let Some(id) = material_id(&opened.key, opened.version) {
+        out["SourceKeyMaterialId"] = json!(id);
+    }
+    if let Some(id) = material_id(&dest, dest.current_version) {
+        out["DestinationKeyMaterialId"] = json!(id);
+    }
+    respond(&out)
 }
 
 /// The shared body of GenerateDataKey and GenerateDataKeyWithoutPlaintext.
@@ -415,7 +490,13 @@ fn data_key(
     let conds = Conditions::with_context(&context);
     let key = usable_key(engine, caller, &key_id, action, &conds, req.dry_run, rec)?;
     let data_key = SecretBytes::random(len).map_err(KmsError::internal)?;
-    let ciphertext = seal_current(engine, &key, &context, data_key.expose_secret())?;
+    let ciphertext = encrypt_under(
+        engine,
+        &key,
+        EncryptionAlgorithm::SymmetricDefault,
+        &context,
+        data_key.expose_secret(),
+    )?;
     let mut out = json!({
         "CiphertextBlob": B64.encode(ciphertext),
         "KeyId": engine.key_arn(&key),

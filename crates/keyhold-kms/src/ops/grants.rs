@@ -45,6 +45,46 @@ const ALL_OPERATIONS: &[&str] = &[
     "DeriveSharedSecret",
 ];
 
+/// Operations a grant on a key of each kind may allow.
+fn operations_for(key: &KeyRecord) -> &'static [&'static str] {
+    use keyhold_core::key::{KeySpec, KeyUsage};
+    match (key.key_spec, key.key_usage) {
+        (KeySpec::SymmetricDefault, _) => SYMMETRIC_OPERATIONS,
+        (_, KeyUsage::EncryptDecrypt) => &[
+            "Encrypt",
+            "Decrypt",
+            "ReEncryptFrom",
+            "ReEncryptTo",
+            "GetPublicKey",
+            "CreateGrant",
+            "RetireGrant",
+            "DescribeKey",
+        ],
+        (_, KeyUsage::SignVerify) => &[
+            "Sign",
+            "Verify",
+            "GetPublicKey",
+            "CreateGrant",
+            "RetireGrant",
+            "DescribeKey",
+        ],
+        (_, KeyUsage::GenerateVerifyMac) => &[
+            "GenerateMac",
+            "VerifyMac",
+            "CreateGrant",
+            "RetireGrant",
+            "DescribeKey",
+        ],
+        (_, KeyUsage::KeyAgreement) => &[
+            "DeriveSharedSecret",
+            "GetPublicKey",
+            "CreateGrant",
+            "RetireGrant",
+            "DescribeKey",
+        ],
+    }
+}
+
 /// Operations a grant on a symmetric encryption key may allow.
 const SYMMETRIC_OPERATIONS: &[&str] = &[
     "Decrypt",
@@ -287,7 +327,7 @@ pub(super) fn create_grant(
     }
     if let Some(op) = ops_sorted
         .iter()
-        .find(|o| !SYMMETRIC_OPERATIONS.contains(&o.as_str()))
+        .find(|o| !operations_for(&key).contains(&o.as_str()))
     {
         return Err(KmsError::validation(format!(
             "Grant operation {op} is not valid for a {} key",

@@ -31,10 +31,25 @@ pub(crate) fn key_material_id(id: &KeyId, version: u32) -> String {
 
 /// DescribeKey's metadata for a key record.
 pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
-    let encryption_algorithms = match rec.key_spec {
-        KeySpec::SymmetricDefault => Some(vec![EncryptionAlgorithm::SymmetricDefault.as_str()]),
+    let encryption_algorithms = match (rec.key_spec, rec.key_usage) {
+        (KeySpec::SymmetricDefault, _) => {
+            Some(vec![EncryptionAlgorithm::SymmetricDefault.as_str()])
+        }
+        (s, KeyUsage::EncryptDecrypt) if s.is_rsa() => Some(vec![
+            EncryptionAlgorithm::RsaesOaepSha1.as_str(),
+            EncryptionAlgorithm::RsaesOaepSha256.as_str(),
+        ]),
         _ => None,
     };
+    let signing_algorithms = (rec.key_usage == KeyUsage::SignVerify).then(|| {
+        rec.key_spec
+            .signing_algorithms()
+            .iter()
+            .map(|a| a.as_str())
+            .collect()
+    });
+    let mac_algorithms = rec.key_spec.mac_algorithm().map(|a| vec![a.as_str()]);
+    let key_agreement_algorithms = (rec.key_usage == KeyUsage::KeyAgreement).then(|| vec!["ECDH"]);
     let pending = rec.state == KeyState::PendingDeletion;
     KeyMetadata {
         aws_account_id: rec.account.clone(),
@@ -51,9 +66,13 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         customer_master_key_spec: rec.key_spec.as_str(),
         key_spec: rec.key_spec.as_str(),
         encryption_algorithms,
+        signing_algorithms,
+        mac_algorithms,
+        key_agreement_algorithms,
         multi_region: false,
         pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
-        current_key_material_id: Some(key_material_id(&rec.key_id, rec.current_version)),
+        current_key_material_id: (rec.key_spec == KeySpec::SymmetricDefault)
+            .then(|| key_material_id(&rec.key_id, rec.current_version)),
     }
 }
 
@@ -155,12 +174,12 @@ pub(super) fn create_key(
         Some(s) => enum_value(s, "origin", Origin::parse, Origin::ALL, Origin::as_str)?,
         None => Origin::AwsKms,
     };
-    if spec != KeySpec::SymmetricDefault {
-        return Err(unsupported(format!(
-            "KeySpec {spec} is not supported by this keyhold server"
-        )));
+    if spec == KeySpec::Sm2 {
+        return Err(unsupported(
+            "KeySpec SM2 is only available in the China Regions".into(),
+        ));
     }
-    if usage != KeyUsage::EncryptDecrypt {
+    if !spec.usages().contains(&usage) {
         return Err(KmsError::validation(format!(
             "KeyUsage {usage} is not compatible with KeySpec {spec}"
         )));
@@ -197,7 +216,11 @@ pub(super) fn create_key(
         }
         None => default_key_policy(&caller.account),
     };
-    let material = SecretBytes::random(32).map_err(KmsError::internal)?;
+    let material = if spec == KeySpec::SymmetricDefault {
+        SecretBytes::random(32).map_err(KmsError::internal)?
+    } else {
+        keyhold_core::asym::generate(spec).map_err(super::asym_error)?
+    };
     let key = KeyRecord {
         key_id: id,
         account: caller.account.clone(),

@@ -1,6 +1,7 @@
 //! The operations. Each area has its file; [`Operation`] names every operation and runs it.
 
 mod aliases;
+mod asymmetric;
 mod crypto;
 mod grants;
 mod keys;
@@ -49,6 +50,13 @@ macro_rules! operations {
                         | "ReEncrypt"
                         | "GenerateDataKey"
                         | "GenerateDataKeyWithoutPlaintext"
+                        | "GenerateDataKeyPair"
+                        | "GenerateDataKeyPairWithoutPlaintext"
+                        | "Sign"
+                        | "Verify"
+                        | "GenerateMac"
+                        | "VerifyMac"
+                        | "DeriveSharedSecret"
                 )
             }
 
@@ -143,6 +151,23 @@ operations! {
     RevokeGrant => grants::revoke_grant, hot = false, read_only = false;
     /// GetKeyLastUsage.
     GetKeyLastUsage => usage::get_key_last_usage, hot = false, read_only = true;
+    /// Sign.
+    Sign => asymmetric::sign, hot = true, read_only = true;
+    /// Verify.
+    Verify => asymmetric::verify, hot = true, read_only = true;
+    /// GetPublicKey.
+    GetPublicKey => asymmetric::get_public_key, hot = true, read_only = true;
+    /// GenerateMac.
+    GenerateMac => asymmetric::generate_mac, hot = true, read_only = true;
+    /// VerifyMac.
+    VerifyMac => asymmetric::verify_mac, hot = true, read_only = true;
+    /// GenerateDataKeyPair.
+    GenerateDataKeyPair => asymmetric::generate_data_key_pair, hot = false, read_only = true;
+    /// GenerateDataKeyPairWithoutPlaintext.
+    GenerateDataKeyPairWithoutPlaintext => asymmetric::generate_data_key_pair_without_plaintext,
+        hot = false, read_only = true;
+    /// DeriveSharedSecret.
+    DeriveSharedSecret => asymmetric::derive_shared_secret, hot = true, read_only = true;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON
@@ -173,6 +198,18 @@ fn respond(v: &serde_json::Value) -> Result<Vec<u8>, KmsError> {
 /// The empty response of operations that return nothing.
 fn empty() -> Result<Vec<u8>, KmsError> {
     Ok(b"{}".to_vec())
+}
+
+/// The AWS error of an asymmetric-crypto refusal.
+pub(crate) fn asym_error(e: keyhold_core::asym::AsymError) -> KmsError {
+    use keyhold_core::asym::AsymError;
+    match e {
+        AsymError::WrongAlgorithm(m) => KmsError::new(ErrorCode::InvalidKeyUsageException, m),
+        AsymError::InvalidInput(m) => KmsError::validation(m),
+        AsymError::Unsupported(m) => KmsError::new(ErrorCode::UnsupportedOperationException, m),
+        AsymError::InvalidCiphertext => KmsError::invalid_ciphertext(),
+        other => KmsError::internal(other),
+    }
 }
 
 /// The error DryRun gives when the request would have succeeded.
