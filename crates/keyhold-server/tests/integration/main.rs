@@ -5,6 +5,7 @@
 mod common;
 
 mod aliases_tags;
+mod asymmetric;
 mod auth;
 mod bad_input;
 mod crypto;

@@ -1,0 +1,130 @@
+"""Asymmetric and HMAC keys through boto3; every result checked with `cryptography` and
+`openssl` using the public key from GetPublicKey."""
+
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+from botocore.exceptions import ClientError
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+
+def err(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+HASHES = {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()}
+
+
+@pytest.mark.parametrize(
+    "spec,alg",
+    [
+        ("RSA_2048", "RSASSA_PSS_SHA_256"),
+        ("RSA_2048", "RSASSA_PSS_SHA_512"),
+        ("RSA_3072", "RSASSA_PKCS1_V1_5_SHA_384"),
+        ("ECC_NIST_P256", "ECDSA_SHA_256"),
+        ("ECC_NIST_P384", "ECDSA_SHA_384"),
+        ("ECC_NIST_P521", "ECDSA_SHA_512"),
+        ("ECC_SECG_P256K1", "ECDSA_SHA_256"),
+        ("ECC_NIST_EDWARDS25519", "ED25519_SHA_512"),
+    ],
+)
+def test_signatures_verify_with_cryptography(kms, spec, alg):
+    key = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    message = b"the release artifact"
+    sig = kms.sign(KeyId=key, Message=message, MessageType="RAW", SigningAlgorithm=alg)["Signature"]
+    der = kms.get_public_key(KeyId=key)["PublicKey"]
+    pub = serialization.load_der_public_key(der)
+    h = HASHES.get(alg[-3:])
+    if alg.startswith("RSASSA_PSS"):
+        pub.verify(sig, message, padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size), h)
+    elif alg.startswith("RSASSA_PKCS1"):
+        pub.verify(sig, message, padding.PKCS1v15(), h)
+    elif alg.startswith("ECDSA"):
+        pub.verify(sig, message, ec.ECDSA(h))
+    else:
+        assert isinstance(pub, ed25519.Ed25519PublicKey)
+        pub.verify(sig, message)
+    # DIGEST signing agrees with RAW for the hash-based algorithms (not pure Ed25519).
+    if h is not None and not alg.startswith("ED25519"):
+        digest = hashlib.new(h.name, message).digest()
+        sig2 = kms.sign(KeyId=key, Message=digest, MessageType="DIGEST", SigningAlgorithm=alg)
+        assert kms.verify(KeyId=key, Message=message, Signature=sig2["Signature"],
+                          SigningAlgorithm=alg)["SignatureValid"]
+
+
+def test_signature_verifies_with_openssl(kms, tmp_path):
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    (tmp_path / "msg").write_bytes(b"hello openssl")
+    sig = kms.sign(KeyId=key, Message=b"hello openssl", SigningAlgorithm="ECDSA_SHA_384")["Signature"]
+    (tmp_path / "sig").write_bytes(sig)
+    (tmp_path / "pub.der").write_bytes(kms.get_public_key(KeyId=key)["PublicKey"])
+    p = subprocess.run(
+        ["openssl", "dgst", "-sha384", "-verify", str(tmp_path / "pub.der"), "-keyform", "DER",
+         "-signature", str(tmp_path / "sig"), str(tmp_path / "msg")],
+        capture_output=True, text=True,
+    )
+    assert p.returncode == 0 and "Verified OK" in p.stdout, p.stdout + p.stderr
+
+
+def test_signatures_made_elsewhere_verify_in_kms_only_when_valid(kms):
+    key = kms.create_key(KeySpec="RSA_2048", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    sig = kms.sign(KeyId=key, Message=b"m", SigningAlgorithm="RSASSA_PKCS1_V1_5_SHA_256")["Signature"]
+    bad = bytearray(sig)
+    bad[10] ^= 1
+    with pytest.raises(ClientError) as e:
+        kms.verify(KeyId=key, Message=b"m", Signature=bytes(bad),
+                   SigningAlgorithm="RSASSA_PKCS1_V1_5_SHA_256")
+    assert err(e) == "KMSInvalidSignatureException"
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=key, Message=b"m", SigningAlgorithm="ECDSA_SHA_256")
+    assert err(e) == "InvalidKeyUsageException"
+
+
+def test_rsa_encryption_interoperates_with_cryptography(kms):
+    key = kms.create_key(KeySpec="RSA_2048", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]["KeyId"]
+    pub = serialization.load_der_public_key(kms.get_public_key(KeyId=key)["PublicKey"])
+    for alg, h in (("RSAES_OAEP_SHA_1", hashes.SHA1()), ("RSAES_OAEP_SHA_256", hashes.SHA256())):
+        ct = pub.encrypt(b"encrypted outside", padding.OAEP(mgf=padding.MGF1(h), algorithm=h, label=None))
+        out = kms.decrypt(KeyId=key, CiphertextBlob=ct, EncryptionAlgorithm=alg)
+        assert out["Plaintext"] == b"encrypted outside"
+        assert out["EncryptionAlgorithm"] == alg
+
+
+def test_hmac_keys(kms):
+    key = kms.create_key(KeySpec="HMAC_256", KeyUsage="GENERATE_VERIFY_MAC")["KeyMetadata"]["KeyId"]
+    mac = kms.generate_mac(KeyId=key, Message=b"msg", MacAlgorithm="HMAC_SHA_256")["Mac"]
+    assert len(mac) == 32
+    assert kms.verify_mac(KeyId=key, Message=b"msg", Mac=mac, MacAlgorithm="HMAC_SHA_256")["MacValid"]
+    with pytest.raises(ClientError) as e:
+        kms.verify_mac(KeyId=key, Message=b"msh", Mac=mac, MacAlgorithm="HMAC_SHA_256")
+    assert err(e) == "KMSInvalidMacException"
+
+
+def test_data_key_pair_private_key_is_usable(kms):
+    sym = kms.create_key()["KeyMetadata"]["KeyId"]
+    pair = kms.generate_data_key_pair(KeyId=sym, KeyPairSpec="RSA_2048")
+    private = serialization.load_der_private_key(pair["PrivateKeyPlaintext"], password=None)
+    public = serialization.load_der_public_key(pair["PublicKey"])
+    assert isinstance(private, rsa.RSAPrivateKey)
+    assert private.public_key().public_numbers() == public.public_numbers()
+    back = kms.decrypt(CiphertextBlob=pair["PrivateKeyCiphertextBlob"])["Plaintext"]
+    assert back == pair["PrivateKeyPlaintext"]
+
+
+def test_derive_shared_secret_matches_cryptography(kms):
+    key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
+    mine = ec.generate_private_key(ec.SECP384R1())
+    peer_der = mine.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    out = kms.derive_shared_secret(KeyId=key, KeyAgreementAlgorithm="ECDH", PublicKey=peer_der)
+    kms_pub = serialization.load_der_public_key(kms.get_public_key(KeyId=key)["PublicKey"])
+    assert out["SharedSecret"] == mine.exchange(ec.ECDH(), kms_pub)
+    with pytest.raises(ClientError) as e:
+        kms.derive_shared_secret(KeyId=key, KeyAgreementAlgorithm="ECDH", PublicKey=b"junk")
+    assert err(e) == "ValidationException"
