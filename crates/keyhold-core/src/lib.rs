@@ -7,6 +7,7 @@
 //! - [`context`]: encryption context and its canonical (authenticated) encoding.
 //! - [`asym`]: RSA, ECC, Ed25519, ML-DSA and HMAC key material: sign, verify, OAEP, HMAC, ECDH.
 //! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
+//! - [`import`]: unwrapping bring-your-own-key material (RSA OAEP, RSA + AES key wrap).
 //! - [`policy`]: key policies: parsing and evaluation of the IAM policy language.
 //! - [`error`]: the crate's error enum.
 #![deny(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod blob;
 pub mod context;
 pub mod error;
 pub mod ids;
+pub mod import;
 pub mod key;
 pub mod policy;
 pub mod secret;

@@ -462,6 +462,40 @@ request!(
     }
 );
 
+request!(
+    /// GetParametersForImport.
+    GetParametersForImportRequest {
+        /// The key.
+        key_id: String,
+        /// How the material will be wrapped.
+        wrapping_algorithm: String,
+        /// The RSA wrapping key size.
+        wrapping_key_spec: String,
+    }
+);
+
+request!(
+    /// ImportKeyMaterial.
+    ImportKeyMaterialRequest {
+        /// The key.
+        key_id: String,
+        /// The token from GetParametersForImport.
+        import_token: String,
+        /// The wrapped material.
+        encrypted_key_material: String,
+        /// When the material expires (epoch seconds).
+        valid_to: f64,
+        /// KEY_MATERIAL_EXPIRES or KEY_MATERIAL_DOES_NOT_EXPIRE.
+        expiration_model: String,
+        /// NEW_KEY_MATERIAL or EXISTING_KEY_MATERIAL.
+        import_type: String,
+        /// Free text.
+        key_material_description: String,
+        /// The material id (re-import).
+        key_material_id: String,
+    }
+);
+
 /// DescribeKey's `KeyMetadata`, complete as AWS returns it for a symmetric key.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "PascalCase")]
@@ -508,6 +542,12 @@ pub struct KeyMetadata {
     pub key_agreement_algorithms: Option<Vec<&'static str>>,
     /// Multi-Region key.
     pub multi_region: bool,
+    /// Imported material: whether it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// Imported material: when it expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
     /// Waiting period of a scheduled deletion.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pending_deletion_window_in_days: Option<u32>,

@@ -36,6 +36,12 @@ error_codes!(
     DisabledException,
     /// DryRun was set and the request would have succeeded.
     DryRunOperationException,
+    /// The import token has expired.
+    ExpiredImportTokenException,
+    /// Imported material is not valid, or not the material imported before.
+    IncorrectKeyMaterialException,
+    /// The import token is not valid for this key.
+    InvalidImportTokenException,
     /// Decrypt named a different key than the ciphertext's.
     IncorrectKeyException,
     /// The SigV4 Authorization header is malformed.

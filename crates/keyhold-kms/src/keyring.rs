@@ -132,6 +132,13 @@ impl Keyring {
         self.policies.retain(|k, _| k != id);
     }
 
+    /// Forgets a key's record and every version of its material (imported material replaced
+    /// or deleted).
+    pub fn forget_material(&self, id: &KeyId) {
+        self.invalidate_key(id);
+        self.materials.retain(|(k, _), _| k != id);
+    }
+
     /// Forgets everything about a destroyed key: record, material and aliases.
     pub fn forget_key(&self, id: &KeyId) {
         self.invalidate_key(id);

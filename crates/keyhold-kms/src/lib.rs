@@ -399,11 +399,22 @@ impl Engine {
     /// A key record, from the keyring or the store.
     pub(crate) fn key_record(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, KmsError> {
         if let Some(r) = self.keyring.record(id) {
-            return Ok(Some(r));
+            if r.valid_to.is_none_or(|t| t > self.clock.now_ms()) {
+                return Ok(Some(r));
+            }
         }
-        let Some(rec) = self.store.get_key(id)? else {
+        let Some(mut rec) = self.store.get_key(id)? else {
             return Ok(None);
         };
+        // Imported material past its ValidTo is deleted before anyone can use it, without
+        // waiting for the maintenance task.
+        if rec.valid_to.is_some_and(|t| t <= self.clock.now_ms()) {
+            self.remove_imported_material(id)?;
+            match self.store.get_key(id)? {
+                Some(r) => rec = r,
+                None => return Ok(None),
+            }
+        }
         let rec = Arc::new(rec);
         self.keyring.put_record(rec.clone());
         Ok(Some(rec))
@@ -437,6 +448,20 @@ impl Engine {
     pub(crate) fn current_material(&self, key: &KeyRecord) -> Result<Arc<SecretBytes>, KmsError> {
         self.material(&key.key_id, key.current_version)?
             .ok_or_else(|| KmsError::internal(format!("material of {} missing", key.key_id)))
+    }
+
+    /// Wraps a secret under the root key with `label`.
+    pub(crate) fn root_wrap(&self, secret: &[u8], label: &[u8]) -> Result<Vec<u8>, KmsError> {
+        self.root.wrap(secret, label).map_err(KmsError::internal)
+    }
+
+    /// Unwraps a secret made by [`Engine::root_wrap`] with the same label.
+    pub(crate) fn root_unwrap(
+        &self,
+        wrapped: &[u8],
+        label: &[u8],
+    ) -> Result<SecretBytes, keyhold_hsm::HsmError> {
+        self.root.unwrap(wrapped, label)
     }
 
     /// Wraps fresh material for storage.

@@ -121,6 +121,9 @@ impl Engine {
             key_manager: KeyManager::Aws,
             rotation_period_days: Some(ROTATION_DAYS),
             next_rotation_at: Some(now + i64::from(ROTATION_DAYS) * DAY_MS),
+            expiration_model: None,
+            valid_to: None,
+            material_digest: None,
         };
         let version = KeyVersionRecord {
             key_id: id,
@@ -138,7 +141,7 @@ impl Engine {
         };
         match self
             .store()
-            .create_key(&key, &version, &[], Some(&alias_rec))
+            .create_key(&key, Some(&version), &[], Some(&alias_rec))
         {
             Ok(()) => {
                 tracing::info!(%account, alias = %alias, key_id = %id, "AWS managed key created");

@@ -99,8 +99,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Every `every`, destroys keys whose deletion window has passed, performs due automatic
-/// rotations and writes the batched key last-use records, until the runtime stops.
+/// Every `every`, deletes imported key material past its ValidTo, destroys keys whose deletion
+/// window has passed, performs due automatic rotations and writes the batched key last-use
+/// records, until the runtime stops.
 pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);

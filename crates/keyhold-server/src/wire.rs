@@ -21,6 +21,9 @@ pub fn status(code: ErrorCode) -> u16 {
         | CustomKeyStoreNotFoundException
         | DisabledException
         | DryRunOperationException
+        | ExpiredImportTokenException
+        | IncorrectKeyMaterialException
+        | InvalidImportTokenException
         | IncorrectKeyException
         | IncompleteSignatureException
         | InvalidAliasNameException

@@ -38,15 +38,24 @@ pub enum StoreError {
 
 /// Durable state. Every method that changes state has made the change durable when it returns.
 pub trait Store: Send + Sync {
-    /// Inserts a new key with its first version, tags and (for managed keys) its alias,
+    /// Inserts a new key with its first version (none for a key awaiting imported material), tags and (for managed keys) its alias,
     /// atomically; `AlreadyExists` if the alias is taken.
     fn create_key(
         &self,
         key: &KeyRecord,
-        version: &KeyVersionRecord,
+        version: Option<&KeyVersionRecord>,
         tags: &[Tag],
         alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError>;
+    /// Replaces all of a key's material with `version` (or none) and writes the key's fields,
+    /// atomically (import, deletion of imported material, expiry).
+    fn replace_material(
+        &self,
+        key: &KeyRecord,
+        version: Option<&KeyVersionRecord>,
+    ) -> Result<(), StoreError>;
+    /// Keys whose imported material expires at or before `now_ms`.
+    fn keys_due_for_expiry(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError>;
     /// A key by id.
     fn get_key(&self, id: &KeyId) -> Result<Option<KeyRecord>, StoreError>;
     /// Overwrites a key's mutable fields (description, state, deletion schedule, versions).

@@ -36,6 +36,13 @@ pub struct KeyRecord {
     pub rotation_period_days: Option<u32>,
     /// When the next automatic rotation is due.
     pub next_rotation_at: Option<i64>,
+    /// For imported material: `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    pub expiration_model: Option<String>,
+    /// For imported material that expires: when.
+    pub valid_to: Option<i64>,
+    /// For imported material: a digest that identifies it, so a re-import can be checked to
+    /// be the same material even after the material was deleted.
+    pub material_digest: Option<String>,
 }
 
 /// One version of a key's material, wrapped under the root key.

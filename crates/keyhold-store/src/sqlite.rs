@@ -94,6 +94,12 @@ CREATE TABLE key_last_usage (
     event_id TEXT NOT NULL
 );
 "#,
+    r#"
+ALTER TABLE keys ADD COLUMN expiration_model TEXT;
+ALTER TABLE keys ADD COLUMN valid_to INTEGER;
+ALTER TABLE keys ADD COLUMN material_digest TEXT;
+CREATE INDEX keys_by_valid_to ON keys(valid_to) WHERE valid_to IS NOT NULL;
+"#,
 ];
 
 /// A store in one SQLite file. One connection behind a mutex: SQLite serialises writers
@@ -165,12 +171,16 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         key_manager: KeyManager::parse(&manager).ok_or_else(|| bad_row("key manager", &manager))?,
         rotation_period_days: row.get(13)?,
         next_rotation_at: row.get(14)?,
+        expiration_model: row.get(15)?,
+        valid_to: row.get(16)?,
+        material_digest: row.get(17)?,
     })
 }
 
 const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
                         created_at, deletion_date, pending_window_days, current_version, \
-                        policy, key_manager, rotation_period_days, next_rotation_at";
+                        policy, key_manager, rotation_period_days, next_rotation_at, \
+                        expiration_model, valid_to, material_digest";
 
 fn alias_from_row(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
     let name: String = row.get(1)?;
@@ -239,6 +249,35 @@ fn insert_version(conn: &Connection, v: &KeyVersionRecord) -> Result<(), StoreEr
         ],
     )
     .map_err(backend)?;
+    Ok(())
+}
+
+fn write_key(conn: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
+             pending_window_days = ?5, current_version = ?6, policy = ?7, \
+             rotation_period_days = ?8, next_rotation_at = ?9, expiration_model = ?10, \
+             valid_to = ?11, material_digest = ?12 WHERE key_id = ?1",
+            params![
+                key.key_id.to_string(),
+                key.description,
+                key.state.as_str(),
+                key.deletion_date,
+                key.pending_window_days,
+                key.current_version,
+                key.policy,
+                key.rotation_period_days,
+                key.next_rotation_at,
+                key.expiration_model,
+                key.valid_to,
+                key.material_digest,
+            ],
+        )
+        .map_err(backend)?;
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
     Ok(())
 }
 
@@ -321,14 +360,14 @@ impl Store for SqliteStore {
     fn create_key(
         &self,
         key: &KeyRecord,
-        version: &KeyVersionRecord,
+        version: Option<&KeyVersionRecord>,
         tags: &[Tag],
         alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
         tx.execute(
-            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15)"),
+            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
             params![
                 key.key_id.to_string(),
                 key.account,
@@ -345,10 +384,15 @@ impl Store for SqliteStore {
                 key.key_manager.as_str(),
                 key.rotation_period_days,
                 key.next_rotation_at,
+                key.expiration_model,
+                key.valid_to,
+                key.material_digest,
             ],
         )
         .map_err(backend)?;
-        insert_version(&tx, version)?;
+        if let Some(version) = version {
+            insert_version(&tx, version)?;
+        }
         if let Some(a) = alias {
             insert_alias(&tx, a)?;
         }
@@ -374,29 +418,37 @@ impl Store for SqliteStore {
     }
 
     fn update_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        let n = self
-            .conn()
-            .execute(
-                "UPDATE keys SET description = ?2, state = ?3, deletion_date = ?4, \
-                 pending_window_days = ?5, current_version = ?6, policy = ?7, \
-                 rotation_period_days = ?8, next_rotation_at = ?9 WHERE key_id = ?1",
-                params![
-                    key.key_id.to_string(),
-                    key.description,
-                    key.state.as_str(),
-                    key.deletion_date,
-                    key.pending_window_days,
-                    key.current_version,
-                    key.policy,
-                    key.rotation_period_days,
-                    key.next_rotation_at,
-                ],
-            )
-            .map_err(backend)?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
+        write_key(&self.conn(), key)
+    }
+
+    fn replace_material(
+        &self,
+        key: &KeyRecord,
+        version: Option<&KeyVersionRecord>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        tx.execute(
+            "DELETE FROM key_versions WHERE key_id = ?1",
+            [key.key_id.to_string()],
+        )
+        .map_err(backend)?;
+        if let Some(v) = version {
+            insert_version(&tx, v)?;
         }
-        Ok(())
+        write_key(&tx, key)?;
+        tx.commit().map_err(backend)
+    }
+
+    fn keys_due_for_expiry(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached("SELECT key_id FROM keys WHERE valid_to IS NOT NULL AND valid_to <= ?1")
+            .map_err(backend)?;
+        let rows = stmt
+            .query_map([now_ms], |r| key_id_col(r, 0))
+            .map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
     }
 
     fn list_keys(
@@ -847,6 +899,9 @@ mod tests {
                 key_manager: KeyManager::Customer,
                 rotation_period_days: None,
                 next_rotation_at: None,
+                expiration_model: None,
+                valid_to: None,
+                material_digest: None,
             },
             KeyVersionRecord {
                 key_id: id,
@@ -869,7 +924,7 @@ mod tests {
                 key: "a".into(),
                 value: "b".into(),
             }];
-            s.create_key(&k, &v, &tags, None).unwrap();
+            s.create_key(&k, Some(&v), &tags, None).unwrap();
         }
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
@@ -882,10 +937,10 @@ mod tests {
         let s = SqliteStore::in_memory().unwrap();
         for _ in 0..5 {
             let (k, v) = key("111122223333");
-            s.create_key(&k, &v, &[], None).unwrap();
+            s.create_key(&k, Some(&v), &[], None).unwrap();
         }
         let (k, v) = key("444455556666");
-        s.create_key(&k, &v, &[], None).unwrap();
+        s.create_key(&k, Some(&v), &[], None).unwrap();
         let first = s.list_keys("111122223333", None, 3).unwrap();
         assert_eq!(first.len(), 3);
         let rest = s
@@ -899,7 +954,7 @@ mod tests {
     fn alias_names_are_unique_per_account_and_die_with_their_key() {
         let s = SqliteStore::in_memory().unwrap();
         let (k, v) = key("111122223333");
-        s.create_key(&k, &v, &[], None).unwrap();
+        s.create_key(&k, Some(&v), &[], None).unwrap();
         let a = AliasRecord {
             account: "111122223333".into(),
             name: AliasName::parse("alias/x").unwrap(),

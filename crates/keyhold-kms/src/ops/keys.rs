@@ -70,8 +70,11 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         mac_algorithms,
         key_agreement_algorithms,
         multi_region: false,
+        expiration_model: rec.expiration_model.clone(),
+        valid_to: rec.valid_to.map(epoch_seconds),
         pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
-        current_key_material_id: (rec.key_spec == KeySpec::SymmetricDefault)
+        current_key_material_id: (rec.key_spec == KeySpec::SymmetricDefault
+            && rec.current_version > 0)
             .then(|| key_material_id(&rec.key_id, rec.current_version)),
     }
 }
@@ -184,11 +187,12 @@ pub(super) fn create_key(
             "KeyUsage {usage} is not compatible with KeySpec {spec}"
         )));
     }
-    if origin != Origin::AwsKms {
+    if !matches!(origin, Origin::AwsKms | Origin::External) {
         return Err(unsupported(format!(
             "Origin {origin} is not supported by this keyhold server"
         )));
     }
+    let imported = origin == Origin::External;
     if req.custom_key_store_id.is_some() {
         return Err(KmsError::new(
             ErrorCode::CustomKeyStoreNotFoundException,
@@ -216,10 +220,12 @@ pub(super) fn create_key(
         }
         None => default_key_policy(&caller.account),
     };
-    let material = if spec == KeySpec::SymmetricDefault {
-        SecretBytes::random(32).map_err(KmsError::internal)?
+    let material = if imported {
+        None
+    } else if spec == KeySpec::SymmetricDefault {
+        Some(SecretBytes::random(32).map_err(KmsError::internal)?)
     } else {
-        keyhold_core::asym::generate(spec).map_err(super::asym_error)?
+        Some(keyhold_core::asym::generate(spec).map_err(super::asym_error)?)
     };
     let key = KeyRecord {
         key_id: id,
@@ -228,27 +234,39 @@ pub(super) fn create_key(
         key_spec: spec,
         key_usage: usage,
         origin,
-        state: KeyState::Enabled,
+        state: if imported {
+            KeyState::PendingImport
+        } else {
+            KeyState::Enabled
+        },
         created_at: now,
         deletion_date: None,
         pending_window_days: None,
-        current_version: 1,
+        current_version: if imported { 0 } else { 1 },
         policy,
         key_manager: KeyManager::Customer,
         rotation_period_days: None,
         next_rotation_at: None,
+        expiration_model: None,
+        valid_to: None,
+        material_digest: None,
     };
     if req.bypass_policy_lockout_safety_check != Some(true) {
         lockout_check(engine, caller, rec, &key)?;
     }
-    let version = KeyVersionRecord {
-        key_id: id,
-        version: 1,
-        wrapped_material: engine.wrap_material(&id, 1, &material)?,
-        created_at: now,
-        rotation_type: None,
+    let version = match &material {
+        Some(m) => Some(KeyVersionRecord {
+            key_id: id,
+            version: 1,
+            wrapped_material: engine.wrap_material(&id, 1, m)?,
+            created_at: now,
+            rotation_type: None,
+        }),
+        None => None,
     };
-    engine.store().create_key(&key, &version, &tags, None)?;
+    engine
+        .store()
+        .create_key(&key, version.as_ref(), &tags, None)?;
     rec.resources.push(engine.key_arn(&key));
     respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
 }

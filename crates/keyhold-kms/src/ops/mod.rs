@@ -4,6 +4,7 @@ mod aliases;
 mod asymmetric;
 mod crypto;
 mod grants;
+mod import;
 mod keys;
 mod policies;
 mod random;
@@ -168,6 +169,13 @@ operations! {
         hot = false, read_only = true;
     /// DeriveSharedSecret.
     DeriveSharedSecret => asymmetric::derive_shared_secret, hot = true, read_only = true;
+    /// GetParametersForImport.
+    GetParametersForImport => import::get_parameters_for_import, hot = false, read_only = true;
+    /// ImportKeyMaterial.
+    ImportKeyMaterial => import::import_key_material, hot = false, read_only = false;
+    /// DeleteImportedKeyMaterial.
+    DeleteImportedKeyMaterial => import::delete_imported_key_material,
+        hot = false, read_only = false;
 }
 
 /// Decodes a request body. An empty body is an empty request; anything that is not a JSON

@@ -304,6 +304,9 @@ mod tests {
             key_manager: KeyManager::Customer,
             rotation_period_days: None,
             next_rotation_at: None,
+            expiration_model: None,
+            valid_to: None,
+            material_digest: None,
         }
     }
 

@@ -109,6 +109,11 @@ impl TestServer {
         }
     }
 
+    /// The injected clock's time, in seconds.
+    pub fn clock_now_secs(&self) -> f64 {
+        self.clock.now_ms() as f64 / 1000.0
+    }
+
     /// Stops the server and waits for it to drain.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
