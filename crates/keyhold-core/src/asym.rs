@@ -272,9 +272,6 @@ fn prepare(
         (SigningAlgorithm::Ed25519Sha512, _) => Err(AsymError::WrongAlgorithm(
             "ED25519_SHA_512 signs RAW messages only".into(),
         )),
-        (SigningAlgorithm::Ed25519PhSha512, _) => Err(AsymError::Unsupported(
-            "ED25519_PH_SHA_512 is not supported by this keyhold server".into(),
-        )),
         (SigningAlgorithm::MlDsaShake256, MessageType::Raw) => Ok(None),
         (SigningAlgorithm::MlDsaShake256, MessageType::ExternalMu) => Err(AsymError::Unsupported(
             "MessageType EXTERNAL_MU is not supported by this keyhold server".into(),
@@ -308,6 +305,40 @@ fn prepare(
     }
 }
 
+/// The 64-byte Ed25519 private key (seed || public) and the public key of a key pair.
+fn ed25519_parts(
+    kp: &Ed25519KeyPair,
+) -> Result<(zeroize::Zeroizing<[u8; 64]>, [u8; 32]), AsymError> {
+    use aws_lc_rs::encoding::AsBigEndian;
+    let seed = kp.seed().map_err(|_| material("ed25519 seed"))?;
+    let seed = seed.as_be_bytes().map_err(|_| material("ed25519 seed"))?;
+    let public: [u8; 32] = kp
+        .public_key()
+        .as_ref()
+        .try_into()
+        .map_err(|_| material("ed25519 public key"))?;
+    let mut private = zeroize::Zeroizing::new([0u8; 64]);
+    private
+        .get_mut(..32)
+        .ok_or_else(|| material("ed25519 seed"))?
+        .copy_from_slice(
+            seed.as_ref()
+                .get(..32)
+                .ok_or_else(|| material("ed25519 seed"))?,
+        );
+    private
+        .get_mut(32..)
+        .ok_or_else(|| material("ed25519 public key"))?
+        .copy_from_slice(&public);
+    Ok((private, public))
+}
+
+fn digest64(d: &Digest) -> Result<[u8; 64], AsymError> {
+    d.as_ref()
+        .try_into()
+        .map_err(|_| AsymError::InvalidInput("ED25519_PH_SHA_512 needs a SHA-512 digest".into()))
+}
+
 /// Signs `message` (a message or a digest, as `message_type` says).
 pub fn sign(
     spec: KeySpec,
@@ -333,6 +364,12 @@ pub fn sign(
     if spec == KeySpec::EccNistEdwards25519 {
         let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|_| material("ed25519 pkcs8"))?;
+        if let Some(d) = &digest {
+            let (private, _) = ed25519_parts(&kp)?;
+            let sig = crate::ffi::ed25519ph_sign(&private, &digest64(d)?)
+                .ok_or_else(|| material("ed25519ph sign"))?;
+            return Ok(sig.to_vec());
+        }
         return Ok(kp.sign(message).as_ref().to_vec());
     }
     if let Some(a) = mldsa_alg(spec) {
@@ -373,6 +410,13 @@ pub fn verify(
     if spec == KeySpec::EccNistEdwards25519 {
         let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
             .map_err(|_| material("ed25519 pkcs8"))?;
+        if let Some(d) = &digest {
+            let (_, public) = ed25519_parts(&kp)?;
+            let Ok(sig64) = <[u8; 64]>::try_from(signature) else {
+                return Ok(false);
+            };
+            return Ok(crate::ffi::ed25519ph_verify(&public, &digest64(d)?, &sig64));
+        }
         let pk = sig::UnparsedPublicKey::new(&sig::ED25519, kp.public_key().as_ref());
         return Ok(pk.verify(message, signature).is_ok());
     }
@@ -554,9 +598,6 @@ mod tests {
             let spki = public_key_der(spec, &m).unwrap();
             assert!(spki.len() > 32, "{spec}");
             for alg in spec.signing_algorithms() {
-                if *alg == SigningAlgorithm::Ed25519PhSha512 {
-                    continue;
-                }
                 let s = sign(spec, &m, *alg, MessageType::Raw, b"message").unwrap();
                 assert!(verify(spec, &m, *alg, MessageType::Raw, b"message", &s).unwrap());
                 assert!(!verify(spec, &m, *alg, MessageType::Raw, b"other", &s).unwrap());

@@ -9,6 +9,7 @@
 //! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
 //! - [`import`]: unwrapping bring-your-own-key material (RSA OAEP, RSA + AES key wrap).
 //! - [`policy`]: key policies: parsing and evaluation of the IAM policy language.
+//! - [`ffi`]: the one unsafe module: Ed25519ph through AWS-LC directly.
 //! - [`error`]: the crate's error enum.
 #![deny(unsafe_code)]
 
@@ -16,6 +17,7 @@ pub mod asym;
 pub mod blob;
 pub mod context;
 pub mod error;
+pub mod ffi;
 pub mod ids;
 pub mod import;
 pub mod key;
