@@ -50,6 +50,9 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     dev_secret_access_key: String,
+    /// A YAML or JSON file of keys to create at start, idempotently (see the README).
+    #[arg(long, env = "KEYHOLD_SEED")]
+    seed: Option<PathBuf>,
     /// Seconds between checks for keys whose deletion window has passed or whose automatic
     /// rotation is due.
     #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
@@ -146,6 +149,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         Arc::new(audit),
         dev.clone(),
     ));
+
+    if let Some(path) = &args.seed {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("seed file {}: {e}", path.display()))?;
+        let json = path.extension().is_some_and(|e| e == "json");
+        let file = keyhold_kms::seed::parse(&text, json)
+            .map_err(|e| format!("seed file {}: {e}", path.display()))?;
+        let report = engine
+            .apply_seed(&file, &text)
+            .map_err(|e| format!("seed file {}: {e}", path.display()))?;
+        tracing::info!(
+            created = report.created,
+            existing = report.existing,
+            aliases = report.aliases,
+            "seed file applied"
+        );
+    }
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

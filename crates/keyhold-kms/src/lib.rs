@@ -10,6 +10,7 @@
 //! - `authz`: key policies applied to each request (`Engine::authorize`).
 //! - `managed`: AWS managed keys (`alias/aws/<service>`), made on first use.
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
+//! - [`seed`]: keys declared in a seed file, created idempotently at start.
 //! - [`principal`]: principals, their credentials and the credential cache.
 //! - [`audit`]: CloudTrail-shaped events and their sinks.
 //! - [`clock`]: the injectable clock; [`error`]: AWS error names and the engine's error.
@@ -24,6 +25,7 @@ pub mod keyring;
 mod managed;
 pub mod ops;
 pub mod principal;
+pub mod seed;
 pub mod validate;
 
 use std::collections::HashMap;

@@ -16,6 +16,20 @@ use serde::de::DeserializeOwned;
 
 pub(crate) use grants::{grant_allows, is_grant_token};
 
+/// Checks seeded tags with the same rules as TagResource.
+pub(crate) fn seed_tags(
+    tags: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<keyhold_store::Tag>, KmsError> {
+    tags::validate_tags(
+        tags.iter()
+            .map(|(k, v)| crate::api::TagDto {
+                tag_key: Some(k.clone()),
+                tag_value: Some(v.clone()),
+            })
+            .collect(),
+    )
+}
+
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::{CallRecord, Engine};
