@@ -39,7 +39,7 @@ def aws_cli():
 class Server:
     """A `keyhold serve` process on a free loopback port."""
 
-    def __init__(self, args, env=None):
+    def __init__(self, args, env=None, ca=None):
         self.proc = subprocess.Popen(
             [keyhold_bin(), "serve", "--listen", "127.0.0.1:0", *args],
             stdout=subprocess.PIPE,
@@ -48,12 +48,15 @@ class Server:
             env={**os.environ, **(env or {})},
         )
         line = self.proc.stdout.readline()
-        m = re.search(r"listening on (http://\S+)", line)
+        m = re.search(r"listening on (https?://\S+)", line)
         if not m:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r} {self.proc.stderr.read()}")
         self.endpoint = m.group(1)
         self.banner = [line]
+        self.ca = ca
+        if self.endpoint.startswith("https://") and self.ca is None and "--data-dir" in args:
+            self.ca = str(pathlib.Path(args[args.index("--data-dir") + 1]) / "tls" / "ca.pem")
         if "--dev" in args:
             for _ in range(4):
                 self.banner.append(self.proc.stdout.readline())
@@ -75,6 +78,7 @@ class Server:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}),
+            verify=self.ca if self.ca else None,
         )
 
     def cli(self, *args, access_key="test", secret="test", check=True):
@@ -89,6 +93,8 @@ class Server:
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
             "AWS_PAGER": "",
         }
+        if self.ca:
+            env["AWS_CA_BUNDLE"] = self.ca
         p = subprocess.run(
             [aws_cli(), "kms", *args, "--output", "json"],
             capture_output=True,

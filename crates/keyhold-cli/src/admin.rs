@@ -21,6 +21,12 @@ pub struct InitArgs {
     /// Print the first principal's credentials as JSON.
     #[arg(long)]
     json: bool,
+    /// Names and IP addresses of the server certificate (repeatable).
+    #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
+    tls_names: Vec<String>,
+    /// Lifetime of server certificates, in days (renewed at two thirds of it).
+    #[arg(long, default_value_t = 90)]
+    tls_days: i64,
 }
 
 /// `keyhold admin principal` subcommands.
@@ -84,6 +90,17 @@ fn print_new(p: &NewPrincipal, json: bool) {
 pub fn init(args: InitArgs) -> Result<(), String> {
     let dir = DataDir::new(&args.dir.data_dir);
     let (root, store) = dir.initialise()?;
+    if args.tls_days < 1 {
+        return Err("--tls-days must be at least 1".into());
+    }
+    keyhold_server::tls::ca::PrivateCa::create(
+        &dir.tls_dir(),
+        &args.tls_names,
+        args.tls_days,
+        &crate::datadir::RootWrapper(root.clone()),
+        crate::datadir::now_secs(),
+    )
+    .map_err(|e| e.to_string())?;
     let p = create_principal(
         &store,
         root.as_ref(),
@@ -98,6 +115,10 @@ pub fn init(args: InitArgs) -> Result<(), String> {
         println!(
             "root key: {} (file provider: keep it private and backed up)",
             dir.root_key().display()
+        );
+        println!(
+            "private CA: {} (clients trust it with AWS_CA_BUNDLE; see `keyhold ca cert`)",
+            dir.tls_dir().join("ca.pem").display()
         );
     }
     print_new(&p, args.json);

@@ -34,6 +34,11 @@ impl DataDir {
         self.root.join("audit")
     }
 
+    /// The private CA's directory.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.root.join("tls")
+    }
+
     /// True when `keyhold init` has run here.
     pub fn is_initialised(&self) -> bool {
         self.root_key().exists()
@@ -78,4 +83,30 @@ fn create_private_dir(path: &Path) -> Result<(), String> {
             .map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(())
+}
+
+/// The root key as the private CA's secret wrapper.
+pub struct RootWrapper(pub Arc<dyn RootKey>);
+
+impl keyhold_server::tls::ca::Wrapper for RootWrapper {
+    fn wrap(&self, secret: &[u8], label: &str) -> Result<Vec<u8>, String> {
+        self.0
+            .wrap(secret, label.as_bytes())
+            .map_err(|e| e.to_string())
+    }
+
+    fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, String> {
+        self.0
+            .unwrap(wrapped, label.as_bytes())
+            .map(|s| zeroize::Zeroizing::new(s.expose_secret().to_vec()))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

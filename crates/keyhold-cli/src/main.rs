@@ -4,10 +4,12 @@
 //! - `main`: the command line (clap) and dispatch.
 //! - `serve`: `keyhold serve` (and `--dev`).
 //! - `admin`: `keyhold init` and `keyhold admin principal ...`.
+//! - `ca`: `keyhold ca cert` and `keyhold ca issue` (the private CA).
 //! - `datadir`: the files of a data dir.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod ca;
 mod datadir;
 mod serve;
 
@@ -30,6 +32,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create a data dir: root key, database and a first principal.
     Init(admin::InitArgs),
+    /// The private CA: print its certificate, issue certificates for other services.
+    Ca {
+        #[command(subcommand)]
+        command: ca::CaCommand,
+    },
     /// Administration of a data dir (also while a server runs on it).
     Admin {
         #[command(subcommand)]
@@ -59,6 +66,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Init(args) => admin::init(args),
+        Command::Ca { command } => ca::run(command),
         Command::Admin {
             command: AdminCommand::Principal { command },
         } => admin::principal(command),

@@ -2,9 +2,9 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use keyhold_core::secret::SecretBytes;
 use keyhold_kms::audit::FileAuditLog;
@@ -13,7 +13,11 @@ use keyhold_kms::principal::{Credential, Principal};
 use keyhold_kms::Engine;
 use keyhold_server::ServerOptions;
 
-use crate::datadir::DataDir;
+use keyhold_hsm::RootKey;
+use keyhold_server::tls::ca::PrivateCa;
+use keyhold_server::tls::{certified_key, CertStore};
+
+use crate::datadir::{now_secs, DataDir, RootWrapper};
 
 /// Options of `keyhold serve`.
 #[derive(Debug, clap::Args)]
@@ -27,6 +31,24 @@ pub struct ServeArgs {
     /// --dev a temporary dir removed at exit].
     #[arg(long, env = "KEYHOLD_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Serve plain HTTP instead of TLS (loopback addresses only). `--dev` always serves plain
+    /// HTTP.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Serve this certificate chain (PEM) instead of one from the private CA; reloaded when the
+    /// file changes or on SIGHUP.
+    #[arg(long, env = "KEYHOLD_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "KEYHOLD_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM), in addition to SigV4.
+    #[arg(long, env = "KEYHOLD_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
+    /// Names of the server certificate when the private CA is made at first start of a data
+    /// dir that has none (repeatable).
+    #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
+    tls_names: Vec<String>,
     /// Address to listen on. Plain HTTP is served on loopback addresses only.
     #[arg(long, env = "KEYHOLD_LISTEN", default_value = "127.0.0.1:7080")]
     listen: SocketAddr,
@@ -89,9 +111,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             args.region
         ));
     }
-    if !args.listen.ip().is_loopback() {
+    let plain = args.dev || args.insecure_http;
+    if args.dev && (args.tls_cert.is_some() || args.tls_client_ca.is_some()) {
+        return Err("--dev serves plain HTTP: drop --tls-cert/--tls-client-ca, or --dev".into());
+    }
+    if plain && !args.listen.ip().is_loopback() {
         return Err(format!(
-            "refusing to serve plain HTTP on non-loopback address {}: listen on 127.0.0.1 or ::1",
+            "refusing to serve plain HTTP on non-loopback address {}: listen on 127.0.0.1 or ::1, \
+             or serve TLS",
             args.listen
         ));
     }
@@ -135,6 +162,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         )
     };
     let (root, store) = dir.open()?;
+    let root_for_tls = root.clone();
     let audit = FileAuditLog::open(&dir.audit_dir()).map_err(|e| {
         format!(
             "cannot open the audit log in {}: {e}",
@@ -167,6 +195,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         );
     }
 
+    let tls = if plain {
+        None
+    } else {
+        Some(tls_setup(&args, &dir, root_for_tls)?)
+    };
+
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,7 +212,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
-        let endpoint = format!("http://{addr}");
+        let endpoint = format!("{}://{addr}", if tls.is_some() { "https" } else { "http" });
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
@@ -188,6 +222,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             dir.root.display(),
             engine.root_provider(),
         );
+        if let Some(t) = &tls {
+            let _ = writeln!(out, "  tls: {}", t.describe);
+        }
         if let Some(cred) = &dev {
             let _ = writeln!(out, "  principal:         {}", cred.principal.arn);
             let _ = writeln!(out, "  access key id:     {}", args.dev_access_key_id);
@@ -205,17 +242,191 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             engine.clone(),
             Duration::from_secs(args.maintenance_secs.max(1)),
         );
-        keyhold_server::run(
-            listener,
-            engine,
-            ServerOptions::default(),
-            shutdown_signal(),
-        )
-        .await
-        .map_err(|e| format!("server error: {e}"))?;
+        let mut options = ServerOptions::default();
+        if let Some(t) = tls {
+            options.tls = Some(t.config.clone());
+            spawn_tls_upkeep(
+                t,
+                engine.clone(),
+                Duration::from_secs(args.maintenance_secs.max(1)),
+            );
+        }
+        keyhold_server::run(listener, engine.clone(), options, shutdown_signal())
+            .await
+            .map_err(|e| format!("server error: {e}"))?;
+        if let Err(e) = engine.flush_usage() {
+            tracing::warn!(error = %e, "writing key last-use records at shutdown failed");
+        }
         tracing::info!("keyhold stopped");
         Ok::<(), String>(())
     })
+}
+
+/// A TLS listener's configuration and what keeps its certificate fresh.
+struct TlsSetup {
+    /// The rustls configuration (serving from `store`).
+    config: Arc<rustls::ServerConfig>,
+    /// The certificate being served.
+    store: Arc<CertStore>,
+    /// Where the certificate comes from.
+    source: CertSource,
+    /// One line for the start-up banner.
+    describe: String,
+}
+
+enum CertSource {
+    /// keyhold's private CA, which renews the certificate.
+    PrivateCa(PrivateCa, RootWrapper),
+    /// Operator files, reloaded when they change or on SIGHUP.
+    Files {
+        cert: PathBuf,
+        key: PathBuf,
+        stamp: Option<(SystemTime, SystemTime)>,
+    },
+}
+
+fn mtimes(cert: &Path, key: &Path) -> Option<(SystemTime, SystemTime)> {
+    let m = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    Some((m(cert)?, m(key)?))
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn tls_setup(args: &ServeArgs, dir: &DataDir, root: Arc<dyn RootKey>) -> Result<TlsSetup, String> {
+    let now = now_secs();
+    let (cert, source, describe) = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            let ck = certified_key(&read(cert)?, &read(key)?, now).map_err(|e| {
+                format!(
+                    "--tls-cert {} / --tls-key {}: {e}",
+                    cert.display(),
+                    key.display()
+                )
+            })?;
+            let describe = format!(
+                "certificate from {} (reloaded when it changes)",
+                cert.display()
+            );
+            let source = CertSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+                stamp: mtimes(cert, key),
+            };
+            (ck, source, describe)
+        }
+        _ => {
+            let wrapper = RootWrapper(root);
+            let ca = if PrivateCa::exists(&dir.tls_dir()) {
+                PrivateCa::load(&dir.tls_dir(), &wrapper)
+            } else {
+                PrivateCa::create(&dir.tls_dir(), &args.tls_names, 90, &wrapper, now)
+            }
+            .map_err(|e| format!("private CA in {}: {e}", dir.tls_dir().display()))?;
+            let ck = ca
+                .server_cert(&wrapper, now)
+                .map_err(|e| format!("server certificate: {e}"))?;
+            let ca_pem = dir.tls_dir().join("ca.pem");
+            let describe = format!(
+                "certificate from keyhold's private CA; clients trust {} \
+                 (export AWS_CA_BUNDLE={})",
+                ca_pem.display(),
+                ca_pem.display()
+            );
+            (ck, CertSource::PrivateCa(ca, wrapper), describe)
+        }
+    };
+    let client_ca = match &args.tls_client_ca {
+        Some(p) => Some(read(p)?),
+        None => None,
+    };
+    let store = Arc::new(CertStore::new(cert));
+    let config =
+        keyhold_server::tls::server_config(store.clone(), client_ca.as_deref()).map_err(|e| {
+            match &args.tls_client_ca {
+                Some(p) => format!("--tls-client-ca {}: {e}", p.display()),
+                None => e.to_string(),
+            }
+        })?;
+    Ok(TlsSetup {
+        config,
+        store,
+        source,
+        describe,
+    })
+}
+
+/// Renews private-CA certificates when due, or reloads operator certificates when their files
+/// change or on SIGHUP.
+fn spawn_tls_upkeep(mut tls: TlsSetup, engine: Arc<Engine>, every: Duration) {
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let poll = match tls.source {
+            CertSource::Files { .. } => Duration::from_secs(2).min(every),
+            CertSource::PrivateCa(..) => every,
+        };
+        let mut tick = tokio::time::interval(poll);
+        loop {
+            #[cfg(unix)]
+            let forced = match hup.as_mut() {
+                Some(h) => tokio::select! {
+                    _ = tick.tick() => false,
+                    _ = h.recv() => true,
+                },
+                None => {
+                    tick.tick().await;
+                    false
+                }
+            };
+            #[cfg(not(unix))]
+            let forced = {
+                tick.tick().await;
+                false
+            };
+            let now = now_secs();
+            match &mut tls.source {
+                CertSource::PrivateCa(ca, wrapper) => {
+                    match ca.renew_if_due(wrapper, &tls.store, now) {
+                        Ok(false) => {}
+                        Ok(true) => {
+                            tracing::info!("server certificate renewed by the private CA");
+                            engine.audit_service_event(
+                                "RenewServerCertificate",
+                                &serde_json::json!({ "source": "private CA" }),
+                            );
+                        }
+                        Err(e) => tracing::error!(error = %e, "server certificate renewal failed"),
+                    }
+                }
+                CertSource::Files { cert, key, stamp } => {
+                    let now_stamp = mtimes(cert, key);
+                    if !forced && now_stamp == *stamp {
+                        continue;
+                    }
+                    *stamp = now_stamp;
+                    let loaded = read(cert)
+                        .and_then(|c| read(key).map(|k| (c, k)))
+                        .and_then(|(c, k)| certified_key(&c, &k, now).map_err(|e| e.to_string()));
+                    match loaded {
+                        Ok(ck) => {
+                            tls.store.replace(ck);
+                            tracing::info!(cert = %cert.display(), "server certificate reloaded");
+                            engine.audit_service_event(
+                                "ReloadServerCertificate",
+                                &serde_json::json!({ "source": cert.display().to_string() }),
+                            );
+                        }
+                        Err(e) => tracing::error!(
+                            error = %e,
+                            "reloading the server certificate failed; still serving the old one"
+                        ),
+                    }
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

@@ -213,6 +213,28 @@ impl Engine {
         });
     }
 
+    /// Audits something the service did by itself (a certificate renewal, ...): `detail`
+    /// becomes the event's requestParameters.
+    pub fn audit_service_event(&self, event_name: &str, detail: &serde_json::Value) {
+        let body = serde_json::to_vec(detail).unwrap_or_default();
+        self.audit(&CallInfo {
+            event_id: &uuid::Uuid::new_v4().to_string(),
+            event_name,
+            principal: None,
+            claimed_access_key_id: None,
+            source_ip: "keyhold",
+            user_agent: "keyhold",
+            request_id: &uuid::Uuid::new_v4().to_string(),
+            body: &body,
+            error: None,
+            resources: &[],
+            decision: None,
+            region: &self.region,
+            time_ms: self.clock.now_ms(),
+            read_only: false,
+        });
+    }
+
     fn audit(&self, info: &CallInfo<'_>) {
         let ev = audit::event(info);
         if let Err(e) = self.audit.record(&ev) {

@@ -6,12 +6,14 @@
 //! - `handler`: one request: framing limits, target, SigV4, dispatch to the engine.
 //! - [`sigv4`]: signature verification.
 //! - [`wire`]: the error table and JSON error bodies.
+//! - [`tls`]: rustls configuration, the swappable certificate, and the private CA.
 //! - [`spawn_maintenance_task`]: destroys keys whose deletion window has passed and performs
 //!   due automatic rotations.
 #![forbid(unsafe_code)]
 
 mod handler;
 pub mod sigv4;
+pub mod tls;
 pub mod wire;
 
 use std::future::Future;
@@ -24,13 +26,15 @@ use keyhold_kms::Engine;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-/// Limits of the HTTP front door.
+/// Limits and transport of the HTTP front door.
 #[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
     /// Most connections served at once; further connections wait to be accepted.
     pub max_connections: usize,
+    /// TLS configuration; plain HTTP when `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for ServerOptions {
@@ -38,9 +42,13 @@ impl Default for ServerOptions {
         Self {
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
+            tls: None,
         }
     }
 }
+
+/// How long a client may take to complete the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits (at most 10 s)
 /// for in-flight requests to finish.
@@ -75,19 +83,47 @@ pub async fn run(
         };
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
-        let options = options.clone();
+        let opts = options.clone();
         let service = hyper::service::service_fn(move |req| {
-            handler::handle(engine.clone(), options.clone(), peer, req)
+            handler::handle(engine.clone(), opts.clone(), peer, req)
         });
         let builder = auto::Builder::new(TokioExecutor::new());
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error");
+        match &options.tls {
+            None => {
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
             }
-            drop(permit);
-        });
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let conn = builder.serve_connection(TokioIo::new(tls), service);
+                    if let Err(e) = watcher.watch(conn.into_owned()).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                    drop(permit);
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
