@@ -47,6 +47,11 @@ impl TestServer {
 
     /// Starts a server on an existing (or new) data dir.
     pub async fn start_in(dir: &Path) -> Self {
+        Self::start_with(dir, ServerOptions::default()).await
+    }
+
+    /// Starts a server on a data dir with the given front-door options.
+    pub async fn start_with(dir: &Path, options: ServerOptions) -> Self {
         let key_path = dir.join("root.key");
         let root = if key_path.exists() {
             FileRootKey::load(&key_path).unwrap()
@@ -87,17 +92,22 @@ impl TestServer {
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let scheme = if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let e = engine.clone();
         let task = tokio::spawn(async move {
-            keyhold_server::run(listener, e, ServerOptions::default(), async {
+            keyhold_server::run(listener, e, options, async {
                 let _ = rx.await;
             })
             .await
             .unwrap();
         });
         Self {
-            endpoint: format!("http://{addr}"),
+            endpoint: format!("{scheme}://{addr}"),
             addr,
             engine,
             clock,

@@ -15,3 +15,4 @@ mod keys;
 mod managed;
 mod policies;
 mod rotation;
+mod tls;
