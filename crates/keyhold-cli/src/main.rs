@@ -18,6 +18,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the request path allocates many small short-lived buffers, which glibc's
+/// allocator serves markedly slower under concurrency.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// keyhold: a self-hosted key management service that speaks the AWS KMS API.
 #[derive(Debug, Parser)]
 #[command(name = "keyhold", version, about)]

@@ -7,24 +7,47 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Condvar, Mutex};
 
-use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::principal::Principal;
 
 /// Where audit events go.
 pub trait AuditSink: Send + Sync {
-    /// Records one event; an error means the event could not be persisted.
-    fn record(&self, event: &Value) -> std::io::Result<()>;
+    /// Records one event (a JSON object, no newline); an error means the event could not be
+    /// persisted.
+    fn record(&self, event: &[u8]) -> std::io::Result<()>;
 }
 
-/// Appends events as JSON lines to a file.
+/// Appends events as JSON lines to a file, with group commit: a call returns once its event
+/// has been written to the file (handed to the OS), and under load one `write` covers the
+/// events of many concurrent calls.
 pub struct FileAuditLog {
     /// The log file.
     path: PathBuf,
-    /// The open file, appended to under the lock so lines never interleave.
-    file: Mutex<File>,
+    /// Pending lines and the writer's turn.
+    state: Mutex<Pending>,
+    /// Signalled when a batch has been written.
+    written: Condvar,
+}
+
+/// What waits to be written.
+struct Pending {
+    /// Lines not yet handed to a writer.
+    buf: Vec<u8>,
+    /// Sequence number of the last event added to `buf`.
+    last_added: u64,
+    /// Sequence number of the last event written.
+    last_written: u64,
+    /// The file, absent while a writer holds it.
+    file: Option<File>,
+    /// The error of the last failed batch, and the highest sequence it covered.
+    failed: Option<(u64, std::io::ErrorKind)>,
 }
 
 impl FileAuditLog {
@@ -35,7 +58,14 @@ impl FileAuditLog {
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         Ok(Self {
             path,
-            file: Mutex::new(file),
+            state: Mutex::new(Pending {
+                buf: Vec::with_capacity(64 * 1024),
+                last_added: 0,
+                last_written: 0,
+                file: Some(file),
+                failed: None,
+            }),
+            written: Condvar::new(),
         })
     }
 
@@ -46,11 +76,38 @@ impl FileAuditLog {
 }
 
 impl AuditSink for FileAuditLog {
-    fn record(&self, event: &Value) -> std::io::Result<()> {
-        let mut line = serde_json::to_vec(event)?;
-        line.push(b'\n');
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        f.write_all(&line)
+    fn record(&self, event: &[u8]) -> std::io::Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.last_added += 1;
+        let seq = st.last_added;
+        st.buf.extend_from_slice(event);
+        st.buf.push(b'\n');
+        loop {
+            if let Some((upto, kind)) = st.failed {
+                if seq <= upto && seq > st.last_written {
+                    return Err(std::io::Error::new(kind, "audit log write failed"));
+                }
+            }
+            if st.last_written >= seq {
+                return Ok(());
+            }
+            if let Some(mut file) = st.file.take() {
+                // This call writes everything pending, its own event included.
+                let batch = std::mem::replace(&mut st.buf, Vec::with_capacity(64 * 1024));
+                let upto = st.last_added;
+                drop(st);
+                let result = file.write_all(&batch);
+                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                st.file = Some(file);
+                match result {
+                    Ok(()) => st.last_written = upto,
+                    Err(e) => st.failed = Some((upto, e.kind())),
+                }
+                self.written.notify_all();
+                continue;
+            }
+            st = self.written.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -59,11 +116,9 @@ impl AuditSink for FileAuditLog {
 pub struct MemoryAuditLog(pub Mutex<Vec<Value>>);
 
 impl AuditSink for MemoryAuditLog {
-    fn record(&self, event: &Value) -> std::io::Result<()> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(event.clone());
+    fn record(&self, event: &[u8]) -> std::io::Result<()> {
+        let v = serde_json::from_slice(event)?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).push(v);
         Ok(())
     }
 }
@@ -81,24 +136,44 @@ const REDACTED_FIELDS: &[&str] = &[
     "Recipient",
 ];
 
-/// CloudTrail's `requestParameters`: the request fields in camelCase, less anything secret.
-pub fn request_parameters(body: &[u8]) -> Value {
-    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
-        return Value::Null;
-    };
-    let mut out = Map::new();
-    for (k, v) in obj {
-        if REDACTED_FIELDS.contains(&k.as_str()) {
-            continue;
-        }
-        let mut chars = k.chars();
-        let camel = match chars.next() {
-            Some(c) => c.to_lowercase().chain(chars).collect(),
-            None => k,
-        };
-        out.insert(camel, v);
+fn camel(k: &str) -> String {
+    let mut chars = k.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
-    Value::Object(out)
+}
+
+/// CloudTrail's `requestParameters`: the request fields in camelCase, less anything secret.
+/// The values are copied through as they were sent, without being decoded.
+pub struct RequestParameters<'a>(Option<BTreeMap<String, &'a RawValue>>);
+
+impl<'a> RequestParameters<'a> {
+    /// Reads them from a request body (`null` unless it is a JSON object).
+    pub fn from_body(body: &'a [u8]) -> Self {
+        Self(serde_json::from_slice(body).ok())
+    }
+}
+
+impl Serialize for RequestParameters<'_> {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let Some(fields) = &self.0 else {
+            return ser.serialize_none();
+        };
+        let mut map = ser.serialize_map(None)?;
+        for (k, v) in fields {
+            if !REDACTED_FIELDS.contains(&k.as_str()) {
+                map.serialize_entry(&camel(k), v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The request parameters as a JSON value (tests and tools).
+pub fn request_parameters(body: &[u8]) -> Value {
+    serde_json::to_value(RequestParameters::from_body(body)).unwrap_or(Value::Null)
 }
 
 /// Everything about one call that goes into its event.
@@ -142,69 +217,157 @@ fn iso8601(ms: i64) -> String {
     .unwrap_or_default()
 }
 
-/// Builds the CloudTrail-shaped event.
-pub fn event(info: &CallInfo<'_>) -> Value {
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UserIdentity<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    arn: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account_id: Option<&'a str>,
+    access_key_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_name: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Resource<'a> {
+    #[serde(rename = "accountId")]
+    account_id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ARN")]
+    arn: &'a str,
+}
+
+#[derive(Serialize)]
+struct Authorization<'a> {
+    authorization: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Event<'a> {
+    event_version: &'static str,
+    user_identity: UserIdentity<'a>,
+    event_time: String,
+    event_source: &'static str,
+    event_name: &'a str,
+    aws_region: &'a str,
+    #[serde(rename = "sourceIPAddress")]
+    source_ip_address: &'a str,
+    user_agent: &'a str,
+    request_parameters: RequestParameters<'a>,
+    response_elements: Option<()>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_code: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_message: Option<&'a str>,
+    #[serde(rename = "requestID")]
+    request_id: &'a str,
+    #[serde(rename = "eventID")]
+    event_id: &'a str,
+    read_only: bool,
+    resources: Vec<Resource<'a>>,
+    event_type: &'static str,
+    management_event: bool,
+    recipient_account_id: Option<&'a str>,
+    event_category: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    additional_event_data: Option<Authorization<'a>>,
+}
+
+/// Builds the CloudTrail-shaped event, serialized as one JSON object.
+pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
     let user_identity = match info.principal {
-        Some(p) => json!({
-            "type": if p.arn.contains(":role/") { "AssumedRole" } else { "IAMUser" },
-            "principalId": p.access_key_id,
-            "arn": p.arn,
-            "accountId": p.account,
-            "accessKeyId": p.access_key_id,
-            "userName": p.name(),
-        }),
-        None => json!({
-            "type": "Unknown",
-            "accessKeyId": info.claimed_access_key_id,
-        }),
+        Some(p) => UserIdentity {
+            kind: if p.arn.contains(":role/") {
+                "AssumedRole"
+            } else {
+                "IAMUser"
+            },
+            principal_id: Some(&p.access_key_id),
+            arn: Some(&p.arn),
+            account_id: Some(&p.account),
+            access_key_id: Some(&p.access_key_id),
+            user_name: Some(p.name()),
+        },
+        None => UserIdentity {
+            kind: "Unknown",
+            principal_id: None,
+            arn: None,
+            account_id: None,
+            access_key_id: info.claimed_access_key_id,
+            user_name: None,
+        },
     };
-    let account = info.principal.map(|p| p.account.as_str());
-    let resources: Vec<Value> = info
-        .resources
-        .iter()
-        .map(|arn| {
-            json!({
-                "accountId": arn.split(':').nth(4).unwrap_or_default(),
-                "type": "AWS::KMS::Key",
-                "ARN": arn,
+    let ev = Event {
+        event_version: "1.08",
+        user_identity,
+        event_time: iso8601(info.time_ms),
+        event_source: "kms.amazonaws.com",
+        event_name: info.event_name,
+        aws_region: info.region,
+        source_ip_address: info.source_ip,
+        user_agent: info.user_agent,
+        request_parameters: RequestParameters::from_body(info.body),
+        response_elements: None,
+        error_code: info.error.map(|(c, _)| c),
+        error_message: info.error.map(|(_, m)| m),
+        request_id: info.request_id,
+        event_id: info.event_id,
+        read_only: info.read_only,
+        resources: info
+            .resources
+            .iter()
+            .map(|arn| Resource {
+                account_id: arn.split(':').nth(4).unwrap_or_default(),
+                kind: "AWS::KMS::Key",
+                arn,
             })
-        })
-        .collect();
-    let mut ev = json!({
-        "eventVersion": "1.08",
-        "userIdentity": user_identity,
-        "eventTime": iso8601(info.time_ms),
-        "eventSource": "kms.amazonaws.com",
-        "eventName": info.event_name,
-        "awsRegion": info.region,
-        "sourceIPAddress": info.source_ip,
-        "userAgent": info.user_agent,
-        "requestParameters": request_parameters(info.body),
-        "responseElements": Value::Null,
-        "requestID": info.request_id,
-        "eventID": info.event_id,
-        "readOnly": info.read_only,
-        "resources": resources,
-        "eventType": "AwsApiCall",
-        "managementEvent": true,
-        "recipientAccountId": account,
-        "eventCategory": "Management",
-    });
-    if let Some(obj) = ev.as_object_mut() {
-        if let Some((code, message)) = info.error {
-            obj.insert("errorCode".into(), json!(code));
-            obj.insert("errorMessage".into(), json!(message));
-        }
-        if let Some(d) = info.decision {
-            obj.insert("additionalEventData".into(), json!({ "authorization": d }));
-        }
-    }
-    ev
+            .collect(),
+        event_type: "AwsApiCall",
+        management_event: true,
+        recipient_account_id: info.principal.map(|p| p.account.as_str()),
+        event_category: "Management",
+        additional_event_data: info.decision.map(|d| Authorization { authorization: d }),
+    };
+    serde_json::to_vec(&ev).unwrap_or_default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn concurrent_events_are_all_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::sync::Arc::new(FileAuditLog::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let ev = json!({"t": t, "i": i, "pad": "x".repeat(100)});
+                        log.record(&serde_json::to_vec(&ev).unwrap()).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(log.path()).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 1600);
+    }
 
     #[test]
     fn request_parameters_drop_plaintext_and_camel_case_keys() {
@@ -222,7 +385,7 @@ mod tests {
             account: "111122223333".into(),
             access_key_id: "test".into(),
         };
-        let ev = event(&CallInfo {
+        let ev: Value = serde_json::from_slice(&event(&CallInfo {
             event_id: "e1",
             event_name: "Encrypt",
             principal: Some(&p),
@@ -237,7 +400,8 @@ mod tests {
             region: "us-east-1",
             time_ms: 0,
             read_only: false,
-        });
+        }))
+        .unwrap();
         assert_eq!(ev["eventTime"], "1970-01-01T00:00:00Z");
         assert_eq!(ev["userIdentity"]["userName"], "dev");
         assert_eq!(ev["errorCode"], "NotFoundException");

@@ -4,8 +4,12 @@
 //! signed headers, the SHA-256 of the body actually received), derives the signing key from
 //! the principal's secret, and compares signatures in constant time.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
 use aws_lc_rs::{digest, hmac};
 use http::{HeaderMap, Method, Uri};
+use keyhold_core::secret::SecretBytes;
 use keyhold_kms::error::{ErrorCode, KmsError};
 use keyhold_kms::principal::Credential;
 
@@ -269,6 +273,43 @@ pub fn signing_key(secret: &[u8], date: &str, region: &str, service: &str) -> hm
     hmac::Key::new(hmac::HMAC_SHA256, k_signing.as_ref())
 }
 
+/// Signing keys by (access key id, date, region), with the secret they were derived from: SDKs
+/// cache the day's signing key the same way. An entry is used only with the very same secret
+/// (the credential cache hands out one `Arc` per lookup), so a changed secret is never served
+/// from here.
+type KeyCache = HashMap<(String, String, String), (Arc<SecretBytes>, hmac::Key)>;
+
+static SIGNING_KEYS: OnceLock<Mutex<KeyCache>> = OnceLock::new();
+
+/// Entries kept before the cache is emptied.
+const SIGNING_KEY_CACHE_MAX: usize = 10_000;
+
+fn cached_signing_key(cred: &Credential, auth: &AuthHeader) -> hmac::Key {
+    let cache = SIGNING_KEYS.get_or_init(|| Mutex::new(HashMap::new()));
+    let id = (
+        auth.access_key_id.clone(),
+        auth.date.clone(),
+        auth.region.clone(),
+    );
+    if let Some((secret, key)) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+        if Arc::ptr_eq(secret, &cred.secret) {
+            return key.clone();
+        }
+    }
+    let key = signing_key(
+        cred.secret.expose_secret(),
+        &auth.date,
+        &auth.region,
+        &auth.service,
+    );
+    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+    if c.len() >= SIGNING_KEY_CACHE_MAX {
+        c.clear();
+    }
+    c.insert(id, (cred.secret.clone(), key.clone()));
+    key
+}
+
 /// What the verifier needs from a request.
 pub struct SignedRequest<'a> {
     /// HTTP method.
@@ -374,12 +415,7 @@ pub fn verify(
         "{ALGORITHM}\n{amz_date}\n{scope}\n{}",
         sha256_hex(creq.as_bytes())
     );
-    let key = signing_key(
-        cred.secret.expose_secret(),
-        &auth.date,
-        &auth.region,
-        &auth.service,
-    );
+    let key = cached_signing_key(&cred, &auth);
     hmac::verify(&key, to_sign.as_bytes(), &auth.signature).map_err(|_| {
         invalid(
             "The request signature we calculated does not match the signature you provided. \
