@@ -4,11 +4,13 @@
 //! - `main`: the command line (clap) and dispatch.
 //! - `serve`: `keyhold serve` (and `--dev`).
 //! - `admin`: `keyhold init` and `keyhold admin principal ...`.
+//! - `audit`: `keyhold audit verify`, `public-key` and `query`.
 //! - `ca`: `keyhold ca cert` and `keyhold ca issue` (the private CA).
 //! - `datadir`: the files of a data dir.
 #![forbid(unsafe_code)]
 
 mod admin;
+mod audit;
 mod ca;
 mod datadir;
 mod serve;
@@ -37,6 +39,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Create a data dir: root key, database and a first principal.
     Init(admin::InitArgs),
+    /// The tamper-evident audit log: verify it, print its public key, query it.
+    Audit {
+        #[command(subcommand)]
+        command: audit::AuditCommand,
+    },
     /// The private CA: print its certificate, issue certificates for other services.
     Ca {
         #[command(subcommand)]
@@ -72,6 +79,11 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Init(args) => admin::init(args),
         Command::Ca { command } => ca::run(command),
+        Command::Audit { command } => match audit::run(command) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(1),
+            Err(e) => Err(e),
+        },
         Command::Admin {
             command: AdminCommand::Principal { command },
         } => admin::principal(command),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keyhold_core::secret::SecretBytes;
-use keyhold_kms::audit::FileAuditLog;
+use keyhold_kms::audit::chain::{AuditOptions, ChainedAuditLog, FsyncMode};
 use keyhold_kms::clock::SystemClock;
 use keyhold_kms::principal::{Credential, Principal};
 use keyhold_kms::Engine;
@@ -72,6 +72,10 @@ pub struct ServeArgs {
         hide_default_value = true
     )]
     dev_secret_access_key: String,
+    /// When audit writes are fsynced: `interval` (at least every 100 ms) or `always` (before
+    /// each response, with group commit).
+    #[arg(long, env = "KEYHOLD_AUDIT_FSYNC", default_value = "interval")]
+    audit_fsync: String,
     /// A YAML or JSON file of keys to create at start, idempotently (see the README).
     #[arg(long, env = "KEYHOLD_SEED")]
     seed: Option<PathBuf>,
@@ -163,18 +167,28 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let (root, store) = dir.open()?;
     let root_for_tls = root.clone();
-    let audit = FileAuditLog::open(&dir.audit_dir()).map_err(|e| {
-        format!(
-            "cannot open the audit log in {}: {e}",
-            dir.audit_dir().display()
-        )
-    })?;
+    let fsync = match args.audit_fsync.as_str() {
+        "always" => FsyncMode::Always,
+        "interval" => FsyncMode::Interval(Duration::from_millis(100)),
+        other => return Err(format!("--audit-fsync {other:?}: use always or interval")),
+    };
+    let audit_options = AuditOptions {
+        fsync,
+        ..AuditOptions::default()
+    };
+    let audit =
+        ChainedAuditLog::open(&dir.audit_dir(), root.as_ref(), audit_options).map_err(|e| {
+            format!(
+                "cannot open the audit log in {}: {e}",
+                dir.audit_dir().display()
+            )
+        })?;
     let engine = Arc::new(Engine::new(
         args.region.clone(),
         Arc::new(store),
         root,
         Arc::new(SystemClock),
-        Arc::new(audit),
+        audit,
         dev.clone(),
     ));
 
@@ -256,6 +270,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .map_err(|e| format!("server error: {e}"))?;
         if let Err(e) = engine.flush_usage() {
             tracing::warn!(error = %e, "writing key last-use records at shutdown failed");
+        }
+        if let Err(e) = engine.close_audit() {
+            tracing::error!(error = %e, "writing the shutdown audit digest failed");
         }
         tracing::info!("keyhold stopped");
         Ok::<(), String>(())

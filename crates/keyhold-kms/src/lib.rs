@@ -44,6 +44,15 @@ use crate::keyring::Keyring;
 use crate::ops::Operation;
 use crate::principal::{Credential, CredentialCache, Principal};
 
+/// The refusal of every request while the audit log cannot be written.
+fn audit_failed(why: &str) -> KmsError {
+    tracing::error!(%why, "refusing requests: the audit log cannot be written");
+    KmsError::new(
+        ErrorCode::KMSInternalException,
+        format!("The audit log cannot be written ({why}); keyhold refuses requests until it can."),
+    )
+}
+
 /// Facts about a request that are not in its body.
 #[derive(Debug, Clone, Default)]
 pub struct RequestMeta {
@@ -155,6 +164,10 @@ impl Engine {
         };
         let op = Operation::from_name(op_name);
         let event_id = uuid::Uuid::new_v4().to_string();
+        // Fail closed: nothing is done that could not be audited.
+        if let Some(why) = self.audit.failure() {
+            return Err(audit_failed(&why));
+        }
         let result = match op {
             Some(op) => op.run(self, principal, body, &mut rec),
             None => Err(KmsError::new(
@@ -167,7 +180,7 @@ impl Engine {
         if err.is_none() && op.is_some_and(|o| o.tracks_usage()) {
             self.note_usage(op_name, &rec.resources, now, &event_id);
         }
-        self.audit(&CallInfo {
+        let recorded = self.audit(&CallInfo {
             event_id: &event_id,
             event_name: op_name,
             principal: Some(principal),
@@ -183,7 +196,15 @@ impl Engine {
             time_ms: now,
             read_only: op.is_some_and(|o| o.is_read_only()),
         });
-        result
+        match recorded {
+            Ok(()) => result,
+            Err(why) => Err(audit_failed(&why)),
+        }
+    }
+
+    /// Makes the audit log durable and signed up to here (at shutdown).
+    pub fn close_audit(&self) -> std::io::Result<()> {
+        self.audit.close()
     }
 
     /// Audits a request refused before it reached an operation (authentication, framing).
@@ -195,7 +216,7 @@ impl Engine {
         body: &[u8],
         error: &KmsError,
     ) {
-        self.audit(&CallInfo {
+        let _ = self.audit(&CallInfo {
             event_id: &uuid::Uuid::new_v4().to_string(),
             event_name: op_name,
             principal: None,
@@ -217,7 +238,7 @@ impl Engine {
     /// becomes the event's requestParameters.
     pub fn audit_service_event(&self, event_name: &str, detail: &serde_json::Value) {
         let body = serde_json::to_vec(detail).unwrap_or_default();
-        self.audit(&CallInfo {
+        let _ = self.audit(&CallInfo {
             event_id: &uuid::Uuid::new_v4().to_string(),
             event_name,
             principal: None,
@@ -235,11 +256,12 @@ impl Engine {
         });
     }
 
-    fn audit(&self, info: &CallInfo<'_>) {
+    fn audit(&self, info: &CallInfo<'_>) -> Result<(), String> {
         let ev = audit::event(info);
-        if let Err(e) = self.audit.record(&ev) {
+        self.audit.record(&ev).map_err(|e| {
             tracing::error!(error = %e, request_id = info.request_id, "audit write failed");
-        }
+            e.to_string()
+        })
     }
 
     fn note_usage(&self, op_name: &str, resources: &[String], now: i64, event_id: &str) {

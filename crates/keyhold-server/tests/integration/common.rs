@@ -9,7 +9,7 @@ use aws_sdk_kms::config::{BehaviorVersion, Region};
 use aws_sdk_kms::error::ProvideErrorMetadata;
 use keyhold_core::secret::SecretBytes;
 use keyhold_hsm::FileRootKey;
-use keyhold_kms::audit::FileAuditLog;
+use keyhold_kms::audit::chain::{AuditOptions, ChainedAuditLog};
 use keyhold_kms::clock::{Clock, ManualClock, SystemClock};
 use keyhold_kms::principal::{create_principal, Credential, Principal, PrincipalKind};
 use keyhold_kms::Engine;
@@ -72,7 +72,8 @@ impl TestServer {
             other.access_key_id.clone(),
             String::from_utf8(other.secret_access_key.expose_secret().to_vec()).unwrap(),
         );
-        let audit = FileAuditLog::open(&dir.join("audit")).unwrap();
+        let audit =
+            ChainedAuditLog::open(&dir.join("audit"), &root, AuditOptions::default()).unwrap();
         let clock = Arc::new(ManualClock::new(SystemClock.now_ms()));
         let dev = Credential {
             principal: Principal {
@@ -87,7 +88,7 @@ impl TestServer {
             Arc::new(store),
             Arc::new(root),
             clock.clone(),
-            Arc::new(audit),
+            audit,
             Some(dev),
         ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -133,6 +134,7 @@ impl TestServer {
             t.await.unwrap();
         }
         self.engine.flush_usage().unwrap();
+        self.engine.close_audit().unwrap();
     }
 
     /// An SDK client signing as the dev principal.
@@ -152,12 +154,28 @@ impl TestServer {
         aws_sdk_kms::Client::from_conf(conf)
     }
 
-    /// Lines of the audit log.
+    /// Events of the audit log, in order.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.dir.join("audit/audit.log"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+        let mut out = Vec::new();
+        keyhold_kms::audit::verify::query(&self.dir.join("audit"), &Default::default(), |line| {
+            out.push(serde_json::from_slice(line).unwrap())
+        })
+        .unwrap();
+        out
+    }
+
+    /// The raw text of every audit segment.
+    pub fn audit_text(&self) -> String {
+        let dir = self.dir.join("audit");
+        let mut names: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with("segment-"))
+            .collect();
+        names.sort();
+        names
+            .iter()
+            .map(|n| std::fs::read_to_string(dir.join(n)).unwrap())
             .collect()
     }
 

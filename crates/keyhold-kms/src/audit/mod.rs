@@ -1,13 +1,14 @@
 //! Audit events: one CloudTrail-shaped JSON record per call, allowed or refused.
 //!
-//! Events go to an [`AuditSink`]. The file sink appends one JSON line per event to
-//! `audit/audit.log` in the data dir before the response is sent. The record has room for the
-//! tamper evidence (hash chain, signed digests) that a later sink adds around the same events.
+//! Events go to an [`AuditSink`]. [`chain::ChainedAuditLog`] writes them to hash-chained segment
+//! files with signed digests before the response is sent; [`verify`] checks such a log.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
+pub mod chain;
+#[cfg(test)]
+mod chain_tests;
+pub mod verify;
+
+use std::sync::Mutex;
 
 use std::collections::BTreeMap;
 
@@ -22,92 +23,15 @@ pub trait AuditSink: Send + Sync {
     /// Records one event (a JSON object, no newline); an error means the event could not be
     /// persisted.
     fn record(&self, event: &[u8]) -> std::io::Result<()>;
-}
 
-/// Appends events as JSON lines to a file, with group commit: a call returns once its event
-/// has been written to the file (handed to the OS), and under load one `write` covers the
-/// events of many concurrent calls.
-pub struct FileAuditLog {
-    /// The log file.
-    path: PathBuf,
-    /// Pending lines and the writer's turn.
-    state: Mutex<Pending>,
-    /// Signalled when a batch has been written.
-    written: Condvar,
-}
-
-/// What waits to be written.
-struct Pending {
-    /// Lines not yet handed to a writer.
-    buf: Vec<u8>,
-    /// Sequence number of the last event added to `buf`.
-    last_added: u64,
-    /// Sequence number of the last event written.
-    last_written: u64,
-    /// The file, absent while a writer holds it.
-    file: Option<File>,
-    /// The error of the last failed batch, and the highest sequence it covered.
-    failed: Option<(u64, std::io::ErrorKind)>,
-}
-
-impl FileAuditLog {
-    /// Opens (creating) `dir/audit.log` for appending.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let path = dir.join("audit.log");
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        Ok(Self {
-            path,
-            state: Mutex::new(Pending {
-                buf: Vec::with_capacity(64 * 1024),
-                last_added: 0,
-                last_written: 0,
-                file: Some(file),
-                failed: None,
-            }),
-            written: Condvar::new(),
-        })
+    /// Why events cannot be recorded now, if they cannot (keyhold then refuses requests).
+    fn failure(&self) -> Option<String> {
+        None
     }
 
-    /// The file events are written to.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AuditSink for FileAuditLog {
-    fn record(&self, event: &[u8]) -> std::io::Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        st.last_added += 1;
-        let seq = st.last_added;
-        st.buf.extend_from_slice(event);
-        st.buf.push(b'\n');
-        loop {
-            if let Some((upto, kind)) = st.failed {
-                if seq <= upto && seq > st.last_written {
-                    return Err(std::io::Error::new(kind, "audit log write failed"));
-                }
-            }
-            if st.last_written >= seq {
-                return Ok(());
-            }
-            if let Some(mut file) = st.file.take() {
-                // This call writes everything pending, its own event included.
-                let batch = std::mem::replace(&mut st.buf, Vec::with_capacity(64 * 1024));
-                let upto = st.last_added;
-                drop(st);
-                let result = file.write_all(&batch);
-                st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-                st.file = Some(file);
-                match result {
-                    Ok(()) => st.last_written = upto,
-                    Err(e) => st.failed = Some((upto, e.kind())),
-                }
-                self.written.notify_all();
-                continue;
-            }
-            st = self.written.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
+    /// Makes everything recorded so far durable and signed (at shutdown).
+    fn close(&self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -208,7 +132,7 @@ pub struct CallInfo<'a> {
     pub read_only: bool,
 }
 
-fn iso8601(ms: i64) -> String {
+pub(crate) fn iso8601(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     t.format(&time::macros::format_description!(
@@ -342,32 +266,6 @@ pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn concurrent_events_are_all_written_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::sync::Arc::new(FileAuditLog::open(dir.path()).unwrap());
-        let threads: Vec<_> = (0..8)
-            .map(|t| {
-                let log = log.clone();
-                std::thread::spawn(move || {
-                    for i in 0..200 {
-                        let ev = json!({"t": t, "i": i, "pad": "x".repeat(100)});
-                        log.record(&serde_json::to_vec(&ev).unwrap()).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let text = std::fs::read_to_string(log.path()).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 1600);
-    }
 
     #[test]
     fn request_parameters_drop_plaintext_and_camel_case_keys() {

@@ -1,0 +1,160 @@
+//! `keyhold audit verify`, `keyhold audit public-key` and `keyhold audit query`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use keyhold_kms::audit::chain::PUBLIC_KEY_FILE;
+use keyhold_kms::audit::verify::{query, verify, Query};
+
+use crate::datadir::DataDir;
+use crate::DataDirArg;
+
+/// `keyhold audit` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and the signed digests of the audit log.
+    Verify {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Only report segments with events at or after this time (RFC 3339).
+        #[arg(long)]
+        from: Option<String>,
+        /// Only report segments with events at or before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// The audit public key (PEM) to check signatures with; by default the copy in the data
+        /// dir. Keep a copy elsewhere: whoever can edit the log can also replace that file.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+    },
+    /// Print the audit signing public key (PEM).
+    PublicKey {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+    /// Print matching audit events as JSON lines.
+    Query {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// Events at or after this time (RFC 3339, e.g. 2026-11-23T10:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Events at or before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Events that touched this key (key id or ARN).
+        #[arg(long)]
+        key: Option<String>,
+        /// Events by this principal ARN.
+        #[arg(long)]
+        principal: Option<String>,
+        /// Events of this operation (e.g. Decrypt).
+        #[arg(long)]
+        event: Option<String>,
+        /// Events that failed with this error code (e.g. AccessDeniedException).
+        #[arg(long)]
+        error: Option<String>,
+    },
+}
+
+fn audit_dir(dir: &DataDirArg) -> PathBuf {
+    DataDir::new(&dir.data_dir).audit_dir()
+}
+
+/// Normalizes an RFC 3339 time to the audit log's `YYYY-MM-DDTHH:MM:SSZ` form.
+fn normalize(t: &Option<String>, flag: &str) -> Result<Option<String>, String> {
+    let Some(t) = t else { return Ok(None) };
+    let parsed = time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+        .map_err(|e| format!("{flag} {t:?}: not an RFC 3339 time ({e})"))?;
+    let utc = parsed.to_offset(time::UtcOffset::UTC);
+    Ok(Some(
+        utc.format(&time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
+        ))
+        .map_err(|e| e.to_string())?,
+    ))
+}
+
+/// Runs a `keyhold audit` command. Returns false when verification found problems.
+pub fn run(cmd: AuditCommand) -> Result<bool, String> {
+    match cmd {
+        AuditCommand::Verify {
+            dir,
+            from,
+            to,
+            public_key,
+        } => {
+            let adir = audit_dir(&dir);
+            let key_path = public_key.unwrap_or_else(|| adir.join(PUBLIC_KEY_FILE));
+            let key =
+                std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+            let from = normalize(&from, "--from")?;
+            let to = normalize(&to, "--to")?;
+            let report = verify(&adir, &key, from.as_deref(), to.as_deref())
+                .map_err(|e| format!("{}: {e}", adir.display()))?;
+            for p in &report.digest_problems {
+                println!("INVALID digests: {p}");
+            }
+            for s in &report.segments {
+                let range = s
+                    .seq
+                    .map(|(a, b)| format!(", events {a}-{b}"))
+                    .unwrap_or_default();
+                if s.problems.is_empty() {
+                    println!("valid   {} ({} events{range})", s.name, s.events);
+                } else {
+                    for p in &s.problems {
+                        println!("INVALID {}: {p}", s.name);
+                    }
+                }
+            }
+            let ok = report.is_valid();
+            println!(
+                "{}",
+                if ok {
+                    "the audit log is intact"
+                } else {
+                    "the audit log has been tampered with (see above)"
+                }
+            );
+            Ok(ok)
+        }
+        AuditCommand::PublicKey { dir } => {
+            let path = audit_dir(&dir).join(PUBLIC_KEY_FILE);
+            let pem =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            print!("{pem}");
+            Ok(true)
+        }
+        AuditCommand::Query {
+            dir,
+            from,
+            to,
+            key,
+            principal,
+            event,
+            error,
+        } => {
+            let q = Query {
+                from: normalize(&from, "--from")?,
+                to: normalize(&to, "--to")?,
+                key,
+                principal,
+                event_name: event,
+                error_code: error,
+            };
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            let mut failed = None;
+            query(&audit_dir(&dir), &q, |line| {
+                if failed.is_none() {
+                    if let Err(e) = out.write_all(line).and_then(|()| out.write_all(b"\n")) {
+                        failed = Some(e);
+                    }
+                }
+            })
+            .map_err(|e| e.to_string())?;
+            Ok(true)
+        }
+    }
+}

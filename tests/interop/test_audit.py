@@ -1,0 +1,55 @@
+"""The tamper-evident audit log through the CLI: verify, query, public key."""
+
+import json
+import pathlib
+
+from conftest import Server, run_keyhold
+
+
+def make_log(data_dir, fsync="interval"):
+    creds = json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)
+    s = Server(["--data-dir", str(data_dir), "--insecure-http", "--audit-fsync", fsync])
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        for _ in range(3):
+            kms.encrypt(KeyId=key, Plaintext=b"x")
+        try:
+            kms.describe_key(KeyId="alias/missing")
+        except kms.exceptions.NotFoundException:
+            pass
+    finally:
+        s.stop()
+    return key, creds
+
+
+def segments(data_dir):
+    return sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.jsonl"))
+
+
+def test_verify_an_intact_log_then_catch_an_edit(data_dir):
+    key, _ = make_log(data_dir, fsync="always")
+    p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "the audit log is intact" in p.stdout
+    pk = run_keyhold("audit", "public-key", "--data-dir", str(data_dir))
+    assert pk.stdout.startswith("-----BEGIN PUBLIC KEY-----")
+    seg = [s for s in segments(data_dir) if s.stat().st_size > 0][0]
+    seg.write_text(seg.read_text().replace('"Encrypt"', '"Decrypt"', 1))
+    p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+    assert p.returncode == 1
+    assert "INVALID" in p.stdout and seg.name in p.stdout
+
+
+def test_query_filters(data_dir):
+    key, creds = make_log(data_dir)
+    p = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--event", "Encrypt", "--key", key)
+    lines = [json.loads(l) for l in p.stdout.splitlines()]
+    assert len(lines) == 3 and all(l["eventName"] == "Encrypt" for l in lines)
+    p = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--error", "NotFoundException",
+                    "--principal", creds["arn"])
+    assert len(p.stdout.splitlines()) == 1
+    p = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--from", "2999-01-01T00:00:00Z")
+    assert p.stdout == ""
+    p = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--from", "yesterday")
+    assert p.returncode != 0 and "RFC 3339" in p.stderr
