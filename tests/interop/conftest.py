@@ -119,8 +119,9 @@ def kms(dev_server):
     return dev_server.client()
 
 
-def run_keyhold(*args):
-    p = subprocess.run([keyhold_bin(), *args], capture_output=True, text=True)
+def run_keyhold(*args, env=None):
+    p = subprocess.run([keyhold_bin(), *args], capture_output=True, text=True,
+                       env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL)
     return p
 
 

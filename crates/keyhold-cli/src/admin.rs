@@ -21,6 +21,10 @@ pub struct InitArgs {
     /// Print the first principal's credentials as JSON.
     #[arg(long)]
     json: bool,
+    /// Where the root key lives: `file` (root.key beside the data) or `passphrase`
+    /// (Argon2id from KEYHOLD_PASSPHRASE, KEYHOLD_PASSPHRASE_FILE or a prompt).
+    #[arg(long, value_enum, default_value = "file")]
+    root_key: crate::datadir::RootProvider,
     /// Names and IP addresses of the server certificate (repeatable).
     #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
     tls_names: Vec<String>,
@@ -89,7 +93,7 @@ fn print_new(p: &NewPrincipal, json: bool) {
 /// `keyhold init`.
 pub fn init(args: InitArgs) -> Result<(), String> {
     let dir = DataDir::new(&args.dir.data_dir);
-    let (root, store) = dir.initialise()?;
+    let (root, store) = dir.initialise_with(args.root_key)?;
     if args.tls_days < 1 {
         return Err("--tls-days must be at least 1".into());
     }
@@ -112,10 +116,16 @@ pub fn init(args: InitArgs) -> Result<(), String> {
     .map_err(|e| e.message)?;
     if !args.json {
         println!("initialised keyhold data dir {}", dir.root.display());
-        println!(
-            "root key: {} (file provider: keep it private and backed up)",
-            dir.root_key().display()
-        );
+        match args.root_key {
+            crate::datadir::RootProvider::File => println!(
+                "root key: {} (file provider: keep it private and backed up)",
+                dir.root_key().display()
+            ),
+            crate::datadir::RootProvider::Passphrase => println!(
+                "root key: derived from your passphrase (nothing secret is stored; without the \
+                 passphrase the data is unreadable)"
+            ),
+        }
         println!(
             "private CA: {} (clients trust it with AWS_CA_BUNDLE; see `keyhold ca cert`)",
             dir.tls_dir().join("ca.pem").display()

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyhold_hsm::{FileRootKey, RootKey};
+use keyhold_hsm::{FileRootKey, PassphraseParams, PassphraseRootKey, RootKey};
 use keyhold_store::SqliteStore;
 
 /// Paths inside a data dir.
@@ -34,6 +34,11 @@ impl DataDir {
         self.root.join("audit")
     }
 
+    /// Which root-key provider the data dir uses, and its (non-secret) parameters.
+    pub fn root_config(&self) -> PathBuf {
+        self.root.join("root.json")
+    }
+
     /// The private CA's directory.
     pub fn tls_dir(&self) -> PathBuf {
         self.root.join("tls")
@@ -41,12 +46,15 @@ impl DataDir {
 
     /// True when `keyhold init` has run here.
     pub fn is_initialised(&self) -> bool {
-        self.root_key().exists()
+        self.root_key().exists() || self.root_config().exists()
     }
 
-    /// Creates the directory (0700), a new root key and the database. Refuses a dir that is
-    /// already initialised.
-    pub fn initialise(&self) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
+    /// Creates the directory (0700), a new root key of `provider` and the database. Refuses a
+    /// dir that is already initialised.
+    pub fn initialise_with(
+        &self,
+        provider: RootProvider,
+    ) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
         if self.is_initialised() {
             return Err(format!(
                 "{} is already initialised (it has a root key)",
@@ -54,9 +62,29 @@ impl DataDir {
             ));
         }
         create_private_dir(&self.root)?;
-        let root = FileRootKey::create(&self.root_key()).map_err(|e| e.to_string())?;
+        let root: Arc<dyn RootKey> = match provider {
+            RootProvider::File => {
+                Arc::new(FileRootKey::create(&self.root_key()).map_err(|e| e.to_string())?)
+            }
+            RootProvider::Passphrase => {
+                let pass = passphrase(true)?;
+                let (rk, params) =
+                    PassphraseRootKey::create(pass.as_bytes()).map_err(|e| e.to_string())?;
+                let config = RootConfig::Passphrase(params);
+                write_config(&self.root_config(), &config)?;
+                Arc::new(rk)
+            }
+        };
+        if provider == RootProvider::File {
+            write_config(&self.root_config(), &RootConfig::File)?;
+        }
         let store = SqliteStore::open(&self.database()).map_err(|e| e.to_string())?;
-        Ok((Arc::new(root), store))
+        Ok((root, store))
+    }
+
+    /// Creates a data dir with a key-file root key.
+    pub fn initialise(&self) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
+        self.initialise_with(RootProvider::File)
     }
 
     /// Opens an initialised data dir.
@@ -68,10 +96,92 @@ impl DataDir {
                 self.root.display()
             ));
         }
-        let root = FileRootKey::load(&self.root_key()).map_err(|e| e.to_string())?;
+        let config = match std::fs::read(self.root_config()) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| format!("{}: {e}", self.root_config().display()))?,
+            // Data dirs made before the provider was recorded use the key file.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RootConfig::File,
+            Err(e) => return Err(format!("{}: {e}", self.root_config().display())),
+        };
+        let root: Arc<dyn RootKey> = match config {
+            RootConfig::File => {
+                Arc::new(FileRootKey::load(&self.root_key()).map_err(|e| e.to_string())?)
+            }
+            RootConfig::Passphrase(params) => {
+                let pass = passphrase(false)?;
+                Arc::new(
+                    PassphraseRootKey::open(pass.as_bytes(), &params).map_err(|e| {
+                        format!("{e}: the passphrase does not open {}", self.root.display())
+                    })?,
+                )
+            }
+        };
         let store = SqliteStore::open(&self.database()).map_err(|e| e.to_string())?;
-        Ok((Arc::new(root), store))
+        Ok((root, store))
     }
+}
+
+/// Root-key providers `keyhold init` can set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RootProvider {
+    /// 32 random bytes in `root.key` (mode 0600) beside the data.
+    File,
+    /// Derived from a passphrase with Argon2id; nothing secret on disk.
+    Passphrase,
+}
+
+/// The data dir's record of its root-key provider.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "provider", rename_all = "lowercase")]
+enum RootConfig {
+    /// `root.key`.
+    File,
+    /// Argon2id parameters.
+    Passphrase(PassphraseParams),
+}
+
+fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The passphrase: `KEYHOLD_PASSPHRASE`, else the file named by `KEYHOLD_PASSPHRASE_FILE`,
+/// else a prompt on the terminal (twice when `new`).
+fn passphrase(new: bool) -> Result<zeroize::Zeroizing<String>, String> {
+    if let Some(p) = std::env::var("KEYHOLD_PASSPHRASE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    if let Some(path) = std::env::var("KEYHOLD_PASSPHRASE_FILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        return Ok(zeroize::Zeroizing::new(
+            text.trim_end_matches(['\n', '\r']).to_string(),
+        ));
+    }
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        return Err(
+            "this data dir's root key needs its passphrase: set KEYHOLD_PASSPHRASE or \
+             KEYHOLD_PASSPHRASE_FILE"
+                .into(),
+        );
+    }
+    let p = zeroize::Zeroizing::new(
+        rpassword::prompt_password("keyhold passphrase: ").map_err(|e| e.to_string())?,
+    );
+    if new {
+        let again = zeroize::Zeroizing::new(
+            rpassword::prompt_password("again: ").map_err(|e| e.to_string())?,
+        );
+        if *again != *p {
+            return Err("the passphrases differ".into());
+        }
+    }
+    Ok(p)
 }
 
 fn create_private_dir(path: &Path) -> Result<(), String> {

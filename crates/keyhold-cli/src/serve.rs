@@ -239,6 +239,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         if let Some(t) = &tls {
             let _ = writeln!(out, "  tls: {}", t.describe);
         }
+        if engine.root_provider() == "file" && !args.dev {
+            tracing::warn!(
+                "the root key is a file in the data dir: anyone who copies the data dir can read \
+                 every key; use `keyhold init --root-key passphrase` (or an HSM) for real secrets"
+            );
+        }
         if let Some(cred) = &dev {
             let _ = writeln!(out, "  principal:         {}", cred.principal.arn);
             let _ = writeln!(out, "  access key id:     {}", args.dev_access_key_id);

@@ -3,6 +3,7 @@
 //! # Layout
 //! - [`RootKey`]: the one trait every root-key provider implements: wrap and unwrap secrets.
 //! - [`file`]: the key-file provider (32 random bytes in a 0600 file).
+//! - [`passphrase`]: a key derived from an operator passphrase with Argon2id.
 //!
 //! Every secret keyhold stores (key material, principals' secret keys) is wrapped by the root
 //! key with AES-256-GCM and an associated-data label that binds it to its place, so a wrapped
@@ -10,10 +11,12 @@
 #![forbid(unsafe_code)]
 
 pub mod file;
+pub mod passphrase;
 
 use keyhold_core::secret::SecretBytes;
 
 pub use file::FileRootKey;
+pub use passphrase::{PassphraseParams, PassphraseRootKey};
 
 /// Errors of the root-of-trust layer.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +37,12 @@ pub enum HsmError {
     /// The root key file exists but is not a valid root key.
     #[error("root key file {0} is malformed (expected 32 bytes)")]
     Malformed(String),
+    /// The passphrase does not open this data dir.
+    #[error("wrong passphrase")]
+    WrongPassphrase,
+    /// A new passphrase is too short.
+    #[error("the passphrase must be at least 12 characters")]
+    WeakPassphrase,
     /// A primitive failed.
     #[error("cryptographic failure: {0}")]
     Crypto(&'static str),
