@@ -25,6 +25,16 @@ pub struct InitArgs {
     /// (Argon2id from KEYHOLD_PASSPHRASE, KEYHOLD_PASSPHRASE_FILE or a prompt).
     #[arg(long, value_enum, default_value = "file")]
     root_key: crate::datadir::RootProvider,
+    /// PKCS#11 module of the HSM (with --root-key pkcs11).
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pkcs11_module: std::path::PathBuf,
+    /// Label of the HSM token (with --root-key pkcs11; the PIN comes from KEYHOLD_PKCS11_PIN
+    /// or KEYHOLD_PKCS11_PIN_FILE).
+    #[arg(long)]
+    pkcs11_token: Option<String>,
+    /// Label of the root key made in the token.
+    #[arg(long, default_value = "keyhold-root")]
+    pkcs11_key_label: String,
     /// Names and IP addresses of the server certificate (repeatable).
     #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
     tls_names: Vec<String>,
@@ -93,7 +103,15 @@ fn print_new(p: &NewPrincipal, json: bool) {
 /// `keyhold init`.
 pub fn init(args: InitArgs) -> Result<(), String> {
     let dir = DataDir::new(&args.dir.data_dir);
-    let (root, store) = dir.initialise_with(args.root_key)?;
+    let hsm = args
+        .pkcs11_token
+        .clone()
+        .map(|token_label| keyhold_hsm::Pkcs11Config {
+            module: args.pkcs11_module.clone(),
+            token_label,
+            key_label: args.pkcs11_key_label.clone(),
+        });
+    let (root, store) = dir.initialise_with(args.root_key, hsm)?;
     if args.tls_days < 1 {
         return Err("--tls-days must be at least 1".into());
     }
@@ -120,6 +138,10 @@ pub fn init(args: InitArgs) -> Result<(), String> {
             crate::datadir::RootProvider::File => println!(
                 "root key: {} (file provider: keep it private and backed up)",
                 dir.root_key().display()
+            ),
+            crate::datadir::RootProvider::Pkcs11 => println!(
+                "root key: a non-extractable AES-256 key in HSM token {:?}",
+                args.pkcs11_token.as_deref().unwrap_or_default()
             ),
             crate::datadir::RootProvider::Passphrase => println!(
                 "root key: derived from your passphrase (nothing secret is stored; without the \

@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyhold_hsm::{FileRootKey, PassphraseParams, PassphraseRootKey, RootKey};
+use keyhold_hsm::{
+    FileRootKey, PassphraseParams, PassphraseRootKey, Pkcs11Config, Pkcs11RootKey, RootKey,
+};
 use keyhold_store::SqliteStore;
 
 /// Paths inside a data dir.
@@ -54,6 +56,7 @@ impl DataDir {
     pub fn initialise_with(
         &self,
         provider: RootProvider,
+        hsm: Option<Pkcs11Config>,
     ) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
         if self.is_initialised() {
             return Err(format!(
@@ -65,6 +68,12 @@ impl DataDir {
         let root: Arc<dyn RootKey> = match provider {
             RootProvider::File => {
                 Arc::new(FileRootKey::create(&self.root_key()).map_err(|e| e.to_string())?)
+            }
+            RootProvider::Pkcs11 => {
+                let config = hsm.ok_or("--root-key pkcs11 needs --pkcs11-token")?;
+                let rk = Pkcs11RootKey::create(&config, &pin()?).map_err(|e| e.to_string())?;
+                write_config(&self.root_config(), &RootConfig::Pkcs11(config))?;
+                Arc::new(rk)
             }
             RootProvider::Passphrase => {
                 let pass = passphrase(true)?;
@@ -84,7 +93,7 @@ impl DataDir {
 
     /// Creates a data dir with a key-file root key.
     pub fn initialise(&self) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
-        self.initialise_with(RootProvider::File)
+        self.initialise_with(RootProvider::File, None)
     }
 
     /// Opens an initialised data dir.
@@ -107,6 +116,10 @@ impl DataDir {
             RootConfig::File => {
                 Arc::new(FileRootKey::load(&self.root_key()).map_err(|e| e.to_string())?)
             }
+            RootConfig::Pkcs11(config) => Arc::new(
+                Pkcs11RootKey::open(&config, &pin()?)
+                    .map_err(|e| format!("{e}: refusing to start without the HSM root key"))?,
+            ),
             RootConfig::Passphrase(params) => {
                 let pass = passphrase(false)?;
                 Arc::new(
@@ -128,6 +141,8 @@ pub enum RootProvider {
     File,
     /// Derived from a passphrase with Argon2id; nothing secret on disk.
     Passphrase,
+    /// A non-extractable AES-256 key in an HSM token (PKCS#11).
+    Pkcs11,
 }
 
 /// The data dir's record of its root-key provider.
@@ -138,6 +153,28 @@ enum RootConfig {
     File,
     /// Argon2id parameters.
     Passphrase(PassphraseParams),
+    /// The HSM module, token and key label.
+    Pkcs11(Pkcs11Config),
+}
+
+/// The HSM user PIN: `KEYHOLD_PKCS11_PIN`, else the file named by `KEYHOLD_PKCS11_PIN_FILE`.
+fn pin() -> Result<zeroize::Zeroizing<String>, String> {
+    if let Some(p) = std::env::var("KEYHOLD_PKCS11_PIN")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        return Ok(zeroize::Zeroizing::new(p));
+    }
+    if let Some(path) = std::env::var("KEYHOLD_PKCS11_PIN_FILE")
+        .ok()
+        .filter(|p| !p.is_empty())
+    {
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+        return Ok(zeroize::Zeroizing::new(
+            text.trim_end_matches(['\n', '\r']).to_string(),
+        ));
+    }
+    Err("the HSM root key needs its PIN: set KEYHOLD_PKCS11_PIN or KEYHOLD_PKCS11_PIN_FILE".into())
 }
 
 fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {

@@ -4,6 +4,7 @@
 //! - [`RootKey`]: the one trait every root-key provider implements: wrap and unwrap secrets.
 //! - [`file`]: the key-file provider (32 random bytes in a 0600 file).
 //! - [`passphrase`]: a key derived from an operator passphrase with Argon2id.
+//! - [`pkcs11`]: a non-extractable AES-256 key in an HSM token (PKCS#11).
 //!
 //! Every secret keyhold stores (key material, principals' secret keys) is wrapped by the root
 //! key with AES-256-GCM and an associated-data label that binds it to its place, so a wrapped
@@ -12,11 +13,13 @@
 
 pub mod file;
 pub mod passphrase;
+pub mod pkcs11;
 
 use keyhold_core::secret::SecretBytes;
 
 pub use file::FileRootKey;
 pub use passphrase::{PassphraseParams, PassphraseRootKey};
+pub use pkcs11::{Pkcs11Config, Pkcs11RootKey};
 
 /// Errors of the root-of-trust layer.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum HsmError {
     /// The root key file exists but is not a valid root key.
     #[error("root key file {0} is malformed (expected 32 bytes)")]
     Malformed(String),
+    /// The HSM is missing, refused, or failed.
+    #[error("HSM: {0}")]
+    Hsm(String),
     /// The passphrase does not open this data dir.
     #[error("wrong passphrase")]
     WrongPassphrase,

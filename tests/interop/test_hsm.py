@@ -1,0 +1,54 @@
+"""The root key in an HSM (SoftHSM2 through PKCS#11)."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import Server, run_keyhold
+
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+
+
+@pytest.fixture
+def softhsm(tmp_path):
+    if not shutil.which("softhsm2-util") or not __import__("os").path.exists(MODULE):
+        pytest.skip("SKIP: SoftHSM2 is not installed")
+    tokens = tmp_path / "tokens"
+    tokens.mkdir()
+    conf = tmp_path / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
+    env = {"SOFTHSM2_CONF": str(conf), "KEYHOLD_PKCS11_PIN": "4321"}
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "kh", "--pin", "4321",
+                    "--so-pin", "8765"], env={**__import__("os").environ, **env}, check=True,
+                   capture_output=True)
+    return env
+
+
+def test_hsm_root_key_end_to_end(softhsm, data_dir):
+    p = run_keyhold("init", "--data-dir", str(data_dir), "--root-key", "pkcs11",
+                    "--pkcs11-token", "kh", "--json", env=softhsm)
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    assert not (data_dir / "root.key").exists()
+    assert json.loads((data_dir / "root.json").read_text())["provider"] == "pkcs11"
+    s = Server(["--data-dir", str(data_dir)], env=softhsm)
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        ct = kms.encrypt(KeyId=key, Plaintext=b"in the hsm")["CiphertextBlob"]
+    finally:
+        s.stop()
+    wrong = run_keyhold("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
+                        env={**softhsm, "KEYHOLD_PKCS11_PIN": "0000"})
+    assert wrong.returncode != 0 and "PIN" in wrong.stderr
+    no_token = run_keyhold("serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0",
+                           env={**softhsm, "SOFTHSM2_CONF": "/nonexistent.conf"})
+    assert no_token.returncode != 0 and "HSM" in no_token.stderr
+    s = Server(["--data-dir", str(data_dir)], env=softhsm)
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"in the hsm"
+    finally:
+        s.stop()
