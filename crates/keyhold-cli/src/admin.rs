@@ -2,9 +2,7 @@
 
 use keyhold_kms::clock::{Clock, SystemClock};
 use keyhold_kms::principal::{create_principal, NewPrincipal, PrincipalKind};
-use keyhold_store::Store;
 
-use crate::datadir::DataDir;
 use crate::DataDirArg;
 
 /// Options of `keyhold init`.
@@ -102,7 +100,7 @@ fn print_new(p: &NewPrincipal, json: bool) {
 
 /// `keyhold init`.
 pub fn init(args: InitArgs) -> Result<(), String> {
-    let dir = DataDir::new(&args.dir.data_dir);
+    let dir = args.dir.open();
     let hsm = args
         .pkcs11_token
         .clone()
@@ -124,7 +122,7 @@ pub fn init(args: InitArgs) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     let p = create_principal(
-        &store,
+        store.as_ref(),
         root.as_ref(),
         &args.account,
         &args.name,
@@ -167,14 +165,14 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
             role,
             json,
         } => {
-            let (root, store) = DataDir::new(&dir.data_dir).open()?;
+            let (root, store) = dir.open().open()?;
             let kind = if role {
                 PrincipalKind::Role
             } else {
                 PrincipalKind::User
             };
             let p = create_principal(
-                &store,
+                store.as_ref(),
                 root.as_ref(),
                 &account,
                 &name,
@@ -186,7 +184,7 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
             Ok(())
         }
         PrincipalCommand::List { dir, json } => {
-            let (_root, store) = DataDir::new(&dir.data_dir).open()?;
+            let (_root, store) = dir.open().open()?;
             let list = store.list_principals().map_err(|e| e.to_string())?;
             if json {
                 let v: Vec<_> = list
@@ -208,7 +206,7 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
             Ok(())
         }
         PrincipalCommand::Delete { dir, principal } => {
-            let (_root, store) = DataDir::new(&dir.data_dir).open()?;
+            let (_root, store) = dir.open().open()?;
             store.delete_principal(&principal).map_err(|e| match e {
                 keyhold_store::StoreError::NotFound => {
                     format!("no principal with access key id or ARN {principal}")

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use keyhold_server::tls::ca::{KeyType, PrivateCa};
 
-use crate::datadir::{now_secs, DataDir, RootWrapper};
+use crate::datadir::{now_secs, RootWrapper};
 use crate::DataDirArg;
 
 /// `keyhold ca` subcommands.
@@ -36,7 +36,7 @@ pub enum CaCommand {
 }
 
 fn load(dir: &DataDirArg) -> Result<PrivateCa, String> {
-    let d = DataDir::new(&dir.data_dir);
+    let d = dir.open();
     let (root, _store) = d.open()?;
     if !PrivateCa::exists(&d.tls_dir()) {
         return Err(format!(

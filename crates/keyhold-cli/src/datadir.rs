@@ -6,19 +6,45 @@ use std::sync::Arc;
 use keyhold_hsm::{
     FileRootKey, PassphraseParams, PassphraseRootKey, Pkcs11Config, Pkcs11RootKey, RootKey,
 };
-use keyhold_store::SqliteStore;
+use keyhold_store::{PgStore, SqliteStore, Store};
+
+/// An opened data dir: its root key and its store.
+pub type Opened = (Arc<dyn RootKey>, Box<dyn Store>);
 
 /// Paths inside a data dir.
 #[derive(Debug, Clone)]
 pub struct DataDir {
     /// The directory itself.
     pub root: PathBuf,
+    /// A PostgreSQL URL when the state lives there instead of `keyhold.db`.
+    pub store: Option<String>,
 }
 
 impl DataDir {
     /// The data dir at `root`.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            store: None,
+        }
+    }
+
+    /// The same data dir with its state in PostgreSQL at `url` (when given).
+    pub fn with_store(mut self, url: Option<String>) -> Self {
+        self.store = url.filter(|u| !u.is_empty());
+        self
+    }
+
+    /// Opens the store: PostgreSQL when configured, else the SQLite file.
+    fn open_store(&self) -> Result<Box<dyn Store>, String> {
+        match &self.store {
+            Some(url) => Ok(Box::new(
+                PgStore::open(url).map_err(|e| format!("store {}: {e}", redact(url)))?,
+            )),
+            None => Ok(Box::new(
+                SqliteStore::open(&self.database()).map_err(|e| e.to_string())?,
+            )),
+        }
     }
 
     /// The root key file.
@@ -57,7 +83,7 @@ impl DataDir {
         &self,
         provider: RootProvider,
         hsm: Option<Pkcs11Config>,
-    ) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
+    ) -> Result<Opened, String> {
         if self.is_initialised() {
             return Err(format!(
                 "{} is already initialised (it has a root key)",
@@ -87,17 +113,17 @@ impl DataDir {
         if provider == RootProvider::File {
             write_config(&self.root_config(), &RootConfig::File)?;
         }
-        let store = SqliteStore::open(&self.database()).map_err(|e| e.to_string())?;
+        let store = self.open_store()?;
         Ok((root, store))
     }
 
     /// Creates a data dir with a key-file root key.
-    pub fn initialise(&self) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
+    pub fn initialise(&self) -> Result<Opened, String> {
         self.initialise_with(RootProvider::File, None)
     }
 
     /// Opens an initialised data dir.
-    pub fn open(&self) -> Result<(Arc<dyn RootKey>, SqliteStore), String> {
+    pub fn open(&self) -> Result<Opened, String> {
         if !self.is_initialised() {
             return Err(format!(
                 "{} is not a keyhold data dir: run `keyhold init --data-dir {}` first",
@@ -129,7 +155,7 @@ impl DataDir {
                 )
             }
         };
-        let store = SqliteStore::open(&self.database()).map_err(|e| e.to_string())?;
+        let store = self.open_store()?;
         Ok((root, store))
     }
 }
@@ -256,4 +282,18 @@ pub fn now_secs() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// A store URL with any password hidden, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }

@@ -71,6 +71,17 @@ struct DataDirArg {
     /// Directory holding the root key, database and audit log.
     #[arg(long, env = "KEYHOLD_DATA_DIR", default_value = "./keyhold-data")]
     data_dir: PathBuf,
+    /// Keep the state in PostgreSQL (`postgres://user@host/db`) instead of the SQLite file in
+    /// the data dir; several keyhold nodes can share it.
+    #[arg(long, env = "KEYHOLD_STORE", hide_env_values = true)]
+    store: Option<String>,
+}
+
+impl DataDirArg {
+    /// The data dir these options name.
+    fn open(&self) -> datadir::DataDir {
+        datadir::DataDir::new(&self.data_dir).with_store(self.store.clone())
+    }
 }
 
 fn main() -> ExitCode {

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// each response, with group commit).
     #[arg(long, env = "KEYHOLD_AUDIT_FSYNC", default_value = "interval")]
     audit_fsync: String,
+    /// Keep the state in PostgreSQL (`postgres://user@host/db`) instead of the SQLite file in
+    /// the data dir; several keyhold nodes can share it (see the README).
+    #[arg(long, env = "KEYHOLD_STORE", hide_env_values = true)]
+    store: Option<String>,
     /// A YAML or JSON file of keys to create at start, idempotently (see the README).
     #[arg(long, env = "KEYHOLD_SEED")]
     seed: Option<PathBuf>,
@@ -84,6 +88,10 @@ pub struct ServeArgs {
     #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
     maintenance_secs: u64,
 }
+
+/// With a shared store, how long a node may serve key state cached before another node
+/// changed it (disable, delete, policy, alias, grant).
+const SHARED_STALENESS: Duration = Duration::from_secs(1);
 
 fn valid_region(r: &str) -> bool {
     // ^([a-z]+-){2,3}\d+$
@@ -165,6 +173,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             None,
         )
     };
+    let dir = dir.with_store(args.store.clone());
+    let shared = dir.store.is_some();
     let (root, store) = dir.open()?;
     let root_for_tls = root.clone();
     let fsync = match args.audit_fsync.as_str() {
@@ -183,14 +193,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 dir.audit_dir().display()
             )
         })?;
-    let engine = Arc::new(Engine::new(
+    let mut engine = Engine::new(
         args.region.clone(),
-        Arc::new(store),
+        Arc::from(store),
         root,
         Arc::new(SystemClock),
         audit,
         dev.clone(),
-    ));
+    );
+    if shared {
+        // Other nodes change the same keys: cached key state is served for at most this long.
+        engine = engine.with_shared_store(SHARED_STALENESS);
+    }
+    let engine = Arc::new(engine);
 
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path)

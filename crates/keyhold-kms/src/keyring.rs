@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use keyhold_core::ids::KeyId;
 use keyhold_core::policy::PolicyDocument;
@@ -14,32 +15,44 @@ use keyhold_store::{GrantRecord, KeyRecord};
 /// Entries kept per map before the map is emptied (a coarse bound on memory).
 const MAX_ENTRIES: usize = 100_000;
 
-/// A bounded map behind a read-write lock.
-struct BoundedMap<K, V>(RwLock<HashMap<K, V>>);
+/// A bounded map behind a read-write lock, whose entries optionally expire.
+struct BoundedMap<K, V> {
+    /// Entries and when they were cached.
+    map: RwLock<HashMap<K, (V, Instant)>>,
+    /// How long an entry may be served (`None`: until invalidated).
+    ttl: Option<Duration>,
+}
 
 impl<K: Eq + Hash, V: Clone> BoundedMap<K, V> {
-    fn new() -> Self {
-        Self(RwLock::new(HashMap::new()))
+    fn new(ttl: Option<Duration>) -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+            ttl,
+        }
     }
 
     fn get(&self, k: &K) -> Option<V> {
-        self.0
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(k)
-            .cloned()
+        let m = self.map.read().unwrap_or_else(|p| p.into_inner());
+        let (v, at) = m.get(k)?;
+        if self.ttl.is_some_and(|ttl| at.elapsed() >= ttl) {
+            return None;
+        }
+        Some(v.clone())
     }
 
     fn insert(&self, k: K, v: V) {
-        let mut m = self.0.write().unwrap_or_else(|p| p.into_inner());
+        let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         if m.len() >= MAX_ENTRIES {
             m.clear();
         }
-        m.insert(k, v);
+        m.insert(k, (v, Instant::now()));
     }
 
-    fn retain(&self, f: impl FnMut(&K, &mut V) -> bool) {
-        self.0.write().unwrap_or_else(|p| p.into_inner()).retain(f);
+    fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k, (v, _)| f(k, v));
     }
 }
 
@@ -59,17 +72,24 @@ pub struct Keyring {
 
 impl Default for Keyring {
     fn default() -> Self {
-        Self {
-            records: BoundedMap::new(),
-            materials: BoundedMap::new(),
-            aliases: BoundedMap::new(),
-            policies: BoundedMap::new(),
-            grants: BoundedMap::new(),
-        }
+        Self::with_staleness(None)
     }
 }
 
 impl Keyring {
+    /// A keyring whose state entries (records, aliases, policies, grants) are served for at
+    /// most `bound` after they were read, so changes made by other nodes sharing the store are
+    /// seen within it. Key material never changes once written and is not bounded.
+    pub fn with_staleness(bound: Option<Duration>) -> Self {
+        Self {
+            records: BoundedMap::new(bound),
+            materials: BoundedMap::new(None),
+            aliases: BoundedMap::new(bound),
+            policies: BoundedMap::new(bound),
+            grants: BoundedMap::new(bound),
+        }
+    }
+
     /// A cached key record.
     pub fn record(&self, id: &KeyId) -> Option<Arc<KeyRecord>> {
         self.records.get(id)

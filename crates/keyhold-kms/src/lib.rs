@@ -127,6 +127,13 @@ impl Engine {
         }
     }
 
+    /// Serves cached key state for at most `bound` (for several nodes sharing one store: a
+    /// change made on another node is seen within it).
+    pub fn with_shared_store(mut self, bound: std::time::Duration) -> Self {
+        self.keyring = Keyring::with_staleness(Some(bound));
+        self
+    }
+
     /// The region.
     pub fn region(&self) -> &str {
         &self.region
@@ -314,12 +321,20 @@ impl Engine {
     pub fn run_due_deletions(&self) -> Result<usize, KmsError> {
         let _guard = self.lock_writes();
         let due = self.store.keys_due_for_deletion(self.clock.now_ms())?;
+        let mut deleted = 0;
         for id in &due {
-            self.store.delete_key(id)?;
+            match self.store.delete_key(id) {
+                Ok(()) => {
+                    deleted += 1;
+                    tracing::info!(key_id = %id, "key deleted after its waiting period");
+                }
+                // Another node sharing the store deleted it first.
+                Err(keyhold_store::StoreError::NotFound) => {}
+                Err(e) => return Err(e.into()),
+            }
             self.keyring.forget_key(id);
-            tracing::info!(key_id = %id, "key deleted after its waiting period");
         }
-        Ok(due.len())
+        Ok(deleted)
     }
 
     pub(crate) fn now_ms(&self) -> i64 {

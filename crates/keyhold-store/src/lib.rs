@@ -5,14 +5,19 @@
 //!   principals). Secrets in them are always wrapped under the root key.
 //! - [`sqlite`]: the embedded SQLite backend (WAL, `synchronous=FULL`: a commit is fsynced
 //!   before the call returns) and its versioned migrations.
+//! - [`postgres`]: the PostgreSQL backend, for several nodes sharing one state.
 //! - [`Store`]: the trait every backend implements; calls are blocking and short.
 #![forbid(unsafe_code)]
 
+#[cfg(test)]
+mod conformance;
+pub mod postgres;
 pub mod records;
 pub mod sqlite;
 
 use keyhold_core::ids::{AliasName, KeyId};
 
+pub use postgres::PgStore;
 pub use records::{
     AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag,
 };

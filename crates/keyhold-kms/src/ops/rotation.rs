@@ -238,18 +238,23 @@ impl Engine {
             .map(|v| v.created_at))
     }
 
-    /// Adds a new version of a key's material and makes it current.
+    /// Adds a new version of a key's material and makes it current. Returns false when an
+    /// automatic rotation turned out to be done already (by another node).
     pub(crate) fn rotate(
         &self,
         id: &keyhold_core::ids::KeyId,
         rotation_type: &str,
-    ) -> Result<KeyRecord, KmsError> {
+    ) -> Result<bool, KmsError> {
         let _guard = self.lock_writes();
         let mut key = self
             .store()
             .get_key(id)?
             .ok_or_else(|| KmsError::not_found(format!("Key '{id}' does not exist")))?;
         let now = self.now_ms();
+        // Another node sharing the store may have performed this automatic rotation already.
+        if rotation_type == "AUTOMATIC" && key.next_rotation_at.is_none_or(|t| t > now) {
+            return Ok(false);
+        }
         let version = key.current_version + 1;
         let material = keyhold_core::secret::SecretBytes::random(32).map_err(KmsError::internal)?;
         let record = keyhold_store::KeyVersionRecord {
@@ -265,19 +270,30 @@ impl Engine {
                 key.next_rotation_at = Some(now + i64::from(days) * DAY_MS);
             }
         }
-        self.store().add_key_version(&key, &record)?;
+        match self.store().add_key_version(&key, &record) {
+            Ok(()) => {}
+            // Another node added this version at the same moment: one rotation happened.
+            Err(keyhold_store::StoreError::AlreadyExists) if rotation_type == "AUTOMATIC" => {
+                self.keyring().invalidate_key(id);
+                return Ok(false);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.keyring().invalidate_key(id);
         tracing::info!(key_id = %id, version, rotation_type, "key rotated");
-        Ok(key)
+        Ok(true)
     }
 
     /// Performs every automatic rotation that is due. Returns how many keys rotated.
     pub fn run_due_rotations(&self) -> Result<usize, KmsError> {
         let due = self.store().keys_due_for_rotation(self.now_ms())?;
+        let mut rotated = 0;
         for id in &due {
-            self.rotate(id, "AUTOMATIC")?;
+            if self.rotate(id, "AUTOMATIC")? {
+                rotated += 1;
+            }
         }
-        Ok(due.len())
+        Ok(rotated)
     }
 }
 

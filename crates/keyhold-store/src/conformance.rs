@@ -1,0 +1,367 @@
+//! One conformance suite for every backend: the same checks run against SQLite always, and
+//! against PostgreSQL when `KEYHOLD_TEST_POSTGRES_URL` is set (each run in a fresh schema).
+
+use keyhold_core::ids::{AliasName, KeyId};
+use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::policy::default_key_policy;
+
+use crate::{
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
+    StoreError, Tag,
+};
+
+const ACCT: &str = "111122223333";
+
+fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
+    let id = KeyId::generate();
+    (
+        KeyRecord {
+            key_id: id,
+            account: account.into(),
+            description: "d".into(),
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            origin: Origin::AwsKms,
+            state: KeyState::Enabled,
+            created_at: 1,
+            deletion_date: None,
+            pending_window_days: None,
+            current_version: 1,
+            policy: default_key_policy(account),
+            key_manager: KeyManager::Customer,
+            rotation_period_days: None,
+            next_rotation_at: None,
+            expiration_model: None,
+            valid_to: None,
+            material_digest: None,
+        },
+        KeyVersionRecord {
+            key_id: id,
+            version: 1,
+            wrapped_material: vec![1, 2, 3],
+            created_at: 1,
+            rotation_type: None,
+        },
+    )
+}
+
+fn alias(name: &str, target: KeyId) -> AliasRecord {
+    AliasRecord {
+        account: ACCT.into(),
+        name: AliasName::parse(name).unwrap(),
+        target,
+        created_at: 1,
+        updated_at: 1,
+    }
+}
+
+fn tag(k: &str, v: &str) -> Tag {
+    Tag {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+/// Runs every check against a fresh, empty store.
+pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
+    keys(make().as_ref());
+    versions_and_deletion(make().as_ref());
+    aliases(make().as_ref());
+    tags(make().as_ref());
+    grants_and_usage(make().as_ref());
+    principals(make().as_ref());
+}
+
+fn keys(s: &dyn Store) {
+    let (mut k, v) = key(ACCT);
+    s.create_key(&k, Some(&v), &[tag("a", "1")], None).unwrap();
+    assert!(matches!(
+        s.create_key(&k, Some(&v), &[], None),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
+    k.description = "changed".into();
+    k.state = KeyState::PendingDeletion;
+    k.deletion_date = Some(50);
+    k.pending_window_days = Some(7);
+    k.rotation_period_days = Some(90);
+    k.next_rotation_at = Some(60);
+    k.valid_to = Some(70);
+    k.expiration_model = Some("KEY_MATERIAL_EXPIRES".into());
+    k.material_digest = Some("ab".into());
+    s.update_key(&k).unwrap();
+    assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
+    assert_eq!(s.keys_due_for_deletion(49).unwrap(), vec![]);
+    assert_eq!(s.keys_due_for_deletion(50).unwrap(), vec![k.key_id]);
+    assert_eq!(s.keys_due_for_expiry(70).unwrap(), vec![k.key_id]);
+    assert_eq!(
+        s.keys_due_for_rotation(100).unwrap(),
+        vec![],
+        "only enabled keys rotate"
+    );
+    let (missing, _) = key(ACCT);
+    assert!(matches!(s.update_key(&missing), Err(StoreError::NotFound)));
+
+    for _ in 0..4 {
+        let (k, v) = key(ACCT);
+        s.create_key(&k, Some(&v), &[], None).unwrap();
+    }
+    let (other, ov) = key("444455556666");
+    s.create_key(&other, Some(&ov), &[], None).unwrap();
+    let first = s.list_keys(ACCT, None, 3).unwrap();
+    assert_eq!(first.len(), 3);
+    let rest = s.list_keys(ACCT, Some(&first[2].key_id), 3).unwrap();
+    assert_eq!(rest.len(), 2);
+    assert!(rest[0].key_id > first[2].key_id);
+}
+
+fn versions_and_deletion(s: &dyn Store) {
+    let (mut k, v) = key(ACCT);
+    s.create_key(
+        &k,
+        Some(&v),
+        &[tag("t", "v")],
+        Some(&alias("alias/x", k.key_id)),
+    )
+    .unwrap();
+    k.current_version = 2;
+    k.next_rotation_at = Some(9);
+    let v2 = KeyVersionRecord {
+        version: 2,
+        rotation_type: Some("ON_DEMAND".into()),
+        ..v.clone()
+    };
+    s.add_key_version(&k, &v2).unwrap();
+    assert_eq!(
+        s.list_key_versions(&k.key_id).unwrap(),
+        vec![v.clone(), v2.clone()]
+    );
+    assert_eq!(s.get_key(&k.key_id).unwrap().unwrap().current_version, 2);
+    // Imported material replaced atomically, or removed.
+    s.replace_material(&k, Some(&v)).unwrap();
+    assert_eq!(s.list_key_versions(&k.key_id).unwrap(), vec![v.clone()]);
+    s.replace_material(&k, None).unwrap();
+    assert!(s.list_key_versions(&k.key_id).unwrap().is_empty());
+    // Deletion removes everything about the key.
+    s.put_key_usage(&[KeyLastUsage {
+        key_id: k.key_id,
+        operation: "Encrypt".into(),
+        used_at: 1,
+        event_id: "e".into(),
+    }])
+    .unwrap();
+    s.delete_key(&k.key_id).unwrap();
+    assert_eq!(s.get_key(&k.key_id).unwrap(), None);
+    assert_eq!(
+        s.get_alias(ACCT, &AliasName::parse("alias/x").unwrap())
+            .unwrap(),
+        None
+    );
+    assert!(s.list_tags(&k.key_id).unwrap().is_empty());
+    assert_eq!(s.get_key_usage(&k.key_id).unwrap(), None);
+    assert!(matches!(s.delete_key(&k.key_id), Err(StoreError::NotFound)));
+}
+
+fn aliases(s: &dyn Store) {
+    let (k1, v1) = key(ACCT);
+    let (k2, v2) = key(ACCT);
+    s.create_key(&k1, Some(&v1), &[], None).unwrap();
+    s.create_key(&k2, Some(&v2), &[], None).unwrap();
+    for n in ["alias/b", "alias/a", "alias/C", "alias/a-2"] {
+        s.create_alias(&alias(n, k1.key_id)).unwrap();
+    }
+    assert!(matches!(
+        s.create_alias(&alias("alias/a", k2.key_id)),
+        Err(StoreError::AlreadyExists)
+    ));
+    let names: Vec<String> = s
+        .list_aliases(ACCT, None, None, 10)
+        .unwrap()
+        .iter()
+        .map(|a| a.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        ["alias/C", "alias/a", "alias/a-2", "alias/b"],
+        "byte order"
+    );
+    let page = s.list_aliases(ACCT, None, Some("alias/a"), 2).unwrap();
+    assert_eq!(page[0].name.as_str(), "alias/a-2");
+    let a = AliasName::parse("alias/a").unwrap();
+    s.update_alias(ACCT, &a, &k2.key_id, 5).unwrap();
+    let got = s.get_alias(ACCT, &a).unwrap().unwrap();
+    assert_eq!((got.target, got.updated_at), (k2.key_id, 5));
+    assert_eq!(
+        s.list_aliases(ACCT, Some(&k2.key_id), None, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    s.delete_alias(ACCT, &a).unwrap();
+    assert!(matches!(
+        s.delete_alias(ACCT, &a),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.update_alias(ACCT, &a, &k2.key_id, 6),
+        Err(StoreError::NotFound)
+    ));
+}
+
+fn tags(s: &dyn Store) {
+    let (k, v) = key(ACCT);
+    s.create_key(&k, Some(&v), &[tag("b", "1")], None).unwrap();
+    s.put_tags(&k.key_id, &[tag("a", "1"), tag("b", "2"), tag("C", "3")])
+        .unwrap();
+    let t = s.list_tags(&k.key_id).unwrap();
+    assert_eq!(t, vec![tag("C", "3"), tag("a", "1"), tag("b", "2")]);
+    s.remove_tags(&k.key_id, &["a".into(), "absent".into()])
+        .unwrap();
+    assert_eq!(s.list_tags(&k.key_id).unwrap().len(), 2);
+}
+
+fn grants_and_usage(s: &dyn Store) {
+    let (k, v) = key(ACCT);
+    s.create_key(&k, Some(&v), &[], None).unwrap();
+    let g = GrantRecord {
+        grant_id: "a".repeat(64),
+        key_id: k.key_id,
+        name: Some("n".into()),
+        grantee: "arn:aws:iam::444455556666:user/x".into(),
+        retiring: Some("arn:aws:iam::111122223333:user/r".into()),
+        issuing_account: ACCT.into(),
+        operations: vec!["Decrypt".into(), "Encrypt".into()],
+        constraints: Some("{\"EncryptionContextSubset\":{\"a\":\"b\"}}".into()),
+        token: "khgt1.token".into(),
+        created_at: 3,
+    };
+    s.create_grant(&g).unwrap();
+    assert!(matches!(s.create_grant(&g), Err(StoreError::AlreadyExists)));
+    assert_eq!(s.list_grants(&k.key_id).unwrap(), vec![g.clone()]);
+    assert_eq!(
+        s.find_grant(None, Some("khgt1.token")).unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(
+        s.find_grant(Some(&g.grant_id), None).unwrap(),
+        Some(g.clone())
+    );
+    assert_eq!(s.find_grant(None, None).unwrap(), None);
+    assert_eq!(
+        s.list_retirable_grants("arn:aws:iam::111122223333:user/r")
+            .unwrap()
+            .len(),
+        1
+    );
+    s.delete_grant(&g.grant_id).unwrap();
+    assert!(matches!(
+        s.delete_grant(&g.grant_id),
+        Err(StoreError::NotFound)
+    ));
+
+    let use_at = |t: i64, op: &str| KeyLastUsage {
+        key_id: k.key_id,
+        operation: op.into(),
+        used_at: t,
+        event_id: format!("e{t}"),
+    };
+    s.put_key_usage(&[use_at(10, "Encrypt")]).unwrap();
+    s.put_key_usage(&[use_at(5, "Decrypt")]).unwrap();
+    assert_eq!(
+        s.get_key_usage(&k.key_id).unwrap(),
+        Some(use_at(10, "Encrypt"))
+    );
+    let (gone, _) = key(ACCT);
+    s.put_key_usage(&[KeyLastUsage {
+        key_id: gone.key_id,
+        ..use_at(1, "Encrypt")
+    }])
+    .unwrap();
+    assert_eq!(
+        s.get_key_usage(&gone.key_id).unwrap(),
+        None,
+        "unknown keys are skipped"
+    );
+}
+
+fn principals(s: &dyn Store) {
+    let p = PrincipalRecord {
+        access_key_id: "AKIAEXAMPLE".into(),
+        arn: "arn:aws:iam::111122223333:user/alice".into(),
+        account: ACCT.into(),
+        wrapped_secret: vec![9],
+        created_at: 1,
+    };
+    s.create_principal(&p).unwrap();
+    assert!(matches!(
+        s.create_principal(&p),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get_principal("AKIAEXAMPLE").unwrap(), Some(p.clone()));
+    assert_eq!(s.list_principals().unwrap(), vec![p.clone()]);
+    s.delete_principal(&p.arn).unwrap();
+    assert!(matches!(
+        s.delete_principal(&p.arn),
+        Err(StoreError::NotFound)
+    ));
+}
+
+#[test]
+fn sqlite_passes_the_conformance_suite() {
+    run_all(&|| Box::new(crate::SqliteStore::in_memory().unwrap()));
+}
+
+#[test]
+fn postgres_passes_the_conformance_suite() {
+    let Ok(url) = std::env::var("KEYHOLD_TEST_POSTGRES_URL") else {
+        println!("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    run_all(&|| Box::new(fresh_pg(&url)));
+}
+
+/// A PostgreSQL store in a new, empty schema.
+pub fn fresh_pg(url: &str) -> crate::PgStore {
+    let schema = format!("kh_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    let mut config: postgres::Config = url.parse().unwrap();
+    config.options(&format!("-c search_path={schema}"));
+    crate::PgStore::open_config(config).unwrap()
+}
+
+#[test]
+fn postgres_migrations_run_once_with_several_nodes_starting() {
+    let Ok(url) = std::env::var("KEYHOLD_TEST_POSTGRES_URL") else {
+        println!("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!("kh_test_{}", uuid::Uuid::new_v4().simple());
+    postgres::Client::connect(&url, postgres::NoTls)
+        .unwrap()
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .unwrap();
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, schema) = (url.clone(), schema.clone());
+            std::thread::spawn(move || {
+                let mut config: postgres::Config = url.parse().unwrap();
+                config.options(&format!("-c search_path={schema}"));
+                crate::PgStore::open_config(config).map(|_| ())
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    // Two nodes racing for one alias: one wins.
+    let a = fresh_pg(&url);
+    let (k, v) = key(ACCT);
+    a.create_key(&k, Some(&v), &[], None).unwrap();
+    let results: Vec<_> = (0..2)
+        .map(|_| a.create_alias(&alias("alias/race", k.key_id)))
+        .collect();
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
+}

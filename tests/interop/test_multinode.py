@@ -1,0 +1,73 @@
+"""Several stateless nodes sharing PostgreSQL (needs KEYHOLD_TEST_POSTGRES_URL)."""
+
+import json
+import os
+import shutil
+import time
+import uuid
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Server, run_keyhold, wait_until
+
+
+@pytest.fixture
+def pg_url():
+    base = os.environ.get("KEYHOLD_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"kh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def test_two_nodes_one_state(pg_url, tmp_path):
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    # The second node shares the root key and the CA, not the audit log.
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    a = Server(["--data-dir", str(a_dir), "--store", pg_url, "--insecure-http"])
+    b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http"])
+    try:
+        ka = a.client(creds["access_key_id"], creds["secret_access_key"])
+        kb = b.client(creds["access_key_id"], creds["secret_access_key"])
+        key = ka.create_key(Description="shared")["KeyMetadata"]["KeyId"]
+        ct = kb.encrypt(KeyId=key, Plaintext=b"across nodes")["CiphertextBlob"]
+        assert ka.decrypt(CiphertextBlob=ct)["Plaintext"] == b"across nodes"
+        # A change on one node is seen by the other within the staleness bound (1 s).
+        ka.disable_key(KeyId=key)
+
+        def refused():
+            try:
+                kb.encrypt(KeyId=key, Plaintext=b"x")
+                return False
+            except ClientError as e:
+                return e.response["Error"]["Code"] == "DisabledException"
+
+        started = time.time()
+        assert wait_until(refused, timeout=5)
+        assert time.time() - started < 2.5
+        # Two nodes racing for one alias: one success, one AlreadyExistsException.
+        ka.enable_key(KeyId=key)
+        outcomes = []
+        for client in (ka, kb):
+            try:
+                client.create_alias(AliasName="alias/race", TargetKeyId=key)
+                outcomes.append("ok")
+            except ClientError as e:
+                outcomes.append(e.response["Error"]["Code"])
+        assert sorted(outcomes) == ["AlreadyExistsException", "ok"]
+        assert not (a_dir / "keyhold.db").exists(), "the state lives in PostgreSQL"
+    finally:
+        a.stop()
+        b.stop()
