@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// A YAML or JSON file of keys to create at start, idempotently (see the README).
     #[arg(long, env = "KEYHOLD_SEED")]
     seed: Option<PathBuf>,
+    /// Requests worked on at once; beyond it requests get ThrottlingException at once.
+    #[arg(long, env = "KEYHOLD_MAX_INFLIGHT", default_value_t = 1024)]
+    max_inflight: usize,
     /// Seconds between checks for keys whose deletion window has passed or whose automatic
     /// rotation is due.
     #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
@@ -277,7 +280,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             engine.clone(),
             Duration::from_secs(args.maintenance_secs.max(1)),
         );
-        let mut options = ServerOptions::default();
+        let mut options = ServerOptions {
+            max_inflight: args.max_inflight,
+            ..ServerOptions::default()
+        };
         if let Some(t) = tls {
             options.tls = Some(t.config.clone());
             spawn_tls_upkeep(

@@ -42,6 +42,7 @@ fn now_secs() -> i64 {
 pub(crate) async fn handle(
     engine: Arc<Engine>,
     options: Arc<ServerOptions>,
+    inflight: Arc<tokio::sync::Semaphore>,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
@@ -76,6 +77,13 @@ pub(crate) async fn handle(
     let refuse = |e: KmsError, body: &[u8]| {
         engine.audit_refused(&meta, &op, claimed.as_deref(), body, &e);
         error_response(&meta.request_id, &e)
+    };
+    // Overload: answer at once instead of queueing without bound.
+    let Ok(_permit) = inflight.try_acquire_owned() else {
+        return Ok(refuse(
+            KmsError::new(ErrorCode::ThrottlingException, "Rate exceeded"),
+            b"",
+        ));
     };
 
     // Framing: refuse oversized bodies before reading them.

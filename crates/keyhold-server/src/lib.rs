@@ -35,6 +35,9 @@ pub struct ServerOptions {
     pub max_connections: usize,
     /// TLS configuration; plain HTTP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Requests worked on at once; more are answered `ThrottlingException` at once rather
+    /// than queued without bound.
+    pub max_inflight: usize,
 }
 
 impl Default for ServerOptions {
@@ -43,6 +46,7 @@ impl Default for ServerOptions {
             max_body_bytes: 1024 * 1024,
             max_connections: 4096,
             tls: None,
+            max_inflight: 1024,
         }
     }
 }
@@ -60,6 +64,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let inflight = Arc::new(Semaphore::new(options.max_inflight.max(1)));
     let options = Arc::new(options);
     tokio::pin!(shutdown);
     loop {
@@ -84,8 +89,9 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let engine = engine.clone();
         let opts = options.clone();
+        let gate = inflight.clone();
         let service = hyper::service::service_fn(move |req| {
-            handler::handle(engine.clone(), opts.clone(), peer, req)
+            handler::handle(engine.clone(), opts.clone(), gate.clone(), peer, req)
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         match &options.tls {

@@ -351,3 +351,35 @@ async fn key_material_is_never_stored_in_plaintext() {
     }
     s.stop().await;
 }
+
+#[tokio::test]
+async fn overload_is_throttled_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = keyhold_server::ServerOptions {
+        max_inflight: 1,
+        ..keyhold_server::ServerOptions::default()
+    };
+    let s = TestServer::start_with(dir.path(), options).await;
+    // Hold the only slot with a request whose body never finishes arriving.
+    let mut slow = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    slow.write_all(
+        format!(
+            "POST / HTTP/1.1\r\nhost: {}\r\nx-amz-target: TrentService.ListKeys\r\ncontent-length: 100\r\n\r\n{{",
+            s.addr
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, v) = s.raw(Some("ListKeys"), b"{}", true).await;
+    assert_eq!(
+        (status, v["__type"].as_str()),
+        (400, Some("ThrottlingException"))
+    );
+    drop(slow);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, _) = s.raw(Some("ListKeys"), b"{}", true).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
