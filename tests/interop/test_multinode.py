@@ -71,3 +71,37 @@ def test_two_nodes_one_state(pg_url, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_backup_from_sqlite_restore_into_postgres(pg_url, tmp_path):
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    creds = json.loads(run_keyhold("init", "--data-dir", str(a_dir), "--json").stdout)
+    a = Server(["--data-dir", str(a_dir), "--insecure-http"])
+    try:
+        ka = a.client(creds["access_key_id"], creds["secret_access_key"])
+        key = ka.create_key()["KeyMetadata"]["KeyId"]
+        ka.create_alias(AliasName="alias/kept", TargetKeyId=key)
+        ct = ka.encrypt(KeyId=key, Plaintext=b"backed up")["CiphertextBlob"]
+        backup = tmp_path / "backup.json"
+        p = run_keyhold("admin", "backup", "--data-dir", str(a_dir), "--to", str(backup))
+        assert p.returncode == 0, p.stderr
+    finally:
+        a.stop()
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+    assert b"backed up" not in backup.read_bytes()
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    p = run_keyhold("admin", "restore", "--data-dir", str(b_dir), "--store", pg_url, "--from", str(backup))
+    assert p.returncode == 0, p.stderr
+    again = run_keyhold("admin", "restore", "--data-dir", str(b_dir), "--store", pg_url,
+                        "--from", str(backup))
+    assert again.returncode != 0 and "refusing" in again.stderr
+    b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http"])
+    try:
+        kb = b.client(creds["access_key_id"], creds["secret_access_key"])
+        assert kb.decrypt(CiphertextBlob=ct)["Plaintext"] == b"backed up"
+        assert kb.describe_key(KeyId="alias/kept")["KeyMetadata"]["KeyId"] == key
+    finally:
+        b.stop()

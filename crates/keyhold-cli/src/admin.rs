@@ -218,3 +218,55 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
         }
     }
 }
+
+/// `keyhold admin backup`.
+pub fn backup(dir: &DataDirArg, to: &std::path::Path) -> Result<(), String> {
+    let (_root, store) = dir.open().open()?;
+    let snapshot = store.export().map_err(|e| e.to_string())?;
+    let bytes = serde_json::to_vec(&snapshot).map_err(|e| e.to_string())?;
+    let tmp = to.with_extension("tmp");
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(&tmp)
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::io::Write::write_all(&mut f, &bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, to).map_err(|e| format!("{}: {e}", to.display()))?;
+    println!(
+        "backed up {} keys, {} aliases, {} grants and {} principals to {}",
+        snapshot.keys.len(),
+        snapshot.aliases.len(),
+        snapshot.grants.len(),
+        snapshot.principals.len(),
+        to.display()
+    );
+    Ok(())
+}
+
+/// `keyhold admin restore`.
+pub fn restore(dir: &DataDirArg, from: &std::path::Path) -> Result<(), String> {
+    let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
+    let snapshot: keyhold_store::Snapshot = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{}: not a keyhold backup ({e})", from.display()))?;
+    let (_root, store) = dir.open().open()?;
+    store.import(&snapshot).map_err(|e| match e {
+        keyhold_store::StoreError::NotEmpty => {
+            "refusing to restore into a store that already holds keys or principals".to_string()
+        }
+        other => other.to_string(),
+    })?;
+    println!(
+        "restored {} keys and {} principals from {}",
+        snapshot.keys.len(),
+        snapshot.principals.len(),
+        from.display()
+    );
+    Ok(())
+}

@@ -63,6 +63,23 @@ enum AdminCommand {
         #[command(subcommand)]
         command: admin::PrincipalCommand,
     },
+    /// Write a consistent snapshot of the store (online; secrets stay wrapped under the root
+    /// key, so the file is useless without it).
+    Backup {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The backup file to write.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Restore a backup into an empty store (SQLite or PostgreSQL, whichever it came from).
+    Restore {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The backup file to read.
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 /// The data dir option shared by every command.
@@ -95,9 +112,11 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::from(1),
             Err(e) => Err(e),
         },
-        Command::Admin {
-            command: AdminCommand::Principal { command },
-        } => admin::principal(command),
+        Command::Admin { command } => match command {
+            AdminCommand::Principal { command } => admin::principal(command),
+            AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
+            AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -62,8 +62,48 @@ fn tag(k: &str, v: &str) -> Tag {
     }
 }
 
+/// Backs up a populated store and restores it into an empty one (of any backend).
+pub fn backup_and_restore(from: &dyn Store, into: &dyn Store) {
+    let (k, v) = key(ACCT);
+    from.create_key(
+        &k,
+        Some(&v),
+        &[tag("t", "1")],
+        Some(&alias("alias/bk", k.key_id)),
+    )
+    .unwrap();
+    let (mut k2, v2) = key(ACCT);
+    from.create_key(&k2, Some(&v2), &[], None).unwrap();
+    k2.current_version = 2;
+    from.add_key_version(
+        &k2,
+        &KeyVersionRecord {
+            version: 2,
+            rotation_type: Some("AUTOMATIC".into()),
+            ..v2.clone()
+        },
+    )
+    .unwrap();
+    from.create_principal(&PrincipalRecord {
+        access_key_id: "AKIABACKUP".into(),
+        arn: "arn:aws:iam::111122223333:user/b".into(),
+        account: ACCT.into(),
+        wrapped_secret: vec![1, 2],
+        created_at: 1,
+    })
+    .unwrap();
+    let snap = from.export().unwrap();
+    let text = serde_json::to_string(&snap).unwrap();
+    let back: crate::Snapshot = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, snap);
+    into.import(&back).unwrap();
+    assert_eq!(into.export().unwrap(), snap);
+    assert!(matches!(into.import(&back), Err(StoreError::NotEmpty)));
+}
+
 /// Runs every check against a fresh, empty store.
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
+    backup_and_restore(make().as_ref(), make().as_ref());
     keys(make().as_ref());
     versions_and_deletion(make().as_ref());
     aliases(make().as_ref());
@@ -330,6 +370,20 @@ pub fn fresh_pg(url: &str) -> crate::PgStore {
     let mut config: postgres::Config = url.parse().unwrap();
     config.options(&format!("-c search_path={schema}"));
     crate::PgStore::open_config(config).unwrap()
+}
+
+#[test]
+fn backups_move_between_sqlite_and_postgres() {
+    let Ok(url) = std::env::var("KEYHOLD_TEST_POSTGRES_URL") else {
+        println!("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let sqlite = crate::SqliteStore::in_memory().unwrap();
+    let pg = fresh_pg(&url);
+    backup_and_restore(&sqlite, &pg);
+    let back = crate::SqliteStore::in_memory().unwrap();
+    back.import(&pg.export().unwrap()).unwrap();
+    assert_eq!(back.export().unwrap(), sqlite.export().unwrap());
 }
 
 #[test]

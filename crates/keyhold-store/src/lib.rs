@@ -19,7 +19,8 @@ use keyhold_core::ids::{AliasName, KeyId};
 
 pub use postgres::PgStore;
 pub use records::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Tag,
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
+    Tag,
 };
 pub use sqlite::SqliteStore;
 
@@ -36,6 +37,9 @@ pub enum StoreError {
     /// The database is busy or unreachable for longer than the wait allows.
     #[error("storage is busy or unavailable: {0}")]
     Unavailable(String),
+    /// A restore into a store that already holds keys or principals.
+    #[error("the store is not empty")]
+    NotEmpty,
     /// Any other backend failure, or a row the code cannot read.
     #[error("storage backend: {0}")]
     Backend(String),
@@ -145,6 +149,12 @@ pub trait Store: Send + Sync {
     fn put_key_usage(&self, usage: &[KeyLastUsage]) -> Result<(), StoreError>;
     /// When a key was last used, if it was.
     fn get_key_usage(&self, id: &KeyId) -> Result<Option<KeyLastUsage>, StoreError>;
+
+    /// Every row, read consistently (one snapshot of the database).
+    fn export(&self) -> Result<Snapshot, StoreError>;
+    /// Writes every row of `snapshot` into this store, atomically; refused unless the store
+    /// holds no key and no principal.
+    fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

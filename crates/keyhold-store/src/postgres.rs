@@ -18,8 +18,8 @@ use postgres::error::SqlState;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use crate::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
-    StoreError, Tag,
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
+    Store, StoreError, Tag,
 };
 
 /// Longest wait for a connection and a statement.
@@ -867,6 +867,194 @@ impl Store for PgStore {
                 used_at: r.get(1),
                 event_id: r.get(2),
             }))
+        })
+    }
+
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        self.call(|c| {
+            let mut tx = c
+                .build_transaction()
+                .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .map_err(pg)?;
+            let rows = |tx: &mut Transaction<'_>, sql: &str| tx.query(sql, &[]).map_err(pg);
+            let snapshot = Snapshot {
+                keys: rows(
+                    &mut tx,
+                    &format!("SELECT {KEY_COLS} FROM keys ORDER BY key_id"),
+                )?
+                .iter()
+                .map(key_from_row)
+                .collect::<Result<_, _>>()?,
+                versions: rows(
+                    &mut tx,
+                    "SELECT key_id, version, wrapped_material, created_at, rotation_type \
+                     FROM key_versions ORDER BY key_id, version",
+                )?
+                .iter()
+                .map(version_from_row)
+                .collect::<Result<_, _>>()?,
+                aliases: rows(
+                    &mut tx,
+                    "SELECT account, name, target_key_id, created_at, updated_at FROM aliases \
+                     ORDER BY account, name",
+                )?
+                .iter()
+                .map(alias_from_row)
+                .collect::<Result<_, _>>()?,
+                tags: rows(
+                    &mut tx,
+                    "SELECT key_id, tag_key, tag_value FROM tags ORDER BY key_id, tag_key",
+                )?
+                .iter()
+                .map(|r| {
+                    Ok((
+                        key_id(r.get(0))?,
+                        Tag {
+                            key: r.get(1),
+                            value: r.get(2),
+                        },
+                    ))
+                })
+                .collect::<Result<_, StoreError>>()?,
+                grants: rows(
+                    &mut tx,
+                    &format!("SELECT {GRANT_COLS} FROM grants ORDER BY grant_id"),
+                )?
+                .iter()
+                .map(grant_from_row)
+                .collect::<Result<_, _>>()?,
+                principals: rows(
+                    &mut tx,
+                    "SELECT access_key_id, arn, account, wrapped_secret, created_at \
+                     FROM principals ORDER BY access_key_id",
+                )?
+                .iter()
+                .map(principal_from_row)
+                .collect(),
+                usage: rows(
+                    &mut tx,
+                    "SELECT key_id, operation, used_at, event_id FROM key_last_usage \
+                     ORDER BY key_id",
+                )?
+                .iter()
+                .map(|r| {
+                    Ok(KeyLastUsage {
+                        key_id: key_id(r.get(0))?,
+                        operation: r.get(1),
+                        used_at: r.get(2),
+                        event_id: r.get(3),
+                    })
+                })
+                .collect::<Result<_, StoreError>>()?,
+            };
+            tx.commit().map_err(pg)?;
+            Ok(snapshot)
+        })
+    }
+
+    fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let s = snapshot.clone();
+        self.call(move |c| {
+            let mut tx = c.transaction().map_err(pg)?;
+            tx.execute("LOCK TABLE keys, principals IN EXCLUSIVE MODE", &[])
+                .map_err(pg)?;
+            let existing: i64 = tx
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM keys) + (SELECT COUNT(*) FROM principals)",
+                    &[],
+                )
+                .map_err(pg)?
+                .get(0);
+            if existing > 0 {
+                return Err(StoreError::NotEmpty);
+            }
+            for k in &s.keys {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO keys ({KEY_COLS}) VALUES \
+                         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
+                    ),
+                    &[
+                        &k.key_id.to_string(),
+                        &k.account,
+                        &k.description,
+                        &k.key_spec.as_str(),
+                        &k.key_usage.as_str(),
+                        &k.origin.as_str(),
+                        &k.state.as_str(),
+                        &k.created_at,
+                        &k.deletion_date,
+                        &k.pending_window_days.map(i64::from),
+                        &i64::from(k.current_version),
+                        &k.policy,
+                        &k.key_manager.as_str(),
+                        &k.rotation_period_days.map(i64::from),
+                        &k.next_rotation_at,
+                        &k.expiration_model,
+                        &k.valid_to,
+                        &k.material_digest,
+                    ],
+                )
+                .map_err(pg)?;
+            }
+            for v in &s.versions {
+                insert_version(&mut tx, v)?;
+            }
+            for a in &s.aliases {
+                insert_alias(&mut tx, a)?;
+            }
+            for (id, t) in &s.tags {
+                tx.execute(
+                    "INSERT INTO tags (key_id, tag_key, tag_value) VALUES ($1, $2, $3)",
+                    &[&id.to_string(), &t.key, &t.value],
+                )
+                .map_err(pg)?;
+            }
+            for g in &s.grants {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO grants ({GRANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
+                    ),
+                    &[
+                        &g.grant_id,
+                        &g.key_id.to_string(),
+                        &g.name,
+                        &g.grantee,
+                        &g.retiring,
+                        &g.issuing_account,
+                        &g.operations.join(","),
+                        &g.constraints,
+                        &g.token,
+                        &g.created_at,
+                    ],
+                )
+                .map_err(pg)?;
+            }
+            for p in &s.principals {
+                tx.execute(
+                    "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, \
+                     created_at) VALUES ($1, $2, $3, $4, $5)",
+                    &[
+                        &p.access_key_id,
+                        &p.arn,
+                        &p.account,
+                        &p.wrapped_secret,
+                        &p.created_at,
+                    ],
+                )
+                .map_err(pg)?;
+            }
+            for u in &s.usage {
+                tx.execute(
+                    "INSERT INTO key_last_usage (key_id, operation, used_at, event_id) \
+                     VALUES ($1, $2, $3, $4)",
+                    &[&u.key_id.to_string(), &u.operation, &u.used_at, &u.event_id],
+                )
+                .map_err(pg)?;
+            }
+            tx.commit().map_err(pg)
         })
     }
 

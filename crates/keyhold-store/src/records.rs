@@ -4,7 +4,7 @@ use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 
 /// A KMS key's metadata.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyRecord {
     /// The key id.
     pub key_id: KeyId,
@@ -46,13 +46,14 @@ pub struct KeyRecord {
 }
 
 /// One version of a key's material, wrapped under the root key.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyVersionRecord {
     /// The key this version belongs to.
     pub key_id: KeyId,
     /// Version number (1 for the first material).
     pub version: u32,
     /// The material, wrapped under the root key with [`KeyVersionRecord::wrap_label`].
+    #[serde(with = "b64")]
     pub wrapped_material: Vec<u8>,
     /// When this version was made.
     pub created_at: i64,
@@ -79,7 +80,7 @@ impl std::fmt::Debug for KeyVersionRecord {
 }
 
 /// An alias.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AliasRecord {
     /// Owning account.
     pub account: String,
@@ -94,7 +95,7 @@ pub struct AliasRecord {
 }
 
 /// A tag on a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tag {
     /// Tag key.
     pub key: String,
@@ -103,7 +104,7 @@ pub struct Tag {
 }
 
 /// A principal that may call the API.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PrincipalRecord {
     /// The access key id clients sign with.
     pub access_key_id: String,
@@ -113,6 +114,7 @@ pub struct PrincipalRecord {
     pub account: String,
     /// The secret access key, wrapped under the root key with
     /// [`PrincipalRecord::wrap_label`].
+    #[serde(with = "b64")]
     pub wrapped_secret: Vec<u8>,
     /// Creation time.
     pub created_at: i64,
@@ -136,7 +138,7 @@ impl std::fmt::Debug for PrincipalRecord {
 }
 
 /// A grant: permission for a grantee to use a key for some operations.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantRecord {
     /// 64 hex digits.
     pub grant_id: String,
@@ -172,7 +174,7 @@ impl std::fmt::Debug for GrantRecord {
 }
 
 /// The last successful cryptographic use of a key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct KeyLastUsage {
     /// The key.
     pub key_id: KeyId,
@@ -182,4 +184,39 @@ pub struct KeyLastUsage {
     pub used_at: i64,
     /// The audit event id of that call.
     pub event_id: String,
+}
+
+/// Every row of a store: what a backup holds. Secrets in it stay wrapped under the root key.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Snapshot {
+    /// Keys.
+    pub keys: Vec<KeyRecord>,
+    /// Key material versions.
+    pub versions: Vec<KeyVersionRecord>,
+    /// Aliases.
+    pub aliases: Vec<AliasRecord>,
+    /// Tags, with their key.
+    pub tags: Vec<(KeyId, Tag)>,
+    /// Grants.
+    pub grants: Vec<GrantRecord>,
+    /// Principals.
+    pub principals: Vec<PrincipalRecord>,
+    /// Last uses of keys.
+    pub usage: Vec<KeyLastUsage>,
+}
+
+/// Bytes as base64 in serialized records.
+mod b64 {
+    use base64::Engine as _;
+
+    pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(v))
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let s = <String as serde::Deserialize>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map_err(serde::de::Error::custom)
+    }
 }

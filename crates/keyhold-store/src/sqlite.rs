@@ -10,8 +10,8 @@ use keyhold_core::policy::default_key_policy;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
-    StoreError, Tag,
+    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
+    Store, StoreError, Tag,
 };
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
@@ -818,6 +818,179 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(backend)
+    }
+
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        fn all<T>(
+            tx: &rusqlite::Transaction<'_>,
+            sql: &str,
+            f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+        ) -> Result<Vec<T>, StoreError> {
+            let mut stmt = tx.prepare(sql).map_err(backend)?;
+            let rows = stmt.query_map([], f).map_err(backend)?;
+            rows.collect::<Result<_, _>>().map_err(backend)
+        }
+        let snapshot = Snapshot {
+            keys: all(
+                &tx,
+                &format!("SELECT {KEY_COLS} FROM keys ORDER BY key_id"),
+                key_from_row,
+            )?,
+            versions: all(
+                &tx,
+                "SELECT key_id, version, wrapped_material, created_at, rotation_type \
+                 FROM key_versions ORDER BY key_id, version",
+                version_from_row,
+            )?,
+            aliases: all(
+                &tx,
+                "SELECT account, name, target_key_id, created_at, updated_at FROM aliases \
+                 ORDER BY account, name",
+                alias_from_row,
+            )?,
+            tags: all(
+                &tx,
+                "SELECT key_id, tag_key, tag_value FROM tags ORDER BY key_id, tag_key",
+                |r| {
+                    Ok((
+                        key_id_col(r, 0)?,
+                        Tag {
+                            key: r.get(1)?,
+                            value: r.get(2)?,
+                        },
+                    ))
+                },
+            )?,
+            grants: all(
+                &tx,
+                &format!("SELECT {GRANT_COLS} FROM grants ORDER BY grant_id"),
+                grant_from_row,
+            )?,
+            principals: all(
+                &tx,
+                "SELECT access_key_id, arn, account, wrapped_secret, created_at FROM principals \
+                 ORDER BY access_key_id",
+                principal_from_row,
+            )?,
+            usage: all(
+                &tx,
+                "SELECT key_id, operation, used_at, event_id FROM key_last_usage ORDER BY key_id",
+                |r| {
+                    Ok(KeyLastUsage {
+                        key_id: key_id_col(r, 0)?,
+                        operation: r.get(1)?,
+                        used_at: r.get(2)?,
+                        event_id: r.get(3)?,
+                    })
+                },
+            )?,
+        };
+        tx.commit().map_err(backend)?;
+        Ok(snapshot)
+    }
+
+    fn import(&self, s: &Snapshot) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        let existing: i64 = tx
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM keys) + (SELECT COUNT(*) FROM principals)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if existing > 0 {
+            return Err(StoreError::NotEmpty);
+        }
+        for k in &s.keys {
+            tx.execute(
+                &format!(
+                    "INSERT INTO keys ({KEY_COLS}) VALUES \
+                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+                ),
+                params![
+                    k.key_id.to_string(),
+                    k.account,
+                    k.description,
+                    k.key_spec.as_str(),
+                    k.key_usage.as_str(),
+                    k.origin.as_str(),
+                    k.state.as_str(),
+                    k.created_at,
+                    k.deletion_date,
+                    k.pending_window_days,
+                    k.current_version,
+                    k.policy,
+                    k.key_manager.as_str(),
+                    k.rotation_period_days,
+                    k.next_rotation_at,
+                    k.expiration_model,
+                    k.valid_to,
+                    k.material_digest,
+                ],
+            )
+            .map_err(backend)?;
+        }
+        for v in &s.versions {
+            insert_version(&tx, v)?;
+        }
+        for a in &s.aliases {
+            insert_alias(&tx, a)?;
+        }
+        for (id, t) in &s.tags {
+            tx.execute(
+                "INSERT INTO tags (key_id, tag_key, tag_value) VALUES (?1, ?2, ?3)",
+                params![id.to_string(), t.key, t.value],
+            )
+            .map_err(backend)?;
+        }
+        for g in &s.grants {
+            tx.execute(
+                &format!(
+                    "INSERT INTO grants ({GRANT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
+                ),
+                params![
+                    g.grant_id,
+                    g.key_id.to_string(),
+                    g.name,
+                    g.grantee,
+                    g.retiring,
+                    g.issuing_account,
+                    g.operations.join(","),
+                    g.constraints,
+                    g.token,
+                    g.created_at
+                ],
+            )
+            .map_err(backend)?;
+        }
+        for p in &s.principals {
+            tx.execute(
+                "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    p.access_key_id,
+                    p.arn,
+                    p.account,
+                    p.wrapped_secret,
+                    p.created_at
+                ],
+            )
+            .map_err(backend)?;
+        }
+        for u in &s.usage {
+            tx.execute(
+                "INSERT INTO key_last_usage (key_id, operation, used_at, event_id) \
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![u.key_id.to_string(), u.operation, u.used_at, u.event_id],
+            )
+            .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
     }
 
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {
