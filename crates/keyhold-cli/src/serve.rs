@@ -92,8 +92,8 @@ pub struct ServeArgs {
     maintenance_secs: u64,
 }
 
-/// With a shared store, how long a node may serve key state cached before another node
-/// changed it (disable, delete, policy, alias, grant).
+/// With a shared store, the longest a node may serve key state cached before another node
+/// changed it (disable, delete, policy, alias, grant), should a change notification be lost.
 const SHARED_STALENESS: Duration = Duration::from_secs(1);
 
 fn valid_region(r: &str) -> bool {
@@ -209,6 +209,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         engine = engine.with_shared_store(SHARED_STALENESS);
     }
     let engine = Arc::new(engine);
+    if shared {
+        engine.watch_store();
+    }
 
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path)

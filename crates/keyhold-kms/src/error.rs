@@ -165,6 +165,10 @@ impl KmsError {
 impl From<StoreError> for KmsError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::Busy(detail) => {
+                tracing::warn!(%detail, "storage overloaded");
+                Self::new(ErrorCode::ThrottlingException, "Rate exceeded")
+            }
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "storage unavailable");
                 Self::new(

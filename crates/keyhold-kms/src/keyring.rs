@@ -167,6 +167,14 @@ impl Keyring {
         self.aliases.retain(|_, target| target != id);
     }
 
+    /// Forgets all cached state (not material): after changes this node may have missed.
+    pub fn clear_state(&self) {
+        self.records.retain(|_, _| false);
+        self.aliases.retain(|_, _| false);
+        self.policies.retain(|_, _| false);
+        self.grants.retain(|_, _| false);
+    }
+
     /// Forgets one alias (after it was changed or deleted).
     pub fn invalidate_alias(&self, account: &str, name: &str) {
         self.aliases

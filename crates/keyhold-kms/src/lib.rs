@@ -134,6 +134,21 @@ impl Engine {
         self
     }
 
+    /// Listens for changes other nodes make to the shared store, and forgets the cached state
+    /// they touch at once (the staleness bound stays as the fallback).
+    pub fn watch_store(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.store.watch(Box::new(move |changed| {
+            let Some(engine) = weak.upgrade() else { return };
+            match changed {
+                Some(id) => {
+                    engine.keyring.forget_key(&id);
+                }
+                None => engine.keyring.clear_state(),
+            }
+        }));
+    }
+
     /// The region.
     pub fn region(&self) -> &str {
         &self.region

@@ -37,6 +37,9 @@ pub enum StoreError {
     /// The database is busy or unreachable for longer than the wait allows.
     #[error("storage is busy or unavailable: {0}")]
     Unavailable(String),
+    /// Every connection to the database is busy and the wait queue is full.
+    #[error("storage is overloaded: {0}")]
+    Busy(String),
     /// A restore into a store that already holds keys or principals.
     #[error("the store is not empty")]
     NotEmpty,
@@ -124,6 +127,12 @@ pub trait Store: Send + Sync {
 
     /// Adds or overwrites tags on a key.
     fn put_tags(&self, id: &KeyId, tags: &[Tag]) -> Result<(), StoreError>;
+    /// Calls `on_change` with the id of every key another node changes (PostgreSQL
+    /// LISTEN/NOTIFY); backends that only one process uses never call it.
+    fn watch(&self, on_change: Box<dyn Fn(Option<KeyId>) + Send + Sync>) {
+        let _ = on_change;
+    }
+
     /// Removes tags by key; absent keys are ignored.
     fn remove_tags(&self, id: &KeyId, keys: &[String]) -> Result<(), StoreError>;
     /// All tags of a key in tag-key order.

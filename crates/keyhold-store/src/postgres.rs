@@ -15,6 +15,7 @@ use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use crate::{
@@ -97,6 +98,8 @@ type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
 pub struct PgStore {
     /// Work for the connection threads.
     jobs: Mutex<SyncSender<Job>>,
+    /// How to connect (for the change listener).
+    config: postgres::Config,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -244,6 +247,16 @@ fn write_key(tx: &mut Transaction<'_>, k: &KeyRecord) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// The channel on which nodes announce changes to keys.
+const CHANNEL: &str = "keyhold_changes";
+
+/// Announces (at commit) that `key` changed, or with `None` that aliases changed.
+fn notify(tx: &mut impl postgres::GenericClient, key: Option<&str>) -> Result<(), StoreError> {
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &key.unwrap_or("*")])
+        .map_err(pg)?;
+    Ok(())
+}
+
 fn insert_version(tx: &mut Transaction<'_>, v: &KeyVersionRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO key_versions (key_id, version, wrapped_material, created_at, rotation_type) \
@@ -327,7 +340,7 @@ impl PgStore {
         let mut initial = Some(first);
         for i in 0..POOL_SIZE {
             let rx = rx.clone();
-            let config = config.clone();
+            let thread_config = config.clone();
             let mut client = if i == 0 { initial.take() } else { None };
             std::thread::Builder::new()
                 .name(format!("keyhold-pg-{i}"))
@@ -338,7 +351,7 @@ impl PgStore {
                     };
                     let Ok(job) = job else { return };
                     if client.as_ref().is_none_or(Client::is_closed) {
-                        client = config.connect(NoTls).ok();
+                        client = thread_config.connect(NoTls).ok();
                     }
                     job(&mut client);
                 })
@@ -346,6 +359,7 @@ impl PgStore {
         }
         Ok(Self {
             jobs: Mutex::new(tx),
+            config,
         })
     }
 
@@ -368,7 +382,7 @@ impl PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .try_send(job)
-            .map_err(|_| StoreError::Unavailable("every PostgreSQL connection is busy".into()))?;
+            .map_err(|_| StoreError::Busy("every PostgreSQL connection is busy".into()))?;
         rx.recv_timeout(CALL_TIMEOUT)
             .map_err(|_| StoreError::Unavailable("PostgreSQL did not answer in time".into()))?
     }
@@ -555,6 +569,7 @@ impl Store for PgStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
+            notify(&mut tx, Some(&key.key_id.to_string()))?;
             tx.commit().map_err(pg)
         })
     }
@@ -605,6 +620,7 @@ impl Store for PgStore {
             let n = tx
                 .execute("DELETE FROM keys WHERE key_id = $1", &[&id])
                 .map_err(pg)?;
+            notify(&mut tx, Some(&id))?;
             tx.commit().map_err(pg)?;
             if n == 0 {
                 return Err(StoreError::NotFound);
@@ -615,7 +631,12 @@ impl Store for PgStore {
 
     fn create_alias(&self, alias: &AliasRecord) -> Result<(), StoreError> {
         let alias = alias.clone();
-        self.call(move |c| insert_alias(c, &alias))
+        self.call(move |c| {
+            let mut tx = c.transaction().map_err(pg)?;
+            insert_alias(&mut tx, &alias)?;
+            notify(&mut tx, None)?;
+            tx.commit().map_err(pg)
+        })
     }
 
     fn update_alias(
@@ -637,7 +658,7 @@ impl Store for PgStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            notify(c, None)
         })
     }
 
@@ -653,7 +674,7 @@ impl Store for PgStore {
             if n == 0 {
                 return Err(StoreError::NotFound);
             }
-            Ok(())
+            notify(c, None)
         })
     }
 
@@ -766,7 +787,7 @@ impl Store for PgStore {
                 ],
             )
             .map_err(pg)?;
-            Ok(())
+            notify(c, Some(&g.key_id.to_string()))
         })
     }
 
@@ -824,13 +845,17 @@ impl Store for PgStore {
     fn delete_grant(&self, grant_id: &str) -> Result<(), StoreError> {
         let grant_id = grant_id.to_string();
         self.call(move |c| {
-            let n = c
-                .execute("DELETE FROM grants WHERE grant_id = $1", &[&grant_id])
-                .map_err(pg)?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
+            let key: Option<String> = c
+                .query_opt(
+                    "DELETE FROM grants WHERE grant_id = $1 RETURNING key_id",
+                    &[&grant_id],
+                )
+                .map_err(pg)?
+                .map(|r| r.get(0));
+            match key {
+                Some(k) => notify(c, Some(&k)),
+                None => Err(StoreError::NotFound),
             }
-            Ok(())
         })
     }
 
@@ -868,6 +893,44 @@ impl Store for PgStore {
                 event_id: r.get(2),
             }))
         })
+    }
+
+    fn watch(&self, on_change: Box<dyn Fn(Option<KeyId>) + Send + Sync>) {
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("keyhold-pg-listen".into())
+            .spawn(move || loop {
+                let mut client = match config.connect(NoTls) {
+                    Ok(c) => c,
+                    Err(_) => {
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                };
+                if client.batch_execute(&format!("LISTEN {CHANNEL}")).is_err() {
+                    continue;
+                }
+                // After (re)connecting, changes may have been missed: forget all cached state.
+                on_change(None);
+                loop {
+                    let mut n = client.notifications();
+                    let mut it = n.timeout_iter(Duration::from_secs(5));
+                    match it.next() {
+                        Ok(Some(note)) => on_change(KeyId::parse(note.payload()).ok()),
+                        Ok(None) => {
+                            drop(it);
+                            drop(n);
+                            if client.is_closed() || client.simple_query("SELECT 1").is_err() {
+                                break;
+                            }
+                        }
+                        Err(_) => break,
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            eprintln!("keyhold: cannot watch PostgreSQL for changes: {e}");
+        }
     }
 
     fn export(&self) -> Result<Snapshot, StoreError> {
