@@ -36,8 +36,8 @@ def test_two_nodes_one_state(pg_url, tmp_path):
     for f in ("root.key", "root.json"):
         shutil.copy(a_dir / f, b_dir / f)
     shutil.copytree(a_dir / "tls", b_dir / "tls")
-    a = Server(["--data-dir", str(a_dir), "--store", pg_url, "--insecure-http"])
-    b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http"])
+    a = Server(["--data-dir", str(a_dir), "--store", pg_url, "--insecure-http", "--node-id", "a"])
+    b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http", "--node-id", "b"])
     try:
         ka = a.client(creds["access_key_id"], creds["secret_access_key"])
         kb = b.client(creds["access_key_id"], creds["secret_access_key"])
@@ -71,6 +71,12 @@ def test_two_nodes_one_state(pg_url, tmp_path):
     finally:
         a.stop()
         b.stop()
+    # Each node keeps its own audit chain; one command checks them all.
+    p = run_keyhold("audit", "verify", "--data-dir", str(a_dir), "--node-data-dir", str(b_dir))
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert str(b_dir) in p.stdout
+    q = run_keyhold("audit", "query", "--data-dir", str(b_dir), "--event", "Encrypt")
+    assert all(json.loads(l)["keyholdNode"] == "b" for l in q.stdout.splitlines())
 
 
 def test_backup_from_sqlite_restore_into_postgres(pg_url, tmp_path):

@@ -26,6 +26,9 @@ pub enum AuditCommand {
         /// dir. Keep a copy elsewhere: whoever can edit the log can also replace that file.
         #[arg(long)]
         public_key: Option<PathBuf>,
+        /// Data dirs of the cluster's other nodes, whose chains are checked too (repeatable).
+        #[arg(long = "node-data-dir")]
+        nodes: Vec<PathBuf>,
     },
     /// Print the audit signing public key (PEM).
     PublicKey {
@@ -83,32 +86,46 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
             from,
             to,
             public_key,
+            nodes,
         } => {
-            let adir = audit_dir(&dir);
-            let key_path = public_key.unwrap_or_else(|| adir.join(PUBLIC_KEY_FILE));
-            let key =
-                std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
             let from = normalize(&from, "--from")?;
             let to = normalize(&to, "--to")?;
-            let report = verify(&adir, &key, from.as_deref(), to.as_deref())
-                .map_err(|e| format!("{}: {e}", adir.display()))?;
-            for p in &report.digest_problems {
-                println!("INVALID digests: {p}");
-            }
-            for s in &report.segments {
-                let range = s
-                    .seq
-                    .map(|(a, b)| format!(", events {a}-{b}"))
-                    .unwrap_or_default();
-                if s.problems.is_empty() {
-                    println!("valid   {} ({} events{range})", s.name, s.events);
+            let mut dirs = vec![audit_dir(&dir)];
+            dirs.extend(nodes.iter().map(|d| DataDir::new(d).audit_dir()));
+            let several = dirs.len() > 1;
+            let mut ok = true;
+            for adir in &dirs {
+                // Each node signs its own chain with its own key, unless one key is given.
+                let key_path = public_key
+                    .clone()
+                    .unwrap_or_else(|| adir.join(PUBLIC_KEY_FILE));
+                let key =
+                    std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
+                let report = verify(adir, &key, from.as_deref(), to.as_deref())
+                    .map_err(|e| format!("{}: {e}", adir.display()))?;
+                let at = if several {
+                    format!("{}/", adir.display())
                 } else {
-                    for p in &s.problems {
-                        println!("INVALID {}: {p}", s.name);
+                    String::new()
+                };
+                for p in &report.digest_problems {
+                    println!("INVALID {at}digests: {p}");
+                }
+                for s in &report.segments {
+                    let range = s
+                        .seq
+                        .map(|(a, b)| format!(", events {a}-{b}"))
+                        .unwrap_or_default();
+                    if s.problems.is_empty() {
+                        println!("valid   {at}{} ({} events{range})", s.name, s.events);
+                    } else {
+                        for p in &s.problems {
+                            println!("INVALID {at}{}: {p}", s.name);
+                        }
                     }
                 }
+                ok &= report.is_valid();
             }
-            let ok = report.is_valid();
             println!(
                 "{}",
                 if ok {

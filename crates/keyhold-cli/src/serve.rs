@@ -83,6 +83,10 @@ pub struct ServeArgs {
     /// A YAML or JSON file of keys to create at start, idempotently (see the README).
     #[arg(long, env = "KEYHOLD_SEED")]
     seed: Option<PathBuf>,
+    /// This node's id, in every audit event and digest (nodes sharing a store each keep their
+    /// own audit chain).
+    #[arg(long, env = "KEYHOLD_NODE_ID", default_value = "node-1")]
+    node_id: String,
     /// Requests worked on at once; beyond it requests get ThrottlingException at once.
     #[arg(long, env = "KEYHOLD_MAX_INFLIGHT", default_value_t = 1024)]
     max_inflight: usize,
@@ -187,6 +191,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let audit_options = AuditOptions {
         fsync,
+        node: args.node_id.clone(),
         ..AuditOptions::default()
     };
     let audit =

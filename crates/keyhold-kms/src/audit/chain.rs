@@ -55,6 +55,8 @@ pub struct AuditOptions {
     pub segment_max_bytes: u64,
     /// Longest time between digests while events arrive.
     pub digest_interval: Duration,
+    /// This node's id, in every event and digest (several nodes each keep their own chain).
+    pub node: String,
 }
 
 impl Default for AuditOptions {
@@ -63,6 +65,7 @@ impl Default for AuditOptions {
             fsync: FsyncMode::Interval(Duration::from_millis(100)),
             segment_max_bytes: 64 * 1024 * 1024,
             digest_interval: Duration::from_secs(300),
+            node: "node-1".into(),
         }
     }
 }
@@ -185,6 +188,9 @@ pub struct DigestPayload {
     pub time: String,
     /// Always `ECDSA_SHA_384`.
     pub signature_algorithm: String,
+    /// The node whose chain this is.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 /// The SHA-256 of `bytes`, hex.
@@ -233,15 +239,20 @@ pub fn public_key_pem(spki: &[u8]) -> String {
     out
 }
 
-/// Appends the chain fields to an event object: `{..., "keyholdSeq":N,"keyholdPrev":"hex"}`.
-fn chained_line(event: &[u8], seq: u64, prev: &str) -> Vec<u8> {
+/// Appends the chain fields to an event object:
+/// `{..., "keyholdNode":"id","keyholdSeq":N,"keyholdPrev":"hex"}`.
+fn chained_line(event: &[u8], node: &str, seq: u64, prev: &str) -> Vec<u8> {
     let body = event.strip_suffix(b"}").unwrap_or(event);
     let mut line = Vec::with_capacity(event.len() + 100);
     line.extend_from_slice(body);
     if body.len() > 1 {
         line.push(b',');
     }
-    line.extend_from_slice(format!("\"keyholdSeq\":{seq},\"keyholdPrev\":\"{prev}\"}}").as_bytes());
+    line.extend_from_slice(b"\"keyholdNode\":");
+    line.extend_from_slice(serde_json::json!(node).to_string().as_bytes());
+    line.extend_from_slice(
+        format!(",\"keyholdSeq\":{seq},\"keyholdPrev\":\"{prev}\"}}").as_bytes(),
+    );
     line
 }
 
@@ -455,6 +466,7 @@ impl ChainedAuditLog {
             previous_digest_hash: st.digest.1.clone(),
             time: super::iso8601(crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
             signature_algorithm: "ECDSA_SHA_384".into(),
+            node: Some(self.options.node.clone()),
         };
         let bytes = serde_json::to_vec(&payload)?;
         let sig = self
@@ -588,7 +600,7 @@ impl AuditSink for ChainedAuditLog {
         }
         st.last_added += 1;
         let seq = st.last_added;
-        let line = chained_line(event, seq, &st.prev_hash);
+        let line = chained_line(event, &self.options.node, seq, &st.prev_hash);
         st.prev_hash = sha256_hex(&line);
         st.buf.extend_from_slice(&line);
         st.buf.push(b'\n');

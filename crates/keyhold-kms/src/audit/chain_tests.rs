@@ -18,6 +18,7 @@ fn options() -> AuditOptions {
         fsync: FsyncMode::Always,
         segment_max_bytes: 2_000,
         digest_interval: Duration::from_secs(3600),
+        node: "test-node".into(),
     }
 }
 
@@ -70,6 +71,12 @@ fn an_untouched_log_verifies_across_segments_and_restarts() {
     let r = check(dir.path());
     assert!(r.is_valid(), "{}", problems(dir.path()));
     assert!(r.segments.len() > 2, "rolled over into several segments");
+    let first = std::fs::read_to_string(dir.path().join(segment_name(1))).unwrap();
+    assert!(first
+        .lines()
+        .all(|l| l.contains("\"keyholdNode\":\"test-node\"")));
+    let digest = std::fs::read_to_string(dir.path().join(digest_name(1))).unwrap();
+    assert!(digest.contains("\"node\":\"test-node\""));
     let total: u64 = r.segments.iter().map(|s| s.events).sum();
     assert_eq!(total, 45);
 }
@@ -210,6 +217,7 @@ fn concurrent_events_are_all_chained() {
         fsync: FsyncMode::Interval(Duration::from_millis(20)),
         segment_max_bytes: 64 * 1024,
         digest_interval: Duration::from_secs(3600),
+        node: "test-node".into(),
     };
     let log = ChainedAuditLog::open(dir.path(), &root, opts).unwrap();
     let threads: Vec<_> = (0..8)
