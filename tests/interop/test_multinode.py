@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import subprocess
 import time
 import uuid
 
@@ -111,3 +112,55 @@ def test_backup_from_sqlite_restore_into_postgres(pg_url, tmp_path):
         assert kb.describe_key(KeyId="alias/kept")["KeyMetadata"]["KeyId"] == key
     finally:
         b.stop()
+
+
+def _pg_ctl(action):
+    version = sorted(os.listdir("/etc/postgresql"))[-1]
+    subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", action],
+                   check=True, capture_output=True)
+
+
+def test_postgres_restart_and_a_killed_node(pg_url, tmp_path):
+    if os.geteuid() != 0 or not shutil.which("pg_ctlcluster") or not os.path.isdir("/etc/postgresql"):
+        pytest.skip("SKIP: cannot restart the local PostgreSQL here")
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    creds = json.loads(run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json").stdout)
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    a = Server(["--data-dir", str(a_dir), "--store", pg_url, "--insecure-http", "--node-id", "a"])
+    b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http", "--node-id", "b"])
+    try:
+        ka = a.client(creds["access_key_id"], creds["secret_access_key"])
+        kb = b.client(creds["access_key_id"], creds["secret_access_key"])
+        acknowledged = [ka.create_key(Description=f"k{i}")["KeyMetadata"]["KeyId"] for i in range(3)]
+        _pg_ctl("stop")
+        try:
+            with pytest.raises(ClientError) as e:
+                kb.create_key()
+            assert e.value.response["Error"]["Code"] in (
+                "DependencyTimeoutException", "KMSInternalException")
+        finally:
+            _pg_ctl("start")
+        assert wait_until(lambda: _ok(lambda: kb.create_key()), timeout=20)
+        for key in acknowledged:
+            assert kb.describe_key(KeyId=key)["KeyMetadata"]["Description"].startswith("k")
+        # A node killed mid-work: the other serves on, and nothing acknowledged is lost.
+        made = ka.create_key()["KeyMetadata"]["KeyId"]
+        a.proc.kill()
+        a.proc.wait()
+        assert kb.describe_key(KeyId=made)["KeyMetadata"]["KeyId"] == made
+        ct = kb.encrypt(KeyId=made, Plaintext=b"after the crash")["CiphertextBlob"]
+        assert kb.decrypt(CiphertextBlob=ct)["Plaintext"] == b"after the crash"
+    finally:
+        a.stop()
+        b.stop()
+
+
+def _ok(call):
+    try:
+        call()
+        return True
+    except ClientError:
+        return False

@@ -419,3 +419,66 @@ fn postgres_migrations_run_once_with_several_nodes_starting() {
         .collect();
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1);
 }
+
+#[test]
+fn postgres_overload_is_refused_not_queued() {
+    let Ok(url) = std::env::var("KEYHOLD_TEST_POSTGRES_URL") else {
+        println!("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let config: postgres::Config = url.parse().unwrap();
+    let store = std::sync::Arc::new(crate::PgStore::open_tuned(config, 1, 1).unwrap());
+    let busy: Vec<_> = (0..2)
+        .map(|_| {
+            let s = store.clone();
+            std::thread::spawn(move || {
+                s.call(|c| {
+                    c.execute("SELECT pg_sleep(1)", &[])
+                        .map(|_| ())
+                        .map_err(crate::postgres::test_err)
+                })
+            })
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    let e = store.list_principals().unwrap_err();
+    assert!(matches!(e, StoreError::Busy(_)), "{e}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_millis(500),
+        "answered at once"
+    );
+    for t in busy {
+        t.join().unwrap().unwrap();
+    }
+}
+
+#[test]
+fn postgres_migrates_an_older_schema() {
+    let Ok(url) = std::env::var("KEYHOLD_TEST_POSTGRES_URL") else {
+        println!("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let schema = format!("kh_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema}; SET search_path = {schema}; {} \
+             CREATE TABLE schema_version (version BIGINT NOT NULL); \
+             INSERT INTO schema_version VALUES (1); \
+             INSERT INTO keys VALUES ('1234abcd-12ab-34cd-56ef-1234567890ab', '111122223333', \
+             'old', 'SYMMETRIC_DEFAULT', 'ENCRYPT_DECRYPT', 'AWS_KMS', 'Enabled', 5, NULL, NULL, 1);",
+            crate::postgres::first_migration()
+        ))
+        .unwrap();
+    let mut config: postgres::Config = url.parse().unwrap();
+    config.options(&format!("-c search_path={schema}"));
+    let s = crate::PgStore::open_config(config).unwrap();
+    let k = s
+        .get_key(&KeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(k.description, "old");
+    assert!(k.policy.contains("arn:aws:iam::111122223333:root"));
+    assert_eq!(k.key_manager, KeyManager::Customer);
+}

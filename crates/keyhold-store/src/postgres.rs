@@ -27,6 +27,8 @@ use crate::{
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections (and threads) in the pool.
 const POOL_SIZE: usize = 4;
+/// Calls that may wait for a connection before further calls are refused as overload.
+const QUEUE_LEN: usize = 256;
 /// Advisory lock id guarding migrations.
 const MIGRATION_LOCK: i64 = 0x6b_6579_686f_6c64;
 
@@ -92,7 +94,7 @@ CREATE INDEX keys_by_valid_to ON keys(valid_to) WHERE valid_to IS NOT NULL;
 "#,
 ];
 
-type Job = Box<dyn FnOnce(&mut Option<Client>) + Send>;
+type Job = Box<dyn FnOnce(&mut Option<Client>, &postgres::Config) + Send>;
 
 /// A store in PostgreSQL.
 pub struct PgStore {
@@ -333,12 +335,21 @@ impl PgStore {
 
     /// [`PgStore::open`] with a parsed configuration (tests set a schema with it).
     pub fn open_config(config: postgres::Config) -> Result<Self, StoreError> {
+        Self::open_tuned(config, POOL_SIZE, QUEUE_LEN)
+    }
+
+    /// [`PgStore::open_config`] with `pool` connections and room for `queue` waiting calls.
+    pub fn open_tuned(
+        config: postgres::Config,
+        pool: usize,
+        queue: usize,
+    ) -> Result<Self, StoreError> {
         let mut first = config.connect(NoTls).map_err(pg)?;
         migrate(&mut first)?;
-        let (tx, rx) = mpsc::sync_channel::<Job>(256);
+        let (tx, rx) = mpsc::sync_channel::<Job>(queue);
         let rx: Arc<Mutex<Receiver<Job>>> = Arc::new(Mutex::new(rx));
         let mut initial = Some(first);
-        for i in 0..POOL_SIZE {
+        for i in 0..pool.max(1) {
             let rx = rx.clone();
             let thread_config = config.clone();
             let mut client = if i == 0 { initial.take() } else { None };
@@ -353,7 +364,7 @@ impl PgStore {
                     if client.as_ref().is_none_or(Client::is_closed) {
                         client = thread_config.connect(NoTls).ok();
                     }
-                    job(&mut client);
+                    job(&mut client, &thread_config);
                 })
                 .map_err(|e| StoreError::Backend(e.to_string()))?;
         }
@@ -364,18 +375,28 @@ impl PgStore {
     }
 
     /// Runs `f` on a pooled connection and waits for its result.
-    fn call<T: Send + 'static>(
+    pub(crate) fn call<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send + 'static,
+        f: impl Fn(&mut Client) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
         let (tx, rx) = mpsc::sync_channel(1);
-        let job: Job = Box::new(move |client: &mut Option<Client>| {
-            let result = match client.as_mut() {
+        let job: Job = Box::new(move |client: &mut Option<Client>, config| {
+            let mut result = match client.as_mut() {
                 Some(c) => f(c),
                 None => Err(StoreError::Unavailable(
                     "cannot connect to PostgreSQL".into(),
                 )),
             };
+            // A connection that died since its last use (a restarted server) fails before
+            // anything is committed: reconnect and run the statements once more.
+            if matches!(result, Err(StoreError::Unavailable(_)))
+                && client.as_ref().is_some_and(Client::is_closed)
+            {
+                *client = config.connect(NoTls).ok();
+                if let Some(c) = client.as_mut() {
+                    result = f(c);
+                }
+            }
             let _ = tx.send(result);
         });
         self.jobs
@@ -1182,4 +1203,16 @@ impl Store for PgStore {
             Ok(())
         })
     }
+}
+
+/// The first migration (tests build an old schema with it).
+#[cfg(test)]
+pub(crate) fn first_migration() -> &'static str {
+    MIGRATIONS[0]
+}
+
+/// Maps a driver error in tests.
+#[cfg(test)]
+pub(crate) fn test_err(e: postgres::Error) -> StoreError {
+    pg(e)
 }
