@@ -131,32 +131,67 @@ impl DataDir {
                 self.root.display()
             ));
         }
-        let config = match std::fs::read(self.root_config()) {
+        let store = self.open_store()?;
+        crate::rotate::settle(self, store.as_ref())?;
+        let root = self.open_root(&self.read_config()?)?;
+        Ok((root, store))
+    }
+
+    /// The root-key provider recorded in the data dir.
+    pub(crate) fn read_config(&self) -> Result<RootConfig, String> {
+        match std::fs::read(self.root_config()) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| format!("{}: {e}", self.root_config().display()))?,
+                .map_err(|e| format!("{}: {e}", self.root_config().display())),
             // Data dirs made before the provider was recorded use the key file.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => RootConfig::File,
-            Err(e) => return Err(format!("{}: {e}", self.root_config().display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RootConfig::File),
+            Err(e) => Err(format!("{}: {e}", self.root_config().display())),
+        }
+    }
+
+    /// Takes the data dir's lock: shared for a server, exclusive for a root rotation. Held
+    /// until the file returned is dropped.
+    pub fn lock(&self, exclusive: bool) -> Result<std::fs::File, String> {
+        let path = self.root.join("keyhold.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let taken = if exclusive {
+            f.try_lock()
+        } else {
+            f.try_lock_shared()
         };
-        let root: Arc<dyn RootKey> = match config {
+        match taken {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "{} is in use by another keyhold process",
+                self.root.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    /// Opens the root key that `config` describes (asking for its passphrase or PIN).
+    pub(crate) fn open_root(&self, config: &RootConfig) -> Result<Arc<dyn RootKey>, String> {
+        Ok(match config {
             RootConfig::File => {
                 Arc::new(FileRootKey::load(&self.root_key()).map_err(|e| e.to_string())?)
             }
             RootConfig::Pkcs11(config) => Arc::new(
-                Pkcs11RootKey::open(&config, &pin()?)
+                Pkcs11RootKey::open(config, &pin()?)
                     .map_err(|e| format!("{e}: refusing to start without the HSM root key"))?,
             ),
             RootConfig::Passphrase(params) => {
                 let pass = passphrase(false)?;
                 Arc::new(
-                    PassphraseRootKey::open(pass.as_bytes(), &params).map_err(|e| {
+                    PassphraseRootKey::open(pass.as_bytes(), params).map_err(|e| {
                         format!("{e}: the passphrase does not open {}", self.root.display())
                     })?,
                 )
             }
-        };
-        let store = self.open_store()?;
-        Ok((root, store))
+        })
     }
 }
 
@@ -174,7 +209,7 @@ pub enum RootProvider {
 /// The data dir's record of its root-key provider.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 #[serde(tag = "provider", rename_all = "lowercase")]
-enum RootConfig {
+pub(crate) enum RootConfig {
     /// `root.key`.
     File,
     /// Argon2id parameters.
@@ -184,47 +219,55 @@ enum RootConfig {
 }
 
 /// The HSM user PIN: `KEYHOLD_PKCS11_PIN`, else the file named by `KEYHOLD_PKCS11_PIN_FILE`.
-fn pin() -> Result<zeroize::Zeroizing<String>, String> {
-    if let Some(p) = std::env::var("KEYHOLD_PKCS11_PIN")
-        .ok()
-        .filter(|p| !p.is_empty())
-    {
-        return Ok(zeroize::Zeroizing::new(p));
+pub(crate) fn pin() -> Result<zeroize::Zeroizing<String>, String> {
+    secret_from_env("KEYHOLD_PKCS11_PIN")?.ok_or_else(|| {
+        "the HSM root key needs its PIN: set KEYHOLD_PKCS11_PIN or KEYHOLD_PKCS11_PIN_FILE".into()
+    })
+}
+
+/// Writes the root's settings and makes them durable.
+pub(crate) fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {
+    use std::io::Write as _;
+    let bytes = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+    let err = |e: std::io::Error| format!("{}: {e}", path.display());
+    let mut f = std::fs::File::create(path).map_err(err)?;
+    f.write_all(&bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+/// A new root's passphrase for a rotation: `KEYHOLD_NEW_PASSPHRASE`, else the file named by
+/// `KEYHOLD_NEW_PASSPHRASE_FILE`, else a prompt (twice).
+pub(crate) fn new_passphrase() -> Result<zeroize::Zeroizing<String>, String> {
+    secret_from_env("KEYHOLD_NEW_PASSPHRASE")?.map_or_else(|| passphrase(true), Ok)
+}
+
+/// The PIN of a new root's token: `KEYHOLD_NEW_PKCS11_PIN` (or `_FILE`), else the current PIN.
+pub(crate) fn new_pin() -> Result<zeroize::Zeroizing<String>, String> {
+    secret_from_env("KEYHOLD_NEW_PKCS11_PIN")?.map_or_else(pin, Ok)
+}
+
+/// A secret from the variable `name`, else from the file named by `<name>_FILE`.
+fn secret_from_env(name: &str) -> Result<Option<zeroize::Zeroizing<String>>, String> {
+    if let Some(p) = std::env::var(name).ok().filter(|p| !p.is_empty()) {
+        return Ok(Some(zeroize::Zeroizing::new(p)));
     }
-    if let Some(path) = std::env::var("KEYHOLD_PKCS11_PIN_FILE")
+    if let Some(path) = std::env::var(format!("{name}_FILE"))
         .ok()
         .filter(|p| !p.is_empty())
     {
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        return Ok(zeroize::Zeroizing::new(
+        return Ok(Some(zeroize::Zeroizing::new(
             text.trim_end_matches(['\n', '\r']).to_string(),
-        ));
+        )));
     }
-    Err("the HSM root key needs its PIN: set KEYHOLD_PKCS11_PIN or KEYHOLD_PKCS11_PIN_FILE".into())
-}
-
-fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {
-    let bytes = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
-    std::fs::write(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    Ok(None)
 }
 
 /// The passphrase: `KEYHOLD_PASSPHRASE`, else the file named by `KEYHOLD_PASSPHRASE_FILE`,
 /// else a prompt on the terminal (twice when `new`).
-fn passphrase(new: bool) -> Result<zeroize::Zeroizing<String>, String> {
-    if let Some(p) = std::env::var("KEYHOLD_PASSPHRASE")
-        .ok()
-        .filter(|p| !p.is_empty())
-    {
-        return Ok(zeroize::Zeroizing::new(p));
-    }
-    if let Some(path) = std::env::var("KEYHOLD_PASSPHRASE_FILE")
-        .ok()
-        .filter(|p| !p.is_empty())
-    {
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
-        return Ok(zeroize::Zeroizing::new(
-            text.trim_end_matches(['\n', '\r']).to_string(),
-        ));
+pub(crate) fn passphrase(new: bool) -> Result<zeroize::Zeroizing<String>, String> {
+    if let Some(p) = secret_from_env("KEYHOLD_PASSPHRASE")? {
+        return Ok(p);
     }
     if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         return Err(

@@ -13,6 +13,7 @@ mod admin;
 mod audit;
 mod ca;
 mod datadir;
+mod rotate;
 mod serve;
 
 use std::path::PathBuf;
@@ -72,6 +73,10 @@ enum AdminCommand {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Re-wrap every stored secret under a new root key, atomically. Stop every server on
+    /// the store first; the old root's passphrase or PIN comes from the usual variables, the
+    /// new one's from KEYHOLD_NEW_PASSPHRASE / KEYHOLD_NEW_PKCS11_PIN (or their _FILE forms).
+    RotateRoot(RotateRootArgs),
     /// Restore a backup into an empty store (SQLite or PostgreSQL, whichever it came from).
     Restore {
         #[command(flatten)]
@@ -80,6 +85,25 @@ enum AdminCommand {
         #[arg(long)]
         from: PathBuf,
     },
+}
+
+/// `keyhold admin rotate-root` options.
+#[derive(Debug, clap::Args)]
+struct RotateRootArgs {
+    #[command(flatten)]
+    dir: DataDirArg,
+    /// The new root key's provider.
+    #[arg(long, value_enum)]
+    to: datadir::RootProvider,
+    /// PKCS#11 module of the HSM (with --to pkcs11).
+    #[arg(long, default_value = "/usr/lib/softhsm/libsofthsm2.so")]
+    pkcs11_module: PathBuf,
+    /// Label of the HSM token (with --to pkcs11).
+    #[arg(long)]
+    pkcs11_token: Option<String>,
+    /// Label of the new root key made in the token (must differ from the current one).
+    #[arg(long, default_value = "keyhold-root-2")]
+    pkcs11_key_label: String,
 }
 
 /// The data dir option shared by every command.
@@ -116,6 +140,23 @@ fn main() -> ExitCode {
             AdminCommand::Principal { command } => admin::principal(command),
             AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
             AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
+            AdminCommand::RotateRoot(args) => {
+                let hsm = args
+                    .pkcs11_token
+                    .map(|token_label| keyhold_hsm::Pkcs11Config {
+                        module: args.pkcs11_module,
+                        token_label,
+                        key_label: args.pkcs11_key_label,
+                    });
+                rotate::rotate(
+                    &args.dir.open(),
+                    rotate::NewRoot {
+                        provider: args.to,
+                        hsm,
+                    },
+                )
+                .map(|n| println!("re-wrapped {n} stored secrets under the new root key"))
+            }
         },
     };
     match result {

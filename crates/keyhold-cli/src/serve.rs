@@ -182,6 +182,12 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let dir = dir.with_store(args.store.clone());
     let shared = dir.store.is_some();
+    // Held while serving: `admin rotate-root` refuses to run under a live server.
+    let _lock = if dir.root.exists() {
+        Some(dir.lock(false)?)
+    } else {
+        None
+    };
     let (root, store) = dir.open()?;
     let root_for_tls = root.clone();
     let fsync = match args.audit_fsync.as_str() {

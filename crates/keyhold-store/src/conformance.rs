@@ -7,7 +7,7 @@ use keyhold_core::policy::default_key_policy;
 
 use crate::{
     AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
-    StoreError, Tag,
+    StoreError, Tag, WrappedChange,
 };
 
 const ACCT: &str = "111122223333";
@@ -110,6 +110,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     tags(make().as_ref());
     grants_and_usage(make().as_ref());
     principals(make().as_ref());
+    replace_wrapped(make().as_ref());
 }
 
 fn keys(s: &dyn Store) {
@@ -346,6 +347,69 @@ fn principals(s: &dyn Store) {
     ));
 }
 
+fn replace_wrapped(s: &dyn Store) {
+    let (k, v) = key(ACCT);
+    s.create_key(&k, Some(&v), &[], None).unwrap();
+    let p = PrincipalRecord {
+        access_key_id: "AKIAROTATE".into(),
+        arn: "arn:aws:iam::111122223333:user/rot".into(),
+        account: ACCT.into(),
+        wrapped_secret: vec![9],
+        created_at: 1,
+    };
+    s.create_principal(&p).unwrap();
+    let material = |old: Vec<u8>, new: Vec<u8>| WrappedChange::KeyMaterial {
+        key_id: k.key_id,
+        version: 1,
+        old,
+        new,
+    };
+    let secret = |old: Vec<u8>, new: Vec<u8>| WrappedChange::PrincipalSecret {
+        access_key_id: p.access_key_id.clone(),
+        old,
+        new,
+    };
+    s.replace_wrapped(&[material(vec![1, 2, 3], vec![4]), secret(vec![9], vec![5])])
+        .unwrap();
+    assert_eq!(
+        s.get_key_version(&k.key_id, 1)
+            .unwrap()
+            .unwrap()
+            .wrapped_material,
+        vec![4]
+    );
+    assert_eq!(
+        s.get_principal("AKIAROTATE")
+            .unwrap()
+            .unwrap()
+            .wrapped_secret,
+        vec![5]
+    );
+    // A change that leaves a wrapped row out is refused whole.
+    let partial = s.replace_wrapped(&[material(vec![4], vec![6])]);
+    assert!(
+        matches!(partial, Err(StoreError::Backend(_))),
+        "{partial:?}"
+    );
+    // A stale expectation anywhere aborts the whole change: the first row stays as it was.
+    let stale = s.replace_wrapped(&[material(vec![4], vec![6]), secret(vec![9], vec![7])]);
+    assert!(matches!(stale, Err(StoreError::Backend(_))), "{stale:?}");
+    assert_eq!(
+        s.get_key_version(&k.key_id, 1)
+            .unwrap()
+            .unwrap()
+            .wrapped_material,
+        vec![4]
+    );
+    assert_eq!(
+        s.get_principal("AKIAROTATE")
+            .unwrap()
+            .unwrap()
+            .wrapped_secret,
+        vec![5]
+    );
+}
+
 #[test]
 fn sqlite_passes_the_conformance_suite() {
     run_all(&|| Box::new(crate::SqliteStore::in_memory().unwrap()));
@@ -428,19 +492,22 @@ fn postgres_overload_is_refused_not_queued() {
     };
     let config: postgres::Config = url.parse().unwrap();
     let store = std::sync::Arc::new(crate::PgStore::open_tuned(config, 1, 1).unwrap());
+    // One call holds the only connection, then a second fills the one-place queue (started
+    // apart, so the first has surely left the queue when the second arrives).
     let busy: Vec<_> = (0..2)
         .map(|_| {
             let s = store.clone();
-            std::thread::spawn(move || {
+            let t = std::thread::spawn(move || {
                 s.call(|c| {
-                    c.execute("SELECT pg_sleep(1)", &[])
+                    c.execute("SELECT pg_sleep(2)", &[])
                         .map(|_| ())
                         .map_err(crate::postgres::test_err)
                 })
-            })
+            });
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            t
         })
         .collect();
-    std::thread::sleep(std::time::Duration::from_millis(200));
     let started = std::time::Instant::now();
     let e = store.list_principals().unwrap_err();
     assert!(matches!(e, StoreError::Busy(_)), "{e}");

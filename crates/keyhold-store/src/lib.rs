@@ -24,6 +24,31 @@ pub use records::{
 };
 pub use sqlite::SqliteStore;
 
+/// One wrapped secret to replace: which row, the bytes it holds now and the new bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WrappedChange {
+    /// A version of a key's material.
+    KeyMaterial {
+        /// The key.
+        key_id: KeyId,
+        /// The version.
+        version: u32,
+        /// What the row holds now.
+        old: Vec<u8>,
+        /// What it holds after.
+        new: Vec<u8>,
+    },
+    /// A principal's secret access key.
+    PrincipalSecret {
+        /// The principal's access key id.
+        access_key_id: String,
+        /// What the row holds now.
+        old: Vec<u8>,
+        /// What it holds after.
+        new: Vec<u8>,
+    },
+}
+
 /// Errors of the storage layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -164,6 +189,11 @@ pub trait Store: Send + Sync {
     /// Writes every row of `snapshot` into this store, atomically; refused unless the store
     /// holds no key and no principal.
     fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    /// Replaces every wrapped secret (root-key rotation), atomically: every row changes or
+    /// none does. Each change names the bytes it expects to replace; a row that holds other
+    /// bytes (changed since it was read), or a wrapped row no change names (added since),
+    /// aborts the whole change with `Backend`.
+    fn replace_wrapped(&self, changes: &[WrappedChange]) -> Result<(), StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

@@ -20,7 +20,7 @@ use postgres::{Client, NoTls, Row, Transaction};
 
 use crate::{
     AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
-    Store, StoreError, Tag,
+    Store, StoreError, Tag, WrappedChange,
 };
 
 /// Longest wait for a connection and a statement.
@@ -1171,6 +1171,61 @@ impl Store for PgStore {
             )
             .map_err(pg)?
             .map(|r| principal_from_row(&r)))
+        })
+    }
+
+    fn replace_wrapped(&self, changes: &[WrappedChange]) -> Result<(), StoreError> {
+        let changes = changes.to_vec();
+        self.call(move |c| {
+            let mut tx = c.transaction().map_err(pg)?;
+            tx.execute(
+                "LOCK TABLE key_versions, principals IN EXCLUSIVE MODE",
+                &[],
+            )
+            .map_err(pg)?;
+            for change in &changes {
+                let n = match change {
+                    WrappedChange::KeyMaterial {
+                        key_id,
+                        version,
+                        old,
+                        new,
+                    } => tx.execute(
+                        "UPDATE key_versions SET wrapped_material = $3 \
+                         WHERE key_id = $1 AND version = $2 AND wrapped_material = $4",
+                        &[&key_id.to_string(), &i64::from(*version), new, old],
+                    ),
+                    WrappedChange::PrincipalSecret {
+                        access_key_id,
+                        old,
+                        new,
+                    } => tx.execute(
+                        "UPDATE principals SET wrapped_secret = $2 \
+                         WHERE access_key_id = $1 AND wrapped_secret = $3",
+                        &[access_key_id, new, old],
+                    ),
+                }
+                .map_err(pg)?;
+                if n != 1 {
+                    // Dropping the transaction rolls every earlier change back.
+                    return Err(StoreError::Backend(
+                        "a wrapped secret changed while the root key was rotated".into(),
+                    ));
+                }
+            }
+            let rows: i64 = tx
+                .query_one(
+                    "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals)",
+                    &[],
+                )
+                .map_err(pg)?
+                .get(0);
+            if usize::try_from(rows).ok() != Some(changes.len()) {
+                return Err(StoreError::Backend(
+                    "wrapped secrets were added while the root key was rotated".into(),
+                ));
+            }
+            tx.commit().map_err(pg)
         })
     }
 

@@ -11,7 +11,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
     AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
-    Store, StoreError, Tag,
+    Store, StoreError, Tag, WrappedChange,
 };
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
@@ -1020,6 +1020,56 @@ impl Store for SqliteStore {
             )
             .optional()
             .map_err(backend)
+    }
+
+    fn replace_wrapped(&self, changes: &[WrappedChange]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(backend)?;
+        for change in changes {
+            let n = match change {
+                WrappedChange::KeyMaterial {
+                    key_id,
+                    version,
+                    old,
+                    new,
+                } => tx.execute(
+                    "UPDATE key_versions SET wrapped_material = ?3 \
+                     WHERE key_id = ?1 AND version = ?2 AND wrapped_material = ?4",
+                    params![key_id.to_string(), version, new, old],
+                ),
+                WrappedChange::PrincipalSecret {
+                    access_key_id,
+                    old,
+                    new,
+                } => tx.execute(
+                    "UPDATE principals SET wrapped_secret = ?2 \
+                     WHERE access_key_id = ?1 AND wrapped_secret = ?3",
+                    params![access_key_id, new, old],
+                ),
+            }
+            .map_err(backend)?;
+            if n != 1 {
+                // Dropping the transaction rolls every earlier change back.
+                return Err(StoreError::Backend(
+                    "a wrapped secret changed while the root key was rotated".into(),
+                ));
+            }
+        }
+        let rows: i64 = tx
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        if usize::try_from(rows).ok() != Some(changes.len()) {
+            return Err(StoreError::Backend(
+                "wrapped secrets were added while the root key was rotated".into(),
+            ));
+        }
+        tx.commit().map_err(backend)
     }
 
     fn list_principals(&self) -> Result<Vec<PrincipalRecord>, StoreError> {

@@ -31,7 +31,8 @@ use keyhold_hsm::RootKey;
 
 use super::AuditSink;
 
-const SIGNING_LABEL: &[u8] = b"keyhold:audit-signing-key";
+/// Label the audit signing key is wrapped under.
+pub const SIGNING_LABEL: &[u8] = b"keyhold:audit-signing-key";
 /// Name of the wrapped signing key in the audit directory.
 pub const SIGNING_KEY_FILE: &str = "signing.key.wrapped";
 /// Name of the signing key's public half (PEM) in the audit directory.

@@ -25,8 +25,10 @@ pub trait Wrapper: Send + Sync {
     fn unwrap(&self, wrapped: &[u8], label: &str) -> Result<Zeroizing<Vec<u8>>, String>;
 }
 
-const CA_LABEL: &str = "keyhold:tls:ca-key";
-const SERVER_LABEL: &str = "keyhold:tls:server-key";
+/// Label the CA key is wrapped under.
+pub const CA_LABEL: &str = "keyhold:tls:ca-key";
+/// Label the server key is wrapped under.
+pub const SERVER_LABEL: &str = "keyhold:tls:server-key";
 /// Lifetime of the CA certificate.
 const CA_DAYS: i64 = 3650;
 
