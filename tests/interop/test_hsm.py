@@ -52,3 +52,34 @@ def test_hsm_root_key_end_to_end(softhsm, data_dir):
         assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"in the hsm"
     finally:
         s.stop()
+
+
+def test_rotate_root_into_and_within_the_hsm(softhsm, data_dir):
+    p = run_keyhold("init", "--data-dir", str(data_dir), "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        ct = kms.encrypt(KeyId=key, Plaintext=b"moved into the hsm")["CiphertextBlob"]
+    finally:
+        s.stop()
+    r = run_keyhold("admin", "rotate-root", "--data-dir", str(data_dir), "--to", "pkcs11",
+                    "--pkcs11-token", "kh", "--pkcs11-key-label", "root-a", env=softhsm)
+    assert r.returncode == 0, r.stderr
+    assert not (data_dir / "root.key").exists()
+    assert json.loads((data_dir / "root.json").read_text())["key_label"] == "root-a"
+    # The same label again is refused; a new label in the same token works.
+    same = run_keyhold("admin", "rotate-root", "--data-dir", str(data_dir), "--to", "pkcs11",
+                       "--pkcs11-token", "kh", "--pkcs11-key-label", "root-a", env=softhsm)
+    assert same.returncode != 0 and "another --pkcs11-key-label" in same.stderr
+    r = run_keyhold("admin", "rotate-root", "--data-dir", str(data_dir), "--to", "pkcs11",
+                    "--pkcs11-token", "kh", "--pkcs11-key-label", "root-b", env=softhsm)
+    assert r.returncode == 0, r.stderr
+    s = Server(["--data-dir", str(data_dir)], env=softhsm)
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"moved into the hsm"
+    finally:
+        s.stop()
