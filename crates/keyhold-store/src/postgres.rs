@@ -259,6 +259,37 @@ fn notify(tx: &mut impl postgres::GenericClient, key: Option<&str>) -> Result<()
     Ok(())
 }
 
+fn insert_key(tx: &mut Transaction<'_>, k: &KeyRecord) -> Result<(), StoreError> {
+    tx.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLS}) VALUES \
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
+        ),
+        &[
+            &k.key_id.to_string(),
+            &k.account,
+            &k.description,
+            &k.key_spec.as_str(),
+            &k.key_usage.as_str(),
+            &k.origin.as_str(),
+            &k.state.as_str(),
+            &k.created_at,
+            &k.deletion_date,
+            &k.pending_window_days.map(i64::from),
+            &i64::from(k.current_version),
+            &k.policy,
+            &k.key_manager.as_str(),
+            &k.rotation_period_days.map(i64::from),
+            &k.next_rotation_at,
+            &k.expiration_model,
+            &k.valid_to,
+            &k.material_digest,
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
+
 fn insert_version(tx: &mut Transaction<'_>, v: &KeyVersionRecord) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO key_versions (key_id, version, wrapped_material, created_at, rotation_type) \
@@ -431,33 +462,7 @@ impl Store for PgStore {
             (key.clone(), version.cloned(), tags.to_vec(), alias.cloned());
         self.call(move |c| {
             let mut tx = c.transaction().map_err(pg)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLS}) VALUES \
-                     ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
-                ),
-                &[
-                    &key.key_id.to_string(),
-                    &key.account,
-                    &key.description,
-                    &key.key_spec.as_str(),
-                    &key.key_usage.as_str(),
-                    &key.origin.as_str(),
-                    &key.state.as_str(),
-                    &key.created_at,
-                    &key.deletion_date,
-                    &key.pending_window_days.map(i64::from),
-                    &i64::from(key.current_version),
-                    &key.policy,
-                    &key.key_manager.as_str(),
-                    &key.rotation_period_days.map(i64::from),
-                    &key.next_rotation_at,
-                    &key.expiration_model,
-                    &key.valid_to,
-                    &key.material_digest,
-                ],
-            )
-            .map_err(pg)?;
+            insert_key(&mut tx, &key)?;
             if let Some(v) = &version {
                 insert_version(&mut tx, v)?;
             }
@@ -1055,33 +1060,7 @@ impl Store for PgStore {
                 return Err(StoreError::NotEmpty);
             }
             for k in &s.keys {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO keys ({KEY_COLS}) VALUES \
-                         ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
-                    ),
-                    &[
-                        &k.key_id.to_string(),
-                        &k.account,
-                        &k.description,
-                        &k.key_spec.as_str(),
-                        &k.key_usage.as_str(),
-                        &k.origin.as_str(),
-                        &k.state.as_str(),
-                        &k.created_at,
-                        &k.deletion_date,
-                        &k.pending_window_days.map(i64::from),
-                        &i64::from(k.current_version),
-                        &k.policy,
-                        &k.key_manager.as_str(),
-                        &k.rotation_period_days.map(i64::from),
-                        &k.next_rotation_at,
-                        &k.expiration_model,
-                        &k.valid_to,
-                        &k.material_digest,
-                    ],
-                )
-                .map_err(pg)?;
+                insert_key(&mut tx, k)?;
             }
             for v in &s.versions {
                 insert_version(&mut tx, v)?;

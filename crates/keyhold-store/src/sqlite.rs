@@ -236,6 +236,37 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<KeyVersionRecord> {
     })
 }
 
+fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLS}) VALUES \
+             (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+        ),
+        params![
+            k.key_id.to_string(),
+            k.account,
+            k.description,
+            k.key_spec.as_str(),
+            k.key_usage.as_str(),
+            k.origin.as_str(),
+            k.state.as_str(),
+            k.created_at,
+            k.deletion_date,
+            k.pending_window_days,
+            k.current_version,
+            k.policy,
+            k.key_manager.as_str(),
+            k.rotation_period_days,
+            k.next_rotation_at,
+            k.expiration_model,
+            k.valid_to,
+            k.material_digest,
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn insert_version(conn: &Connection, v: &KeyVersionRecord) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO key_versions (key_id, version, wrapped_material, created_at, rotation_type) \
@@ -366,30 +397,7 @@ impl Store for SqliteStore {
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(backend)?;
-        tx.execute(
-            &format!("INSERT INTO keys ({KEY_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"),
-            params![
-                key.key_id.to_string(),
-                key.account,
-                key.description,
-                key.key_spec.as_str(),
-                key.key_usage.as_str(),
-                key.origin.as_str(),
-                key.state.as_str(),
-                key.created_at,
-                key.deletion_date,
-                key.pending_window_days,
-                key.current_version,
-                key.policy,
-                key.key_manager.as_str(),
-                key.rotation_period_days,
-                key.next_rotation_at,
-                key.expiration_model,
-                key.valid_to,
-                key.material_digest,
-            ],
-        )
-        .map_err(backend)?;
+        insert_key(&tx, key)?;
         if let Some(version) = version {
             insert_version(&tx, version)?;
         }
@@ -907,33 +915,7 @@ impl Store for SqliteStore {
             return Err(StoreError::NotEmpty);
         }
         for k in &s.keys {
-            tx.execute(
-                &format!(
-                    "INSERT INTO keys ({KEY_COLS}) VALUES \
-                     (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
-                ),
-                params![
-                    k.key_id.to_string(),
-                    k.account,
-                    k.description,
-                    k.key_spec.as_str(),
-                    k.key_usage.as_str(),
-                    k.origin.as_str(),
-                    k.state.as_str(),
-                    k.created_at,
-                    k.deletion_date,
-                    k.pending_window_days,
-                    k.current_version,
-                    k.policy,
-                    k.key_manager.as_str(),
-                    k.rotation_period_days,
-                    k.next_rotation_at,
-                    k.expiration_model,
-                    k.valid_to,
-                    k.material_digest,
-                ],
-            )
-            .map_err(backend)?;
+            insert_key(&tx, k)?;
         }
         for v in &s.versions {
             insert_version(&tx, v)?;
