@@ -223,6 +223,26 @@ impl Engine {
 
     /// Resolves the key a request names, records it as the call's resource, and authorizes
     /// `action` on it.
+    /// The key a request's `KeyId` names (required), checked for `action` with no conditions.
+    pub(crate) fn requested_key(
+        &self,
+        caller: &Principal,
+        rec: &mut CallRecord,
+        key_id: Option<String>,
+        aliases: bool,
+        action: &str,
+    ) -> Result<Arc<KeyRecord>, KmsError> {
+        let key_id = crate::validate::required(key_id, "keyId")?;
+        self.key_for(
+            caller,
+            rec,
+            &key_id,
+            aliases,
+            action,
+            &Conditions::default(),
+        )
+    }
+
     pub(crate) fn key_for(
         &self,
         caller: &Principal,

@@ -298,14 +298,12 @@ pub(super) fn delete_imported_key_material(
     req: KeyIdRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
-    let key = engine.key_for(
+    let key = engine.requested_key(
         caller,
         rec,
-        &key_id,
+        req.key_id,
         false,
         "kms:DeleteImportedKeyMaterial",
-        &Conditions::default(),
     )?;
     check_external(engine, &key)?;
     let digest = engine.remove_imported_material(&key.key_id)?;

@@ -278,15 +278,7 @@ pub(super) fn describe_key(
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
     grant_tokens(&req.grant_tokens)?;
-    let key_id = required(req.key_id, "keyId")?;
-    let key = engine.key_for(
-        caller,
-        rec,
-        &key_id,
-        true,
-        "kms:DescribeKey",
-        &Conditions::default(),
-    )?;
+    let key = engine.requested_key(caller, rec, req.key_id, true, "kms:DescribeKey")?;
     respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
 }
 

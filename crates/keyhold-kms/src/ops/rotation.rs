@@ -103,15 +103,7 @@ pub(super) fn get_key_rotation_status(
     req: KeyIdRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
-    let key = engine.key_for(
-        caller,
-        rec,
-        &key_id,
-        false,
-        "kms:GetKeyRotationStatus",
-        &Conditions::default(),
-    )?;
+    let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyRotationStatus")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
     let mut out = json!({
@@ -131,15 +123,7 @@ pub(super) fn rotate_key_on_demand(
     req: KeyIdRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
-    let key = engine.key_for(
-        caller,
-        rec,
-        &key_id,
-        false,
-        "kms:RotateKeyOnDemand",
-        &Conditions::default(),
-    )?;
+    let key = engine.requested_key(caller, rec, req.key_id, false, "kms:RotateKeyOnDemand")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
     check_rotation_state(&key, &arn)?;

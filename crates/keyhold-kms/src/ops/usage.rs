@@ -4,10 +4,8 @@ use serde_json::json;
 
 use super::respond;
 use crate::api::{epoch_seconds, KeyIdRequest};
-use crate::authz::Conditions;
 use crate::error::KmsError;
 use crate::principal::Principal;
-use crate::validate::required;
 use crate::{CallRecord, Engine};
 
 pub(super) fn get_key_last_usage(
@@ -16,15 +14,7 @@ pub(super) fn get_key_last_usage(
     req: KeyIdRequest,
     rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
-    let key = engine.key_for(
-        caller,
-        rec,
-        &key_id,
-        false,
-        "kms:GetKeyLastUsage",
-        &Conditions::default(),
-    )?;
+    let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyLastUsage")?;
     // keyhold tracks every key from its creation.
     let mut out = json!({
         "KeyId": key.key_id.to_string(),
