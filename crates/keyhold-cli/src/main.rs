@@ -5,12 +5,14 @@
 //! - `serve`: `keyhold serve` (and `--dev`).
 //! - `admin`: `keyhold init` and `keyhold admin principal ...`.
 //! - `audit`: `keyhold audit verify`, `public-key` and `query`.
+//! - `bench`: `keyhold bench`, the load generator.
 //! - `ca`: `keyhold ca cert` and `keyhold ca issue` (the private CA).
 //! - `datadir`: the files of a data dir.
 #![forbid(unsafe_code)]
 
 mod admin;
 mod audit;
+mod bench;
 mod ca;
 mod datadir;
 mod rotate;
@@ -38,6 +40,8 @@ struct Cli {
 enum Command {
     /// Serve the KMS API.
     Serve(serve::ServeArgs),
+    /// Load a server with SigV4-signed requests and report throughput and latency.
+    Bench(bench::BenchArgs),
     /// Create a data dir: root key, database and a first principal.
     Init(admin::InitArgs),
     /// The tamper-evident audit log: verify it, print its public key, query it.
@@ -130,6 +134,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Init(args) => admin::init(args),
+        Command::Bench(args) => bench::run(args),
         Command::Ca { command } => ca::run(command),
         Command::Audit { command } => match audit::run(command) {
             Ok(true) => Ok(()),

@@ -1,0 +1,759 @@
+//! `keyhold bench`: a load generator that sends real SigV4-signed KMS requests over keep-alive
+//! connections (HTTP/1.1 or HTTP/2, TLS for https endpoints) and reports throughput, latency
+//! percentiles and errors by code. With `--baseline` it first runs the same load against a bare
+//! HTTP responder in this process (same listener kind, TLS setting and response size, no auth,
+//! JSON or crypto) and prints the ratio of the two.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+
+/// `keyhold bench` options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// The server to load, e.g. `http://127.0.0.1:7080` or `https://localhost:7443`.
+    #[arg(long, default_value = "http://127.0.0.1:7080")]
+    endpoint: String,
+    /// The operation to send.
+    #[arg(long, value_enum, default_value = "encrypt")]
+    op: Op,
+    /// Key to use (id, ARN or alias); by default one of the right kind is created.
+    #[arg(long)]
+    key: Option<String>,
+    /// Size of the plaintext or message, in bytes.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Concurrent connections, each sending one request at a time.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// How long to send, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Use HTTP/2 (one stream at a time per connection) instead of HTTP/1.1.
+    #[arg(long)]
+    http2: bool,
+    /// CA certificate (PEM) to trust for an https endpoint.
+    #[arg(long)]
+    ca_bundle: Option<PathBuf>,
+    /// First run the same load against a bare responder and report the ratio.
+    #[arg(long)]
+    baseline: bool,
+    /// Print the results as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Access key id to sign with.
+    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "test")]
+    access_key_id: String,
+    /// Secret access key to sign with.
+    #[arg(
+        long,
+        env = "AWS_SECRET_ACCESS_KEY",
+        default_value = "test",
+        hide_env_values = true
+    )]
+    secret_access_key: String,
+    /// Region to sign for.
+    #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
+    region: String,
+}
+
+/// Operations `keyhold bench` can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    /// Encrypt.
+    Encrypt,
+    /// Decrypt.
+    Decrypt,
+    /// GenerateDataKey (AES_256).
+    GenerateDataKey,
+    /// GenerateDataKeyWithoutPlaintext (AES_256).
+    GenerateDataKeyWithoutPlaintext,
+    /// ReEncrypt to the same key.
+    ReEncrypt,
+    /// Sign (ECC_NIST_P256, ECDSA_SHA_256).
+    Sign,
+    /// Verify (ECC_NIST_P256, ECDSA_SHA_256).
+    Verify,
+    /// GenerateMac (HMAC_256, HMAC_SHA_256).
+    GenerateMac,
+}
+
+/// Where requests go and how they are signed.
+struct Target {
+    uri: Uri,
+    host: String,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+    http2: bool,
+    access_key_id: String,
+    secret: String,
+    region: String,
+}
+
+/// One keep-alive connection.
+enum Sender {
+    H1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+/// What one run measured.
+#[derive(Debug, Default)]
+struct Report {
+    requests: u64,
+    seconds: f64,
+    /// Latencies of successful requests, in microseconds, sorted.
+    latencies: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+}
+
+impl Report {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.seconds.max(1e-9)
+    }
+
+    fn percentile_ms(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies[i]) / 1000.0
+    }
+
+    fn to_json(&self) -> Value {
+        json!({
+            "requests": self.requests,
+            "seconds": self.seconds,
+            "throughput": self.throughput(),
+            "latency_ms": {
+                "p50": self.percentile_ms(0.50),
+                "p90": self.percentile_ms(0.90),
+                "p99": self.percentile_ms(0.99),
+                "p99.9": self.percentile_ms(0.999),
+                "max": self.percentile_ms(1.0),
+            },
+            "errors": self.errors,
+        })
+    }
+
+    fn print(&self, what: &str) {
+        println!(
+            "{what}: {:.0} req/s ({} ok in {:.1} s); latency ms p50 {:.2} p90 {:.2} p99 {:.2} \
+             p99.9 {:.2} max {:.2}; errors {:?}",
+            self.throughput(),
+            self.requests,
+            self.seconds,
+            self.percentile_ms(0.50),
+            self.percentile_ms(0.90),
+            self.percentile_ms(0.99),
+            self.percentile_ms(0.999),
+            self.percentile_ms(1.0),
+            self.errors
+        );
+    }
+}
+
+/// Runs `keyhold bench`.
+pub fn run(args: BenchArgs) -> Result<(), String> {
+    if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
+        return Err("--concurrency and --duration must be positive".into());
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(run_async(args))
+}
+
+async fn run_async(args: BenchArgs) -> Result<(), String> {
+    let target = Arc::new(target(&args)?);
+    let (op_name, body, response_size) = prepare(&target, &args).await?;
+    let duration = Duration::from_secs_f64(args.duration);
+    let baseline = if args.baseline {
+        let (uri, tls) = baseline_server(&target, response_size).await?;
+        let base = Arc::new(Target {
+            uri: uri.clone(),
+            host: uri.authority().map(|a| a.to_string()).unwrap_or_default(),
+            tls,
+            http2: target.http2,
+            access_key_id: target.access_key_id.clone(),
+            secret: target.secret.clone(),
+            region: target.region.clone(),
+        });
+        let report = load(
+            &base,
+            op_name,
+            &body,
+            args.concurrency,
+            duration,
+            "baseline",
+        )
+        .await;
+        if !args.json {
+            report.print("baseline");
+        }
+        Some(report)
+    } else {
+        None
+    };
+    let report = load(&target, op_name, &body, args.concurrency, duration, op_name).await;
+    let ratio = baseline
+        .as_ref()
+        .map(|b| report.throughput() / b.throughput().max(1e-9));
+    if args.json {
+        let mut out = json!({
+            "op": op_name,
+            "endpoint": args.endpoint,
+            "concurrency": args.concurrency,
+            "http2": target.http2,
+            "payload": args.payload,
+            "target": report.to_json(),
+        });
+        if let (Some(b), Some(r)) = (&baseline, ratio) {
+            out["baseline"] = b.to_json();
+            out["ratio"] = json!(r);
+        }
+        println!("{out}");
+    } else {
+        report.print(op_name);
+        if let Some(r) = ratio {
+            println!("ratio to the bare baseline: {r:.2}");
+        }
+    }
+    Ok(())
+}
+
+fn target(args: &BenchArgs) -> Result<Target, String> {
+    let uri: Uri = args
+        .endpoint
+        .parse()
+        .map_err(|e| format!("--endpoint {:?}: {e}", args.endpoint))?;
+    let host = uri
+        .authority()
+        .ok_or_else(|| format!("--endpoint {:?} has no host", args.endpoint))?
+        .to_string();
+    let tls = match uri.scheme_str() {
+        Some("http") => None,
+        Some("https") => {
+            let name = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+            let name = rustls_pki_types::ServerName::try_from(name.to_string())
+                .map_err(|e| format!("--endpoint host: {e}"))?;
+            let mut roots = rustls::RootCertStore::empty();
+            let path = args
+                .ca_bundle
+                .as_ref()
+                .ok_or("an https endpoint needs --ca-bundle (the CA to trust)")?;
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let certs = keyhold_server::tls::certs_from_pem(&pem, "CA certificate")
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+            Some((client_config(roots, args.http2)?, name))
+        }
+        _ => return Err("--endpoint must start with http:// or https://".into()),
+    };
+    Ok(Target {
+        uri,
+        host,
+        tls,
+        http2: args.http2,
+        access_key_id: args.access_key_id.clone(),
+        secret: args.secret_access_key.clone(),
+        region: args.region.clone(),
+    })
+}
+
+fn client_config(
+    roots: rustls::RootCertStore,
+    http2: bool,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![if http2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    Ok(Arc::new(config))
+}
+
+async fn connect(t: &Target) -> Result<Sender, String> {
+    let tcp = tokio::net::TcpStream::connect(&t.host)
+        .await
+        .map_err(|e| format!("connect {}: {e}", t.host))?;
+    let _ = tcp.set_nodelay(true);
+    match &t.tls {
+        None => handshake(TokioIo::new(tcp), t.http2).await,
+        Some((config, name)) => {
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name.clone(), tcp)
+                .await
+                .map_err(|e| format!("TLS with {}: {e}", t.host))?;
+            handshake(TokioIo::new(tls), t.http2).await
+        }
+    }
+}
+
+async fn handshake<IO>(io: TokioIo<IO>, http2: bool) -> Result<Sender, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    if http2 {
+        let (sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(Sender::H2(sender))
+    } else {
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(conn);
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// Signing keys by day, as SDKs cache them.
+struct Signer {
+    day: String,
+    key: Option<aws_lc_rs::hmac::Key>,
+}
+
+/// A SigV4-signed `TrentService.<op>` request.
+fn signed(
+    t: &Target,
+    signer: &mut Signer,
+    op: &str,
+    body: &Bytes,
+) -> Result<Request<Full<Bytes>>, String> {
+    let now = time::OffsetDateTime::now_utc();
+    let amz_date = format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    let day = &amz_date[..8];
+    let mut headers = HeaderMap::new();
+    let value = |s: &str| HeaderValue::from_str(s).map_err(|e| e.to_string());
+    headers.insert("content-type", value("application/x-amz-json-1.1")?);
+    headers.insert("host", value(&t.host)?);
+    headers.insert("x-amz-date", value(&amz_date)?);
+    headers.insert("x-amz-target", value(&format!("TrentService.{op}"))?);
+    let signed_headers: Vec<String> = ["content-type", "host", "x-amz-date", "x-amz-target"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let uri: Uri = "/"
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    let canonical = keyhold_server::sigv4::canonical_request(
+        &Method::POST,
+        &uri,
+        &headers,
+        &signed_headers,
+        &keyhold_server::sigv4::sha256_hex(body),
+    )
+    .map_err(|e| e.message)?;
+    let scope = format!("{day}/{}/kms/aws4_request", t.region);
+    let to_sign = format!(
+        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
+        keyhold_server::sigv4::sha256_hex(canonical.as_bytes())
+    );
+    if signer.day != day || signer.key.is_none() {
+        signer.day = day.to_string();
+        signer.key = Some(keyhold_server::sigv4::signing_key(
+            t.secret.as_bytes(),
+            day,
+            &t.region,
+            "kms",
+        ));
+    }
+    let key = signer.key.as_ref().ok_or("no signing key")?;
+    let signature = hex::encode(aws_lc_rs::hmac::sign(key, to_sign.as_bytes()).as_ref());
+    let auth = format!(
+        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
+        t.access_key_id,
+        signed_headers.join(";")
+    );
+    headers.insert("authorization", value(&auth)?);
+    let mut builder = Request::builder().method(Method::POST);
+    if t.http2 {
+        // HTTP/2 carries the host as :authority.
+        headers.remove("host");
+        builder = builder.uri(t.uri.clone());
+    } else {
+        builder = builder.uri("/");
+    }
+    let mut req = builder
+        .body(Full::new(body.clone()))
+        .map_err(|e| e.to_string())?;
+    *req.headers_mut() = headers;
+    Ok(req)
+}
+
+/// Sends one request; the status and the whole response body.
+async fn send(sender: &mut Sender, req: Request<Full<Bytes>>) -> Result<(u16, Bytes), String> {
+    let resp = match sender {
+        Sender::H1(s) => {
+            s.ready().await.map_err(|e| e.to_string())?;
+            s.send_request(req).await
+        }
+        Sender::H2(s) => {
+            s.ready().await.map_err(|e| e.to_string())?;
+            s.send_request(req).await
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// One call during set-up: the parsed answer, or the error it gave.
+async fn call(
+    t: &Target,
+    sender: &mut Sender,
+    op: &str,
+    body: Value,
+) -> Result<(Value, usize), String> {
+    let mut signer = Signer {
+        day: String::new(),
+        key: None,
+    };
+    let req = signed(t, &mut signer, op, &Bytes::from(body.to_string()))?;
+    let (status, bytes) = send(sender, req).await?;
+    let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if status != 200 {
+        return Err(format!("{op}: HTTP {status}: {value}"));
+    }
+    Ok((value, bytes.len()))
+}
+
+/// Creates the key and the fixed request body the run sends; returns the op's wire name, the
+/// body and the size of one response.
+async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, usize), String> {
+    let mut s = connect(t).await?;
+    let (spec, usage) = match args.op {
+        Op::Sign | Op::Verify => ("ECC_NIST_P256", "SIGN_VERIFY"),
+        Op::GenerateMac => ("HMAC_256", "GENERATE_VERIFY_MAC"),
+        _ => ("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT"),
+    };
+    let key = match &args.key {
+        Some(k) => k.clone(),
+        None => {
+            let (v, _) = call(
+                t,
+                &mut s,
+                "CreateKey",
+                json!({"KeySpec": spec, "KeyUsage": usage, "Description": "keyhold bench"}),
+            )
+            .await?;
+            v["KeyMetadata"]["KeyId"]
+                .as_str()
+                .ok_or("CreateKey gave no KeyId")?
+                .to_string()
+        }
+    };
+    let payload = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; args.payload]);
+    let (op, body) = match args.op {
+        Op::Encrypt => ("Encrypt", json!({"KeyId": key, "Plaintext": payload})),
+        Op::Decrypt | Op::ReEncrypt => {
+            let (v, _) = call(
+                t,
+                &mut s,
+                "Encrypt",
+                json!({"KeyId": key, "Plaintext": payload}),
+            )
+            .await?;
+            let ct = v["CiphertextBlob"].clone();
+            if args.op == Op::Decrypt {
+                ("Decrypt", json!({"CiphertextBlob": ct, "KeyId": key}))
+            } else {
+                (
+                    "ReEncrypt",
+                    json!({"CiphertextBlob": ct, "DestinationKeyId": key}),
+                )
+            }
+        }
+        Op::GenerateDataKey => (
+            "GenerateDataKey",
+            json!({"KeyId": key, "KeySpec": "AES_256"}),
+        ),
+        Op::GenerateDataKeyWithoutPlaintext => (
+            "GenerateDataKeyWithoutPlaintext",
+            json!({"KeyId": key, "KeySpec": "AES_256"}),
+        ),
+        Op::Sign => (
+            "Sign",
+            json!({"KeyId": key, "Message": payload, "SigningAlgorithm": "ECDSA_SHA_256"}),
+        ),
+        Op::Verify => {
+            let msg =
+                json!({"KeyId": key, "Message": payload, "SigningAlgorithm": "ECDSA_SHA_256"});
+            let (v, _) = call(t, &mut s, "Sign", msg).await?;
+            (
+                "Verify",
+                json!({"KeyId": key, "Message": payload, "SigningAlgorithm": "ECDSA_SHA_256",
+                       "Signature": v["Signature"]}),
+            )
+        }
+        Op::GenerateMac => (
+            "GenerateMac",
+            json!({"KeyId": key, "Message": payload, "MacAlgorithm": "HMAC_SHA_256"}),
+        ),
+    };
+    // One request first: it must succeed, and it gives the response size for the baseline.
+    let (_, size) = call(t, &mut s, op, body.clone()).await?;
+    Ok((op, Bytes::from(body.to_string()), size))
+}
+
+/// Sends `op` with `body` over `concurrency` connections for `duration`.
+async fn load(
+    t: &Arc<Target>,
+    op: &'static str,
+    body: &Bytes,
+    concurrency: usize,
+    duration: Duration,
+    label: &str,
+) -> Report {
+    let done = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let deadline = start + duration;
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (t, body, done) = (t.clone(), body.clone(), done.clone());
+        workers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            let mut signer = Signer {
+                day: String::new(),
+                key: None,
+            };
+            let mut sender = None;
+            while Instant::now() < deadline {
+                if sender.is_none() {
+                    match connect(&t).await {
+                        Ok(s) => sender = Some(s),
+                        Err(_) => {
+                            *errors.entry("ConnectionError".into()).or_default() += 1;
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                            continue;
+                        }
+                    }
+                }
+                let Some(s) = sender.as_mut() else { continue };
+                let req = match signed(&t, &mut signer, op, &body) {
+                    Ok(r) => r,
+                    Err(_) => {
+                        *errors.entry("SigningError".into()).or_default() += 1;
+                        break;
+                    }
+                };
+                let sent = Instant::now();
+                match send(s, req).await {
+                    Ok((200, _)) => {
+                        let us = sent.elapsed().as_micros();
+                        latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok((status, bytes)) => {
+                        *errors.entry(error_code(status, &bytes)).or_default() += 1;
+                    }
+                    Err(_) => {
+                        *errors.entry("ConnectionError".into()).or_default() += 1;
+                        sender = None;
+                    }
+                }
+            }
+            (latencies, errors)
+        }));
+    }
+    let progress = {
+        let done = done.clone();
+        let label = label.to_string();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let now = done.load(Ordering::Relaxed);
+                eprint!(
+                    "\r{label}: {:>5.1} s, {now} ok, {} req/s   ",
+                    start.elapsed().as_secs_f64(),
+                    now - last
+                );
+                last = now;
+            }
+        })
+    };
+    let mut report = Report::default();
+    for w in workers {
+        if let Ok((latencies, errors)) = w.await {
+            report.latencies.extend(latencies);
+            for (code, n) in errors {
+                *report.errors.entry(code).or_default() += n;
+            }
+        }
+    }
+    progress.abort();
+    eprintln!();
+    report.seconds = start.elapsed().as_secs_f64();
+    report.requests = report.latencies.len() as u64;
+    report.latencies.sort_unstable();
+    report
+}
+
+/// The AWS error code of an error response (`__type` without its namespace), else the status.
+fn error_code(status: u16, body: &[u8]) -> String {
+    serde_json::from_slice::<Value>(body)
+        .ok()
+        .and_then(|v| v["__type"].as_str().map(str::to_string))
+        .map(|t| t.rsplit('#').next().unwrap_or(&t).to_string())
+        .unwrap_or_else(|| format!("HTTP{status}"))
+}
+
+/// Starts the bare responder on a loopback port: `response_size` bytes of JSON for any request,
+/// over TLS (a throwaway self-signed certificate) when the target is https.
+async fn baseline_server(
+    target: &Target,
+    response_size: usize,
+) -> Result<
+    (
+        Uri,
+        Option<(
+            Arc<rustls::ClientConfig>,
+            rustls_pki_types::ServerName<'static>,
+        )>,
+    ),
+    String,
+> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let mut body = vec![b' '; response_size.max(2)];
+    body[0] = b'{';
+    body[response_size.max(2) - 1] = b'}';
+    let body = Bytes::from(body);
+    let (acceptor, client) = if target.tls.is_some() {
+        let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+            .map_err(|e| e.to_string())?;
+        let der = cert.cert.der().clone();
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(cert.signing_key.serialize_der().into());
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(vec![der.clone()], key)
+        .map_err(|e| e.to_string())?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).map_err(|e| e.to_string())?;
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1".to_string())
+            .map_err(|e| e.to_string())?;
+        (
+            Some(tokio_rustls::TlsAcceptor::from(Arc::new(server))),
+            Some((client_config(roots, target.http2)?, name)),
+        )
+    } else {
+        (None, None)
+    };
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
+            let (body, acceptor) = (body.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let body = body.clone();
+                    async move {
+                        let mut resp = hyper::Response::new(Full::new(body));
+                        resp.headers_mut().insert(
+                            "content-type",
+                            HeaderValue::from_static("application/x-amz-json-1.1"),
+                        );
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                match acceptor {
+                    Some(a) => {
+                        if let Ok(tls) = a.accept(tcp).await {
+                            let _ = builder.serve_connection(TokioIo::new(tls), service).await;
+                        }
+                    }
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(tcp), service).await;
+                    }
+                }
+            });
+        }
+    });
+    let scheme = if client.is_some() { "https" } else { "http" };
+    let uri: Uri = format!("{scheme}://127.0.0.1:{}/", addr.port())
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    Ok((uri, client))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_drop_the_namespace() {
+        assert_eq!(
+            error_code(400, br#"{"__type":"com.amazonaws.kms#NotFoundException"}"#),
+            "NotFoundException"
+        );
+        assert_eq!(
+            error_code(400, br#"{"__type":"ValidationException"}"#),
+            "ValidationException"
+        );
+        assert_eq!(error_code(502, b"bad gateway"), "HTTP502");
+    }
+
+    #[test]
+    fn percentiles_come_from_the_sorted_latencies() {
+        let r = Report {
+            requests: 100,
+            seconds: 2.0,
+            latencies: (1..=100).map(|i| i * 1000).collect(),
+            errors: BTreeMap::new(),
+        };
+        assert_eq!(r.throughput(), 50.0);
+        assert_eq!(r.percentile_ms(0.5), 51.0);
+        assert_eq!(r.percentile_ms(0.99), 99.0);
+        assert_eq!(r.percentile_ms(1.0), 100.0);
+    }
+}

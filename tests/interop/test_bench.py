@@ -1,0 +1,52 @@
+"""`keyhold bench`: the load generator against a live server, over HTTP and HTTPS."""
+
+import json
+
+from conftest import Server, run_keyhold
+
+
+def bench(*args, env=None, duration="1"):
+    p = run_keyhold("bench", "--duration", duration, "--concurrency", "4", "--json", *args,
+                    env=env)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def test_bench_encrypt_with_baseline(dev_server):
+    out = bench("--endpoint", dev_server.endpoint, "--op", "encrypt", "--baseline")
+    assert out["op"] == "Encrypt"
+    assert out["target"]["requests"] > 0 and out["target"]["errors"] == {}
+    assert out["baseline"]["requests"] > 0 and out["ratio"] > 0
+    lat = out["target"]["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+
+
+def test_bench_each_op_over_http2(dev_server):
+    for op in ["decrypt", "generate-data-key", "re-encrypt", "sign", "verify", "generate-mac"]:
+        out = bench("--endpoint", dev_server.endpoint, "--op", op, "--http2", duration="0.3")
+        assert out["target"]["requests"] > 0 and out["target"]["errors"] == {}, (op, out)
+
+
+def test_bench_over_tls(data_dir):
+    p = run_keyhold("init", "--data-dir", str(data_dir), "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    env = {"AWS_ACCESS_KEY_ID": creds["access_key_id"],
+           "AWS_SECRET_ACCESS_KEY": creds["secret_access_key"]}
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        assert s.endpoint.startswith("https://")
+        out = bench("--endpoint", s.endpoint, "--ca-bundle", str(data_dir / "tls" / "ca.pem"),
+                    "--baseline", env=env)
+        assert out["target"]["requests"] > 0 and out["baseline"]["requests"] > 0
+        no_ca = run_keyhold("bench", "--endpoint", s.endpoint, "--duration", "1", env=env)
+        assert no_ca.returncode != 0 and "--ca-bundle" in no_ca.stderr
+    finally:
+        s.stop()
+
+
+def test_bench_with_a_wrong_secret_says_why(dev_server):
+    p = run_keyhold("bench", "--endpoint", dev_server.endpoint, "--duration", "1",
+                    env={"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert p.returncode != 0, p.stdout
+    assert "CreateKey: HTTP 400" in p.stderr and "InvalidSignatureException" in p.stderr, p.stderr
