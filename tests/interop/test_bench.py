@@ -50,3 +50,12 @@ def test_bench_with_a_wrong_secret_says_why(dev_server):
                     env={"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "wrong"})
     assert p.returncode != 0, p.stdout
     assert "CreateKey: HTTP 400" in p.stderr and "InvalidSignatureException" in p.stderr, p.stderr
+
+
+def test_bench_open_loop_sends_at_the_rate_asked(dev_server):
+    out = bench("--endpoint", dev_server.endpoint, "--rate", "200", duration="2")
+    assert out["rate"] == 200
+    # 400 due in two seconds; the last few may fall past the deadline on a busy machine.
+    assert 300 <= out["target"]["requests"] <= 400, out
+    bad = run_keyhold("bench", "--endpoint", dev_server.endpoint, "--rate", "0")
+    assert bad.returncode != 0 and "--rate must be positive" in bad.stderr

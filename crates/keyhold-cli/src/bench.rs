@@ -38,6 +38,10 @@ pub struct BenchArgs {
     /// How long to send, in seconds.
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
+    /// Open loop: send this many requests per second in all (spread over the connections) and
+    /// measure each latency from when the request was due, not from when it could be sent.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Use HTTP/2 (one stream at a time per connection) instead of HTTP/1.1.
     #[arg(long)]
     http2: bool,
@@ -168,6 +172,9 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err("--concurrency and --duration must be positive".into());
     }
+    if args.rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -178,7 +185,14 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
 async fn run_async(args: BenchArgs) -> Result<(), String> {
     let target = Arc::new(target(&args)?);
     let (op_name, body, response_size) = prepare(&target, &args).await?;
-    let duration = Duration::from_secs_f64(args.duration);
+    let shape = Shape {
+        concurrency: args.concurrency,
+        duration: Duration::from_secs_f64(args.duration),
+        // Each connection sends every `concurrency / rate` seconds.
+        interval: args
+            .rate
+            .map(|r| Duration::from_secs_f64(args.concurrency as f64 / r)),
+    };
     let baseline = if args.baseline {
         let (uri, tls) = baseline_server(&target, response_size).await?;
         let base = Arc::new(Target {
@@ -190,15 +204,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
             secret: target.secret.clone(),
             region: target.region.clone(),
         });
-        let report = load(
-            &base,
-            op_name,
-            &body,
-            args.concurrency,
-            duration,
-            "baseline",
-        )
-        .await;
+        let report = load(&base, op_name, &body, &shape, "baseline").await;
         if !args.json {
             report.print("baseline");
         }
@@ -206,7 +212,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
     } else {
         None
     };
-    let report = load(&target, op_name, &body, args.concurrency, duration, op_name).await;
+    let report = load(&target, op_name, &body, &shape, op_name).await;
     let ratio = baseline
         .as_ref()
         .map(|b| report.throughput() / b.throughput().max(1e-9));
@@ -215,6 +221,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
             "op": op_name,
             "endpoint": args.endpoint,
             "concurrency": args.concurrency,
+            "rate": args.rate,
             "http2": target.http2,
             "payload": args.payload,
             "target": report.to_json(),
@@ -534,21 +541,33 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, u
     Ok((op, Bytes::from(body.to_string()), size))
 }
 
-/// Sends `op` with `body` over `concurrency` connections for `duration`.
+/// How the load is sent.
+struct Shape {
+    /// Connections.
+    concurrency: usize,
+    /// For how long.
+    duration: Duration,
+    /// Open loop: the time between two sends on one connection.
+    interval: Option<Duration>,
+}
+
+/// Sends `op` with `body` as `shape` says.
 async fn load(
     t: &Arc<Target>,
     op: &'static str,
     body: &Bytes,
-    concurrency: usize,
-    duration: Duration,
+    shape: &Shape,
     label: &str,
 ) -> Report {
+    let (concurrency, duration, interval) = (shape.concurrency, shape.duration, shape.interval);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for worker in 0..concurrency {
         let (t, body, done) = (t.clone(), body.clone(), done.clone());
+        // Open-loop connections start staggered across one interval.
+        let mut due = interval.map(|i| start + i.mul_f64(worker as f64 / concurrency as f64));
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
@@ -576,7 +595,18 @@ async fn load(
                         break;
                     }
                 };
-                let sent = Instant::now();
+                let sent = match due.as_mut() {
+                    Some(at) => {
+                        tokio::time::sleep_until((*at).into()).await;
+                        if *at >= deadline {
+                            break;
+                        }
+                        let scheduled = *at;
+                        *at += interval.unwrap_or_default();
+                        scheduled
+                    }
+                    None => Instant::now(),
+                };
                 match send(s, req).await {
                     Ok((200, _)) => {
                         let us = sent.elapsed().as_micros();
