@@ -22,7 +22,7 @@ def test_bench_encrypt_with_baseline(dev_server):
 
 
 def test_bench_each_op_over_http2(dev_server):
-    for op in ["decrypt", "generate-data-key", "re-encrypt", "sign", "verify", "generate-mac"]:
+    for op in ["decrypt", "generate-data-key", "re-encrypt", "sign", "verify", "generate-mac", "mixed"]:
         out = bench("--endpoint", dev_server.endpoint, "--op", op, "--http2", duration="0.3")
         assert out["target"]["requests"] > 0 and out["target"]["errors"] == {}, (op, out)
 

@@ -89,6 +89,8 @@ pub enum Op {
     Verify,
     /// GenerateMac (HMAC_256, HMAC_SHA_256).
     GenerateMac,
+    /// Encrypt, Decrypt and GenerateDataKey in turn.
+    Mixed,
 }
 
 /// Where requests go and how they are signed.
@@ -184,7 +186,8 @@ pub fn run(args: BenchArgs) -> Result<(), String> {
 
 async fn run_async(args: BenchArgs) -> Result<(), String> {
     let target = Arc::new(target(&args)?);
-    let (op_name, body, response_size) = prepare(&target, &args).await?;
+    let (op_name, requests, response_size) = prepare(&target, &args).await?;
+    let requests = Arc::new(requests);
     let shape = Shape {
         concurrency: args.concurrency,
         duration: Duration::from_secs_f64(args.duration),
@@ -204,7 +207,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
             secret: target.secret.clone(),
             region: target.region.clone(),
         });
-        let report = load(&base, op_name, &body, &shape, "baseline").await;
+        let report = load(&base, &requests, &shape, "baseline").await;
         if !args.json {
             report.print("baseline");
         }
@@ -212,7 +215,7 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
     } else {
         None
     };
-    let report = load(&target, op_name, &body, &shape, op_name).await;
+    let report = load(&target, &requests, &shape, op_name).await;
     let ratio = baseline
         .as_ref()
         .map(|b| report.throughput() / b.throughput().max(1e-9));
@@ -463,9 +466,12 @@ async fn call(
     Ok((value, bytes.len()))
 }
 
-/// Creates the key and the fixed request body the run sends; returns the op's wire name, the
-/// body and the size of one response.
-async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, usize), String> {
+/// The requests a run sends in turn: wire name and body.
+type Requests = Vec<(&'static str, Bytes)>;
+
+/// Creates the key and the fixed request bodies the run sends; returns a label for the run, the
+/// requests and the mean size of their responses.
+async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Requests, usize), String> {
     let mut s = connect(t).await?;
     let (spec, usage) = match args.op {
         Op::Sign | Op::Verify => ("ECC_NIST_P256", "SIGN_VERIFY"),
@@ -489,18 +495,42 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, u
         }
     };
     let payload = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; args.payload]);
-    let (op, body) = match args.op {
+    let ops = match args.op {
+        Op::Mixed => vec![Op::Encrypt, Op::Decrypt, Op::GenerateDataKey],
+        op => vec![op],
+    };
+    let mut requests = Vec::with_capacity(ops.len());
+    let mut total = 0;
+    for op in ops {
+        let (name, body) = request_for(t, &mut s, op, &key, &payload).await?;
+        // One request first: it must succeed, and it gives the response size for the baseline.
+        let (_, size) = call(t, &mut s, name, body.clone()).await?;
+        total += size;
+        requests.push((name, Bytes::from(body.to_string())));
+    }
+    let label = if args.op == Op::Mixed {
+        "Mixed"
+    } else {
+        requests[0].0
+    };
+    let size = total / requests.len();
+    Ok((label, requests, size))
+}
+
+/// The wire name and body of one `op` request on `key`, making what it needs first.
+async fn request_for(
+    t: &Target,
+    s: &mut Sender,
+    op: Op,
+    key: &str,
+    payload: &str,
+) -> Result<(&'static str, Value), String> {
+    Ok(match op {
         Op::Encrypt => ("Encrypt", json!({"KeyId": key, "Plaintext": payload})),
         Op::Decrypt | Op::ReEncrypt => {
-            let (v, _) = call(
-                t,
-                &mut s,
-                "Encrypt",
-                json!({"KeyId": key, "Plaintext": payload}),
-            )
-            .await?;
+            let (v, _) = call(t, s, "Encrypt", json!({"KeyId": key, "Plaintext": payload})).await?;
             let ct = v["CiphertextBlob"].clone();
-            if args.op == Op::Decrypt {
+            if op == Op::Decrypt {
                 ("Decrypt", json!({"CiphertextBlob": ct, "KeyId": key}))
             } else {
                 (
@@ -524,7 +554,7 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, u
         Op::Verify => {
             let msg =
                 json!({"KeyId": key, "Message": payload, "SigningAlgorithm": "ECDSA_SHA_256"});
-            let (v, _) = call(t, &mut s, "Sign", msg).await?;
+            let (v, _) = call(t, s, "Sign", msg).await?;
             (
                 "Verify",
                 json!({"KeyId": key, "Message": payload, "SigningAlgorithm": "ECDSA_SHA_256",
@@ -535,10 +565,8 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Bytes, u
             "GenerateMac",
             json!({"KeyId": key, "Message": payload, "MacAlgorithm": "HMAC_SHA_256"}),
         ),
-    };
-    // One request first: it must succeed, and it gives the response size for the baseline.
-    let (_, size) = call(t, &mut s, op, body.clone()).await?;
-    Ok((op, Bytes::from(body.to_string()), size))
+        Op::Mixed => return Err("mixed is not one request".into()),
+    })
 }
 
 /// How the load is sent.
@@ -551,21 +579,16 @@ struct Shape {
     interval: Option<Duration>,
 }
 
-/// Sends `op` with `body` as `shape` says.
-async fn load(
-    t: &Arc<Target>,
-    op: &'static str,
-    body: &Bytes,
-    shape: &Shape,
-    label: &str,
-) -> Report {
+/// Sends `requests` in turn as `shape` says.
+async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &str) -> Report {
     let (concurrency, duration, interval) = (shape.concurrency, shape.duration, shape.interval);
     let done = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let deadline = start + duration;
     let mut workers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
-        let (t, body, done) = (t.clone(), body.clone(), done.clone());
+        let (t, requests, done) = (t.clone(), requests.clone(), done.clone());
+        let mut turn = worker;
         // Open-loop connections start staggered across one interval.
         let mut due = interval.map(|i| start + i.mul_f64(worker as f64 / concurrency as f64));
         workers.push(tokio::spawn(async move {
@@ -588,7 +611,9 @@ async fn load(
                     }
                 }
                 let Some(s) = sender.as_mut() else { continue };
-                let req = match signed(&t, &mut signer, op, &body) {
+                let (op, body) = &requests[turn % requests.len()];
+                turn += 1;
+                let req = match signed(&t, &mut signer, op, body) {
                     Ok(r) => r,
                     Err(_) => {
                         *errors.entry("SigningError".into()).or_default() += 1;
