@@ -8,6 +8,7 @@
 //! - `bench`: `keyhold bench`, the load generator.
 //! - `ca`: `keyhold ca cert` and `keyhold ca issue` (the private CA).
 //! - `datadir`: the files of a data dir.
+//! - `rotate`: `keyhold admin rotate-root` (re-wrapping every secret under a new root key).
 #![forbid(unsafe_code)]
 
 mod admin;
