@@ -342,6 +342,7 @@ where
 }
 
 /// Signing keys by day, as SDKs cache them.
+#[derive(Default)]
 struct Signer {
     day: String,
     key: Option<aws_lc_rs::hmac::Key>,
@@ -453,10 +454,7 @@ async fn call(
     op: &str,
     body: Value,
 ) -> Result<(Value, usize), String> {
-    let mut signer = Signer {
-        day: String::new(),
-        key: None,
-    };
+    let mut signer = Signer::default();
     let req = signed(t, &mut signer, op, &Bytes::from(body.to_string()))?;
     let (status, bytes) = send(sender, req).await?;
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -594,10 +592,7 @@ async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut signer = Signer {
-                day: String::new(),
-                key: None,
-            };
+            let mut signer = Signer::default();
             let mut sender = None;
             while Instant::now() < deadline {
                 if sender.is_none() {

@@ -91,28 +91,16 @@ impl DataDir {
             ));
         }
         create_private_dir(&self.root)?;
-        let root: Arc<dyn RootKey> = match provider {
-            RootProvider::File => {
-                Arc::new(FileRootKey::create(&self.root_key()).map_err(|e| e.to_string())?)
-            }
-            RootProvider::Pkcs11 => {
-                let config = hsm.ok_or("--root-key pkcs11 needs --pkcs11-token")?;
-                let rk = Pkcs11RootKey::create(&config, &pin()?).map_err(|e| e.to_string())?;
-                write_config(&self.root_config(), &RootConfig::Pkcs11(config))?;
-                Arc::new(rk)
-            }
-            RootProvider::Passphrase => {
-                let pass = passphrase(true)?;
-                let (rk, params) =
-                    PassphraseRootKey::create(pass.as_bytes()).map_err(|e| e.to_string())?;
-                let config = RootConfig::Passphrase(params);
-                write_config(&self.root_config(), &config)?;
-                Arc::new(rk)
-            }
-        };
-        if provider == RootProvider::File {
-            write_config(&self.root_config(), &RootConfig::File)?;
-        }
+        let root = create_root(
+            provider,
+            hsm,
+            NewRootAt {
+                key: &self.root_key(),
+                config: &self.root_config(),
+                flag: "--root-key",
+                rotation: false,
+            },
+        )?;
         let store = self.open_store()?;
         Ok((root, store))
     }
@@ -218,31 +206,81 @@ pub(crate) enum RootConfig {
     Pkcs11(Pkcs11Config),
 }
 
+/// Where `create_root` writes a new root and where its secrets come from.
+pub(crate) struct NewRootAt<'a> {
+    /// The key file (with `file`).
+    pub key: &'a Path,
+    /// The settings file.
+    pub config: &'a Path,
+    /// The option that chose the provider, for messages.
+    pub flag: &'a str,
+    /// A rotation's new root: its passphrase and PIN come from the `KEYHOLD_NEW_*` variables.
+    pub rotation: bool,
+}
+
+/// Makes a new root key of `provider` (the key file or the key in the HSM) and writes its
+/// settings, durably.
+pub(crate) fn create_root(
+    provider: RootProvider,
+    hsm: Option<Pkcs11Config>,
+    at: NewRootAt<'_>,
+) -> Result<Arc<dyn RootKey>, String> {
+    let (root, config): (Arc<dyn RootKey>, RootConfig) = match provider {
+        RootProvider::File => (
+            Arc::new(FileRootKey::create(at.key).map_err(|e| e.to_string())?),
+            RootConfig::File,
+        ),
+        RootProvider::Pkcs11 => {
+            let config = hsm.ok_or_else(|| format!("{} pkcs11 needs --pkcs11-token", at.flag))?;
+            let pin = if at.rotation { new_pin()? } else { pin()? };
+            let rk = Pkcs11RootKey::create(&config, &pin).map_err(|e| e.to_string())?;
+            (Arc::new(rk), RootConfig::Pkcs11(config))
+        }
+        RootProvider::Passphrase => {
+            let pass = if at.rotation {
+                new_passphrase()?
+            } else {
+                passphrase(true)?
+            };
+            let (rk, params) =
+                PassphraseRootKey::create(pass.as_bytes()).map_err(|e| e.to_string())?;
+            (Arc::new(rk), RootConfig::Passphrase(params))
+        }
+    };
+    write_config(at.config, &config)?;
+    Ok(root)
+}
+
 /// The HSM user PIN: `KEYHOLD_PKCS11_PIN`, else the file named by `KEYHOLD_PKCS11_PIN_FILE`.
-pub(crate) fn pin() -> Result<zeroize::Zeroizing<String>, String> {
+fn pin() -> Result<zeroize::Zeroizing<String>, String> {
     secret_from_env("KEYHOLD_PKCS11_PIN")?.ok_or_else(|| {
         "the HSM root key needs its PIN: set KEYHOLD_PKCS11_PIN or KEYHOLD_PKCS11_PIN_FILE".into()
     })
 }
 
 /// Writes the root's settings and makes them durable.
-pub(crate) fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {
-    use std::io::Write as _;
+fn write_config(path: &Path, config: &RootConfig) -> Result<(), String> {
     let bytes = serde_json::to_vec_pretty(config).map_err(|e| e.to_string())?;
+    write_synced(path, &bytes)
+}
+
+/// Writes `bytes` to `path` and syncs the file.
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write as _;
     let err = |e: std::io::Error| format!("{}: {e}", path.display());
     let mut f = std::fs::File::create(path).map_err(err)?;
-    f.write_all(&bytes).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
     f.sync_all().map_err(err)
 }
 
 /// A new root's passphrase for a rotation: `KEYHOLD_NEW_PASSPHRASE`, else the file named by
 /// `KEYHOLD_NEW_PASSPHRASE_FILE`, else a prompt (twice).
-pub(crate) fn new_passphrase() -> Result<zeroize::Zeroizing<String>, String> {
+fn new_passphrase() -> Result<zeroize::Zeroizing<String>, String> {
     secret_from_env("KEYHOLD_NEW_PASSPHRASE")?.map_or_else(|| passphrase(true), Ok)
 }
 
 /// The PIN of a new root's token: `KEYHOLD_NEW_PKCS11_PIN` (or `_FILE`), else the current PIN.
-pub(crate) fn new_pin() -> Result<zeroize::Zeroizing<String>, String> {
+fn new_pin() -> Result<zeroize::Zeroizing<String>, String> {
     secret_from_env("KEYHOLD_NEW_PKCS11_PIN")?.map_or_else(pin, Ok)
 }
 

@@ -20,10 +20,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use keyhold_hsm::{FileRootKey, PassphraseRootKey, Pkcs11Config, Pkcs11RootKey, RootKey};
+use keyhold_hsm::{FileRootKey, Pkcs11Config, RootKey};
 use keyhold_store::{KeyVersionRecord, PrincipalRecord, Store, WrappedChange};
 
-use crate::datadir::{DataDir, RootConfig, RootProvider};
+use crate::datadir::{create_root, DataDir, NewRootAt, RootConfig, RootProvider};
 
 /// Suffix of the files a rotation in progress writes.
 const NEXT: &str = "next";
@@ -86,43 +86,29 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
     let (old, store) = dir.open()?;
     let old_config = dir.read_config()?;
     // 1. The new root, beside the old.
-    let new: Arc<dyn RootKey> = match to.provider {
-        RootProvider::File => {
-            let _ = std::fs::remove_file(next(&dir.root_key()));
-            Arc::new(FileRootKey::create(&next(&dir.root_key())).map_err(|e| e.to_string())?)
+    if let (RootConfig::Pkcs11(current), Some(config)) = (&old_config, &to.hsm) {
+        if to.provider == RootProvider::Pkcs11
+            && current.token_label == config.token_label
+            && current.key_label == config.key_label
+        {
+            return Err(format!(
+                "the root key is already {:?} in token {:?}: give the new one another \
+                 --pkcs11-key-label",
+                config.key_label, config.token_label
+            ));
         }
-        RootProvider::Passphrase => {
-            let pass = crate::datadir::new_passphrase()?;
-            let (rk, params) =
-                PassphraseRootKey::create(pass.as_bytes()).map_err(|e| e.to_string())?;
-            crate::datadir::write_config(
-                &next(&dir.root_config()),
-                &RootConfig::Passphrase(params),
-            )?;
-            Arc::new(rk)
-        }
-        RootProvider::Pkcs11 => {
-            let config = to.hsm.ok_or("--to pkcs11 needs --pkcs11-token")?;
-            if let RootConfig::Pkcs11(current) = &old_config {
-                if current.token_label == config.token_label
-                    && current.key_label == config.key_label
-                {
-                    return Err(format!(
-                        "the root key is already {:?} in token {:?}: give the new one another \
-                         --pkcs11-key-label",
-                        config.key_label, config.token_label
-                    ));
-                }
-            }
-            let rk = Pkcs11RootKey::create(&config, &crate::datadir::new_pin()?)
-                .map_err(|e| e.to_string())?;
-            crate::datadir::write_config(&next(&dir.root_config()), &RootConfig::Pkcs11(config))?;
-            Arc::new(rk)
-        }
-    };
-    if to.provider == RootProvider::File {
-        crate::datadir::write_config(&next(&dir.root_config()), &RootConfig::File)?;
     }
+    let _ = std::fs::remove_file(next(&dir.root_key()));
+    let new = create_root(
+        to.provider,
+        to.hsm,
+        NewRootAt {
+            key: &next(&dir.root_key()),
+            config: &next(&dir.root_config()),
+            flag: "--to",
+            rotation: true,
+        },
+    )?;
     // 2. Secrets kept in files.
     for (path, label) in wrapped_files(dir) {
         let wrapped = match std::fs::read(&path) {
@@ -136,13 +122,9 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
         let rewrapped = new
             .wrap(secret.expose_secret(), label)
             .map_err(|e| e.to_string())?;
-        write_synced(&next(&path), &rewrapped)?;
+        crate::datadir::write_synced(&next(&path), &rewrapped)?;
     }
-    for d in [dir.tls_dir(), dir.audit_dir(), dir.root.clone()] {
-        if d.exists() {
-            sync_dir(&d)?;
-        }
-    }
+    sync_dirs(dir, true)?;
     // 3. Every secret in the store, in one transaction.
     let snapshot = store.export().map_err(|e| e.to_string())?;
     let mut changes = Vec::with_capacity(snapshot.versions.len() + snapshot.principals.len());
@@ -241,15 +223,7 @@ fn open_new(dir: &DataDir, config: &RootConfig) -> Option<Arc<dyn RootKey>> {
             let path = if path.exists() { path } else { dir.root_key() };
             Some(Arc::new(FileRootKey::load(&path).ok()?))
         }
-        RootConfig::Passphrase(params) => {
-            let pass = crate::datadir::passphrase(false).ok()?;
-            Some(Arc::new(
-                PassphraseRootKey::open(pass.as_bytes(), params).ok()?,
-            ))
-        }
-        RootConfig::Pkcs11(config) => Some(Arc::new(
-            Pkcs11RootKey::open(config, &crate::datadir::pin().ok()?).ok()?,
-        )),
+        RootConfig::Passphrase(_) | RootConfig::Pkcs11(_) => dir.open_root(config).ok(),
     }
 }
 
@@ -276,9 +250,7 @@ fn probe(store: &dyn Store) -> Result<Option<Labelled>, String> {
 
 /// Step 4: renames the `.next` files into place, the root's settings last.
 fn finish(dir: &DataDir, provider: RootProvider) -> Result<(), String> {
-    let mut files: Vec<PathBuf> = wrapped_files(dir).into_iter().map(|(p, _)| p).collect();
-    files.push(dir.root_key());
-    for path in files {
+    for path in replaced_files(dir) {
         let from = next(&path);
         if from.exists() {
             std::fs::rename(&from, &path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -288,11 +260,7 @@ fn finish(dir: &DataDir, provider: RootProvider) -> Result<(), String> {
         // The old key file, if the old root was one, opens nothing any more.
         let _ = std::fs::remove_file(dir.root_key());
     }
-    for d in [dir.tls_dir(), dir.audit_dir()] {
-        if d.exists() {
-            sync_dir(&d)?;
-        }
-    }
+    sync_dirs(dir, false)?;
     let config = dir.root_config();
     std::fs::rename(next(&config), &config).map_err(|e| format!("{}: {e}", config.display()))?;
     sync_dir(&dir.root)
@@ -300,9 +268,7 @@ fn finish(dir: &DataDir, provider: RootProvider) -> Result<(), String> {
 
 /// Removes every `.next` file of an unfinished rotation.
 fn discard(dir: &DataDir) {
-    let mut files: Vec<PathBuf> = wrapped_files(dir).into_iter().map(|(p, _)| p).collect();
-    files.push(dir.root_key());
-    for path in files {
+    for path in replaced_files(dir) {
         let _ = std::fs::remove_file(next(&path));
     }
     // The settings go last: while they exist, a crash here is settled again on the next open.
@@ -310,12 +276,24 @@ fn discard(dir: &DataDir) {
     let _ = sync_dir(&dir.root);
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    use std::io::Write as _;
-    let err = |e: std::io::Error| format!("{}: {e}", path.display());
-    let mut f = std::fs::File::create(path).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
+/// Every file a rotation writes a `.next` sibling of, except the root's settings (which go last).
+fn replaced_files(dir: &DataDir) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = wrapped_files(dir).into_iter().map(|(p, _)| p).collect();
+    files.push(dir.root_key());
+    files
+}
+
+/// Syncs the directories holding re-wrapped files (and the data dir itself when `root`), so
+/// the creations and renames in them are durable.
+fn sync_dirs(dir: &DataDir, root: bool) -> Result<(), String> {
+    let mut dirs = vec![dir.tls_dir(), dir.audit_dir()];
+    if root {
+        dirs.push(dir.root.clone());
+    }
+    for d in dirs.iter().filter(|d| d.exists()) {
+        sync_dir(d)?;
+    }
+    Ok(())
 }
 
 fn sync_dir(path: &Path) -> Result<(), String> {
