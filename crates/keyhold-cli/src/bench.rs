@@ -588,24 +588,24 @@ async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &
         let (t, requests, done) = (t.clone(), requests.clone(), done.clone());
         let mut turn = worker;
         // Open-loop connections start staggered across one interval.
-        let mut due = interval.map(|i| start + i.mul_f64(worker as f64 / concurrency as f64));
+        let mut due = interval.map(|i| (start + i.mul_f64(worker as f64 / concurrency as f64), i));
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
             let mut signer = Signer::default();
             let mut sender = None;
             while Instant::now() < deadline {
-                if sender.is_none() {
-                    match connect(&t).await {
-                        Ok(s) => sender = Some(s),
+                let s = match &mut sender {
+                    Some(s) => s,
+                    None => match connect(&t).await {
+                        Ok(s) => sender.insert(s),
                         Err(_) => {
                             *errors.entry("ConnectionError".into()).or_default() += 1;
                             tokio::time::sleep(Duration::from_millis(10)).await;
                             continue;
                         }
-                    }
-                }
-                let Some(s) = sender.as_mut() else { continue };
+                    },
+                };
                 let (op, body) = &requests[turn % requests.len()];
                 turn += 1;
                 let req = match signed(&t, &mut signer, op, body) {
@@ -616,13 +616,13 @@ async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &
                     }
                 };
                 let sent = match due.as_mut() {
-                    Some(at) => {
+                    Some((at, step)) => {
                         tokio::time::sleep_until((*at).into()).await;
                         if *at >= deadline {
                             break;
                         }
                         let scheduled = *at;
-                        *at += interval.unwrap_or_default();
+                        *at += *step;
                         scheduled
                     }
                     None => Instant::now(),
