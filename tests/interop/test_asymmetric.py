@@ -128,3 +128,37 @@ def test_derive_shared_secret_matches_cryptography(kms):
     with pytest.raises(ClientError) as e:
         kms.derive_shared_secret(KeyId=key, KeyAgreementAlgorithm="ECDH", PublicKey=b"junk")
     assert err(e) == "ValidationException"
+
+
+ML_DSA_PUBLIC_LEN = {"ML_DSA_44": 1312, "ML_DSA_65": 1952, "ML_DSA_87": 2592}
+
+
+@pytest.mark.parametrize("spec", sorted(ML_DSA_PUBLIC_LEN))
+def test_ml_dsa_external_mu_is_fips_204_mu(kms, spec):
+    """An EXTERNAL_MU signature over mu computed here (FIPS 204: mu = SHAKE256(SHAKE256(pk, 64)
+    || 0 || 0 || M, 64)) verifies as a RAW signature over M, and the other way round."""
+    key = kms.create_key(KeySpec=spec, KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
+    spki = kms.get_public_key(KeyId=key)["PublicKey"]
+    pk = spki[-ML_DSA_PUBLIC_LEN[spec]:]
+    message = b"a message hashed on the client"
+    tr = hashlib.shake_256(pk).digest(64)
+    mu = hashlib.shake_256(tr + b"\x00\x00" + message).digest(64)
+    alg = "ML_DSA_SHAKE_256"
+    sig = kms.sign(KeyId=key, Message=mu, MessageType="EXTERNAL_MU", SigningAlgorithm=alg)
+    assert sig["SigningAlgorithm"] == alg
+    assert kms.verify(KeyId=key, Message=message, MessageType="RAW",
+                      Signature=sig["Signature"], SigningAlgorithm=alg)["SignatureValid"]
+    raw = kms.sign(KeyId=key, Message=message, MessageType="RAW", SigningAlgorithm=alg)
+    assert kms.verify(KeyId=key, Message=mu, MessageType="EXTERNAL_MU",
+                      Signature=raw["Signature"], SigningAlgorithm=alg)["SignatureValid"]
+    other = hashlib.shake_256(tr + b"\x00\x00" + b"another message").digest(64)
+    with pytest.raises(ClientError) as e:
+        kms.verify(KeyId=key, Message=other, MessageType="EXTERNAL_MU",
+                   Signature=raw["Signature"], SigningAlgorithm=alg)
+    assert err(e) == "KMSInvalidSignatureException"
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=key, Message=mu[:32], MessageType="EXTERNAL_MU", SigningAlgorithm=alg)
+    assert err(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=key, Message=mu, MessageType="DIGEST", SigningAlgorithm=alg)
+    assert err(e) in ("ValidationException", "InvalidKeyUsageException")

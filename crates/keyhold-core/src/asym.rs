@@ -81,13 +81,58 @@ fn mldsa_verify_alg(spec: KeySpec) -> Option<&'static sig::PqdsaVerificationAlgo
     })
 }
 
-fn ecdh_alg(spec: KeySpec) -> Option<&'static agreement::Algorithm> {
+/// The ECDH algorithm of `spec` and the DER of its named-curve OID (RFC 5480).
+fn ecdh_alg(spec: KeySpec) -> Option<(&'static agreement::Algorithm, &'static [u8])> {
     Some(match spec {
-        KeySpec::EccNistP256 => &agreement::ECDH_P256,
-        KeySpec::EccNistP384 => &agreement::ECDH_P384,
-        KeySpec::EccNistP521 => &agreement::ECDH_P521,
+        KeySpec::EccNistP256 => (
+            &agreement::ECDH_P256,
+            &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07],
+        ),
+        KeySpec::EccNistP384 => (
+            &agreement::ECDH_P384,
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22],
+        ),
+        KeySpec::EccNistP521 => (
+            &agreement::ECDH_P521,
+            &[0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23],
+        ),
         _ => return None,
     })
+}
+
+/// The content of the DER element of `tag` at the start of `der`, and what follows it.
+fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (len, rest) = match first {
+        0..=0x7f => (usize::from(first), rest),
+        0x81 => {
+            let (&l, rest) = rest.split_first()?;
+            (usize::from(l), rest)
+        }
+        0x82 => {
+            let (l, rest) = rest.split_at_checked(2)?;
+            (usize::from(u16::from_be_bytes([l[0], l[1]])), rest)
+        }
+        _ => return None,
+    };
+    rest.split_at_checked(len)
+}
+
+/// Whether `spki` is an EC SubjectPublicKeyInfo whose parameters name the curve `curve_oid`, as
+/// RFC 5480 requires (explicit curve parameters are refused, whatever curve they describe).
+fn names_curve(spki: &[u8], curve_oid: &[u8]) -> bool {
+    const ID_EC_PUBLIC_KEY: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
+    let Some((body, [])) = der_element(spki, 0x30) else {
+        return false;
+    };
+    let Some((alg, _)) = der_element(body, 0x30) else {
+        return false;
+    };
+    alg.strip_prefix(ID_EC_PUBLIC_KEY.as_slice()) == Some(curve_oid)
 }
 
 fn hmac_alg(spec: KeySpec) -> Option<(hmac::Algorithm, usize)> {
@@ -273,9 +318,17 @@ fn prepare(
             "ED25519_SHA_512 signs RAW messages only".into(),
         )),
         (SigningAlgorithm::MlDsaShake256, MessageType::Raw) => Ok(None),
-        (SigningAlgorithm::MlDsaShake256, MessageType::ExternalMu) => Err(AsymError::Unsupported(
-            "MessageType EXTERNAL_MU is not supported by this keyhold server".into(),
-        )),
+        (SigningAlgorithm::MlDsaShake256, MessageType::ExternalMu) => {
+            if message.len() == crate::ffi::MU_LEN {
+                Ok(None)
+            } else {
+                Err(AsymError::InvalidInput(format!(
+                    "An EXTERNAL_MU message must be {} bytes, not {}",
+                    crate::ffi::MU_LEN,
+                    message.len()
+                )))
+            }
+        }
         (SigningAlgorithm::MlDsaShake256, MessageType::Digest) => Err(AsymError::WrongAlgorithm(
             "ML_DSA_SHAKE_256 signs RAW or EXTERNAL_MU messages only".into(),
         )),
@@ -373,6 +426,10 @@ pub fn sign(
         return Ok(kp.sign(message).as_ref().to_vec());
     }
     if let Some(a) = mldsa_alg(spec) {
+        if message_type == MessageType::ExternalMu {
+            return crate::ffi::mldsa_sign_mu(der, &mu(message)?, a.signature_len())
+                .ok_or_else(|| material("ml-dsa sign mu"));
+        }
         let kp = PqdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ml-dsa pkcs8"))?;
         let mut out = vec![0u8; a.signature_len()];
         let n = kp
@@ -386,7 +443,7 @@ pub fn sign(
     )))
 }
 
-/// Verifies a signature made by [`sign`] (or any conforming signer).
+/// Verifies a signature made by [`sign`] (or any conforming signer) with the public half of `m`.
 pub fn verify(
     spec: KeySpec,
     m: &SecretBytes,
@@ -395,39 +452,69 @@ pub fn verify(
     message: &[u8],
     signature: &[u8],
 ) -> Result<bool, AsymError> {
+    let public = public_key_der(spec, m)?;
+    verify_public(spec, &public, alg, message_type, message, signature)
+}
+
+/// Verifies a signature with a public key given as DER SubjectPublicKeyInfo (what GetPublicKey
+/// returns), as an offline verifier does.
+pub fn verify_public(
+    spec: KeySpec,
+    spki: &[u8],
+    alg: SigningAlgorithm,
+    message_type: MessageType,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<bool, AsymError> {
     let digest = prepare(spec, alg, message_type, message)?;
-    let der = m.expose_secret();
+    let bad_key = || AsymError::InvalidInput(format!("not a {spec} public key"));
     if let (Some(params), Some(d)) = (rsa_params(alg), &digest) {
-        let kp = aws_lc_rs::rsa::KeyPair::from_pkcs8(der).map_err(|_| material("rsa pkcs8"))?;
-        let pk = sig::UnparsedPublicKey::new(params, kp.public_key().as_ref());
+        let pk = sig::UnparsedPublicKey::new(params, spki);
         return Ok(pk.verify_digest(d, signature).is_ok());
     }
-    if let (Some(a), Some(va), Some(d)) = (ecdsa_alg(spec), ecdsa_verify_alg(spec), &digest) {
-        let kp = EcdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ec pkcs8"))?;
-        let pk = sig::UnparsedPublicKey::new(va, kp.public_key().as_ref());
+    if let (Some(va), Some(d)) = (ecdsa_verify_alg(spec), &digest) {
+        let pk = sig::UnparsedPublicKey::new(va, spki);
         return Ok(pk.verify_digest(d, signature).is_ok());
     }
     if spec == KeySpec::EccNistEdwards25519 {
-        let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map_err(|_| material("ed25519 pkcs8"))?;
         if let Some(d) = &digest {
-            let (_, public) = ed25519_parts(&kp)?;
+            let public: [u8; 32] = ed25519_spki_point(spki).ok_or_else(bad_key)?;
             let Ok(sig64) = <[u8; 64]>::try_from(signature) else {
                 return Ok(false);
             };
             return Ok(crate::ffi::ed25519ph_verify(&public, &digest64(d)?, &sig64));
         }
-        let pk = sig::UnparsedPublicKey::new(&sig::ED25519, kp.public_key().as_ref());
+        let pk = sig::UnparsedPublicKey::new(&sig::ED25519, spki);
         return Ok(pk.verify(message, signature).is_ok());
     }
-    if let (Some(a), Some(va)) = (mldsa_alg(spec), mldsa_verify_alg(spec)) {
-        let kp = PqdsaKeyPair::from_pkcs8(a, der).map_err(|_| material("ml-dsa pkcs8"))?;
-        let pk = sig::UnparsedPublicKey::new(va, kp.public_key().as_ref());
+    if let Some(va) = mldsa_verify_alg(spec) {
+        if message_type == MessageType::ExternalMu {
+            return crate::ffi::mldsa_verify_mu(spki, &mu(message)?, signature).ok_or_else(bad_key);
+        }
+        let pk = sig::UnparsedPublicKey::new(va, spki);
         return Ok(pk.verify(message, signature).is_ok());
     }
     Err(AsymError::WrongAlgorithm(format!(
         "KeySpec {spec} cannot verify"
     )))
+}
+
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32-byte point.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The 32-byte point of an Ed25519 SubjectPublicKeyInfo.
+fn ed25519_spki_point(spki: &[u8]) -> Option<[u8; 32]> {
+    spki.strip_prefix(ED25519_SPKI_PREFIX.as_slice())?
+        .try_into()
+        .ok()
+}
+
+fn mu(message: &[u8]) -> Result<[u8; crate::ffi::MU_LEN], AsymError> {
+    message
+        .try_into()
+        .map_err(|_| AsymError::InvalidInput("an EXTERNAL_MU message is 64 bytes".into()))
 }
 
 fn oaep(alg: EncryptionAlgorithm) -> Result<&'static OaepAlgorithm, AsymError> {
@@ -559,19 +646,22 @@ pub fn derive_shared_secret(
     m: &SecretBytes,
     peer_spki: &[u8],
 ) -> Result<SecretBytes, AsymError> {
-    let alg = ecdh_alg(spec)
+    let (alg, curve_oid) = ecdh_alg(spec)
         .ok_or_else(|| AsymError::WrongAlgorithm(format!("KeySpec {spec} cannot derive")))?;
+    let bad_peer = || {
+        AsymError::InvalidInput(format!(
+            "PublicKey is not a valid DER-encoded {spec} public key"
+        ))
+    };
+    if !names_curve(peer_spki, curve_oid) {
+        return Err(bad_peer());
+    }
     let private = agreement::PrivateKey::from_private_key_der(alg, m.expose_secret())
         .map_err(|_| material("ecdh private key"))?;
     let peer = agreement::UnparsedPublicKey::new(alg, peer_spki);
-    agreement::agree(
-        &private,
-        peer,
-        AsymError::InvalidInput(format!(
-            "PublicKey is not a valid DER-encoded {spec} public key"
-        )),
-        |s| Ok(SecretBytes::new(s.to_vec())),
-    )
+    agreement::agree(&private, peer, bad_peer(), |s| {
+        Ok(SecretBytes::new(s.to_vec()))
+    })
 }
 
 /// A random source for APIs that ask for one.
