@@ -162,3 +162,83 @@ def test_ml_dsa_external_mu_is_fips_204_mu(kms, spec):
     with pytest.raises(ClientError) as e:
         kms.sign(KeyId=key, Message=mu, MessageType="DIGEST", SigningAlgorithm=alg)
     assert err(e) in ("ValidationException", "InvalidKeyUsageException")
+
+
+ML_KEM = {"ML_KEM_512": (800, 768), "ML_KEM_768": (1184, 1088), "ML_KEM_1024": (1568, 1568)}
+
+
+def _kyber(spec):
+    ml_kem = pytest.importorskip("kyber_py.ml_kem")
+    return getattr(ml_kem, spec)
+
+
+@pytest.mark.parametrize("spec", sorted(ML_KEM))
+def test_ml_kem_interoperates_with_kyber_py(kms, spec):
+    """FIPS 203 on both sides: kyber-py encapsulates to the public key from GetPublicKey and
+    KMS decapsulates; KMS encapsulates and the returned secret matches Decapsulate."""
+    kem = _kyber(spec)
+    ek_len, ct_len = ML_KEM[spec]
+    meta = kms.create_key(KeySpec=spec, KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]
+    assert meta["KeySpec"] == spec
+    assert meta["KeyUsage"] == "ENCAPSULATE_DECAPSULATE"
+    assert meta["EncapsulationAlgorithms"] == ["ML_KEM"]
+    key = meta["KeyId"]
+    pub = kms.get_public_key(KeyId=key)
+    assert pub["EncapsulationAlgorithms"] == ["ML_KEM"]
+    spki = pub["PublicKey"]
+    ek = spki[-ek_len:]
+    assert len(spki) == ek_len + 22
+    secret, ct = kem.encaps(ek)
+    out = kms.decapsulate(KeyId=key, SharedSecretCiphertextBlob=ct, EncapsulationAlgorithm="ML_KEM")
+    assert out["SharedSecret"] == secret
+    assert out["EncapsulationAlgorithm"] == "ML_KEM"
+    enc = kms.encapsulate(KeyId=key, EncapsulationAlgorithm="ML_KEM")
+    assert len(enc["SharedSecretCiphertextBlob"]) == ct_len
+    assert len(enc["SharedSecret"]) == 32
+    back = kms.decapsulate(KeyId=key, SharedSecretCiphertextBlob=enc["SharedSecretCiphertextBlob"],
+                           EncapsulationAlgorithm="ML_KEM")
+    assert back["SharedSecret"] == enc["SharedSecret"]
+
+
+def test_ml_kem_bad_input(kms):
+    key = kms.create_key(KeySpec="ML_KEM_768", KeyUsage="ENCAPSULATE_DECAPSULATE")["KeyMetadata"]["KeyId"]
+    enc = kms.encapsulate(KeyId=key, EncapsulationAlgorithm="ML_KEM")
+    ct = bytearray(enc["SharedSecretCiphertextBlob"])
+    # A changed ciphertext still decapsulates (implicit rejection), to another secret.
+    ct[5] ^= 1
+    other = kms.decapsulate(KeyId=key, SharedSecretCiphertextBlob=bytes(ct),
+                            EncapsulationAlgorithm="ML_KEM")["SharedSecret"]
+    assert len(other) == 32 and other != enc["SharedSecret"]
+    # A ciphertext of the wrong length does not.
+    with pytest.raises(ClientError) as e:
+        kms.decapsulate(KeyId=key, SharedSecretCiphertextBlob=bytes(ct[:-1]),
+                        EncapsulationAlgorithm="ML_KEM")
+    assert err(e) == "InvalidCiphertextException"
+    with pytest.raises(ClientError) as e:
+        kms.encapsulate(KeyId=key, EncapsulationAlgorithm="ECDH")
+    assert err(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        kms.create_key(KeySpec="ML_KEM_768", KeyUsage="KEY_AGREEMENT")
+    assert err(e) == "ValidationException"
+    with pytest.raises(ClientError) as e:
+        kms.sign(KeyId=key, Message=b"m", SigningAlgorithm="ML_DSA_SHAKE_256")
+    assert err(e) == "InvalidKeyUsageException"
+    sym = kms.create_key()["KeyMetadata"]["KeyId"]
+    with pytest.raises(ClientError) as e:
+        kms.encapsulate(KeyId=sym, EncapsulationAlgorithm="ML_KEM")
+    assert err(e) == "InvalidKeyUsageException"
+    kms.disable_key(KeyId=key)
+    with pytest.raises(ClientError) as e:
+        kms.encapsulate(KeyId=key, EncapsulationAlgorithm="ML_KEM")
+    assert err(e) == "DisabledException"
+
+
+def test_ml_kem_data_key_pair_decapsulates_with_kyber_py(kms):
+    kem = _kyber("ML_KEM_512")
+    sym = kms.create_key()["KeyMetadata"]["KeyId"]
+    pair = kms.generate_data_key_pair(KeyId=sym, KeyPairSpec="ML_KEM_512")
+    assert pair["KeyPairSpec"] == "ML_KEM_512"
+    ek = pair["PublicKey"][-800:]
+    dk = pair["PrivateKeyPlaintext"][-1632:]
+    secret, ct = kem.encaps(ek)
+    assert kem.decaps(dk, ct) == secret

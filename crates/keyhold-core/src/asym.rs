@@ -1,13 +1,15 @@
 //! Asymmetric and HMAC key material: generation, public keys, signatures, RSA OAEP, HMAC and
 //! ECDH, all through aws-lc-rs.
 //!
-//! Private keys are held as PKCS#8 DER (RSA, ECC, Ed25519, ML-DSA) and HMAC keys as raw bytes,
+//! Private keys are held as PKCS#8 DER (RSA, ECC, Ed25519, ML-DSA, and ML-KEM in RFC 9935's
+//! expanded-key form) and HMAC keys as raw bytes,
 //! always inside [`SecretBytes`].
 
 use aws_lc_rs::agreement;
 use aws_lc_rs::digest::{self, Digest};
 use aws_lc_rs::encoding::{AsDer, PublicKeyX509Der};
 use aws_lc_rs::hmac;
+use aws_lc_rs::kem;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
     KeySize, OaepAlgorithm, OaepPrivateDecryptingKey, OaepPublicEncryptingKey,
@@ -176,6 +178,11 @@ pub fn generate(spec: KeySpec) -> Result<SecretBytes, AsymError> {
             .to_pkcs8v1()
             .map_err(|_| material("ml-dsa pkcs8"))?));
     }
+    if let Some(p) = mlkem(spec) {
+        let dk = kem::DecapsulationKey::generate(p.alg).map_err(|_| material("ml-kem generate"))?;
+        let raw = dk.key_bytes().map_err(|_| material("ml-kem key bytes"))?;
+        return Ok(SecretBytes::new(p.pkcs8(raw.as_ref())));
+    }
     if spec == KeySpec::EccNistEdwards25519 {
         let kp = Ed25519KeyPair::generate().map_err(|_| material("ed25519 generate"))?;
         return Ok(doc(kp.to_pkcs8().map_err(|_| material("ed25519 pkcs8"))?));
@@ -207,6 +214,12 @@ pub fn check_material(spec: KeySpec, m: &SecretBytes) -> Result<(), AsymError> {
     }
     if let Some(alg) = mldsa_alg(spec) {
         return PqdsaKeyPair::from_pkcs8(alg, der)
+            .map(|_| ())
+            .map_err(|_| bad());
+    }
+    if let Some(p) = mlkem(spec) {
+        let dk = p.decapsulation_key(der).ok_or_else(bad)?;
+        return kem::DecapsulationKey::new(p.alg, dk)
             .map(|_| ())
             .map_err(|_| bad());
     }
@@ -252,6 +265,12 @@ pub fn public_key_der(spec: KeySpec, m: &SecretBytes) -> Result<Vec<u8>, AsymErr
     if let Some(alg) = mldsa_alg(spec) {
         let kp = PqdsaKeyPair::from_pkcs8(alg, der).map_err(|_| material("ml-dsa pkcs8"))?;
         return spki(kp.public_key().as_der());
+    }
+    if let Some(p) = mlkem(spec) {
+        let dk = p
+            .decapsulation_key(der)
+            .ok_or_else(|| material("ml-kem pkcs8"))?;
+        return Ok(p.spki(p.encapsulation_key(dk)?));
     }
     if spec == KeySpec::EccNistEdwards25519 {
         let kp = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
@@ -664,6 +683,167 @@ pub fn derive_shared_secret(
     })
 }
 
+/// An ML-KEM parameter set: the aws-lc-rs algorithm, the module rank k of FIPS 203 and the
+/// DER of its RFC 9935 algorithm OID.
+struct MlKem {
+    alg: &'static kem::Algorithm,
+    k: usize,
+    oid: &'static [u8],
+}
+
+fn mlkem(spec: KeySpec) -> Option<MlKem> {
+    // id-alg-ml-kem-512/768/1024: 2.16.840.1.101.3.4.4.{1,2,3}.
+    const OID: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x01];
+    const OID_768: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x02];
+    const OID_1024: [u8; 9] = [0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x04, 0x03];
+    Some(match spec {
+        KeySpec::MlKem512 => MlKem {
+            alg: &kem::ML_KEM_512,
+            k: 2,
+            oid: &OID,
+        },
+        KeySpec::MlKem768 => MlKem {
+            alg: &kem::ML_KEM_768,
+            k: 3,
+            oid: &OID_768,
+        },
+        KeySpec::MlKem1024 => MlKem {
+            alg: &kem::ML_KEM_1024,
+            k: 4,
+            oid: &OID_1024,
+        },
+        _ => return None,
+    })
+}
+
+/// A DER element: tag, definite length, content.
+fn der_tlv(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(content.len() + 4);
+    out.push(tag);
+    match content.len() {
+        n @ 0..=0x7f => out.push(n as u8),
+        n @ 0x80..=0xff => out.extend_from_slice(&[0x81, n as u8]),
+        n => {
+            out.push(0x82);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+impl MlKem {
+    /// FIPS 203 sizes: the encapsulation key is 384k + 32 bytes, the decapsulation key
+    /// 768k + 96, the ciphertext 32(du k + dv) with (du, dv) = (10, 4) or (11, 5) for k = 4.
+    fn ek_len(&self) -> usize {
+        384 * self.k + 32
+    }
+
+    fn dk_len(&self) -> usize {
+        768 * self.k + 96
+    }
+
+    fn ciphertext_len(&self) -> usize {
+        if self.k == 4 {
+            32 * (11 * 4 + 5)
+        } else {
+            32 * (10 * self.k + 4)
+        }
+    }
+
+    fn algorithm_identifier(&self) -> Vec<u8> {
+        der_tlv(0x30, &der_tlv(0x06, self.oid))
+    }
+
+    /// The RFC 9935 PKCS#8 of an expanded decapsulation key.
+    fn pkcs8(&self, dk: &[u8]) -> Vec<u8> {
+        let mut body = der_tlv(0x02, &[0]);
+        body.extend(self.algorithm_identifier());
+        body.extend(der_tlv(0x04, &der_tlv(0x04, dk)));
+        der_tlv(0x30, &body)
+    }
+
+    /// The RFC 9935 SubjectPublicKeyInfo of an encapsulation key.
+    fn spki(&self, ek: &[u8]) -> Vec<u8> {
+        let mut bits = Vec::with_capacity(ek.len() + 1);
+        bits.push(0);
+        bits.extend_from_slice(ek);
+        let mut body = self.algorithm_identifier();
+        body.extend(der_tlv(0x03, &bits));
+        der_tlv(0x30, &body)
+    }
+
+    /// The expanded decapsulation key inside an RFC 9935 PKCS#8 (expandedKey form).
+    fn decapsulation_key<'a>(&self, pkcs8: &'a [u8]) -> Option<&'a [u8]> {
+        let (body, []) = der_element(pkcs8, 0x30)? else {
+            return None;
+        };
+        let (version, rest) = der_element(body, 0x02)?;
+        if version != [0] {
+            return None;
+        }
+        let (alg, rest) = der_element(rest, 0x30)?;
+        if alg != der_tlv(0x06, self.oid).as_slice() {
+            return None;
+        }
+        let (outer, []) = der_element(rest, 0x04)? else {
+            return None;
+        };
+        let (dk, []) = der_element(outer, 0x04)? else {
+            return None;
+        };
+        (dk.len() == self.dk_len()).then_some(dk)
+    }
+
+    /// The encapsulation key inside an expanded decapsulation key (FIPS 203, algorithm 16:
+    /// dk = dk_PKE || ek || H(ek) || z, with dk_PKE 384k bytes).
+    fn encapsulation_key<'a>(&self, dk: &'a [u8]) -> Result<&'a [u8], AsymError> {
+        dk.get(384 * self.k..384 * self.k + self.ek_len())
+            .ok_or_else(|| material("ml-kem decapsulation key"))
+    }
+}
+
+fn mlkem_for(spec: KeySpec, m: &SecretBytes) -> Result<(MlKem, &[u8]), AsymError> {
+    let p = mlkem(spec)
+        .ok_or_else(|| AsymError::WrongAlgorithm(format!("KeySpec {spec} is not ML-KEM")))?;
+    let dk = p
+        .decapsulation_key(m.expose_secret())
+        .ok_or_else(|| material("ml-kem pkcs8"))?;
+    Ok((p, dk))
+}
+
+/// ML-KEM encapsulation to the public half of `m`: the ciphertext and the 32-byte shared secret.
+pub fn encapsulate(spec: KeySpec, m: &SecretBytes) -> Result<(Vec<u8>, SecretBytes), AsymError> {
+    let (p, dk) = mlkem_for(spec, m)?;
+    let ek = kem::EncapsulationKey::new(p.alg, p.encapsulation_key(dk)?)
+        .map_err(|_| material("ml-kem encapsulation key"))?;
+    let (ct, secret) = ek
+        .encapsulate()
+        .map_err(|_| material("ml-kem encapsulate"))?;
+    Ok((
+        ct.as_ref().to_vec(),
+        SecretBytes::new(secret.as_ref().to_vec()),
+    ))
+}
+
+/// ML-KEM decapsulation with `m`. A ciphertext of the wrong length is refused; any other
+/// ciphertext gives a 32-byte value (implicit rejection, FIPS 203).
+pub fn decapsulate(
+    spec: KeySpec,
+    m: &SecretBytes,
+    ciphertext: &[u8],
+) -> Result<SecretBytes, AsymError> {
+    let (p, dk) = mlkem_for(spec, m)?;
+    if ciphertext.len() != p.ciphertext_len() {
+        return Err(AsymError::InvalidCiphertext);
+    }
+    let key = kem::DecapsulationKey::new(p.alg, dk).map_err(|_| material("ml-kem key"))?;
+    let secret = key
+        .decapsulate(ciphertext.into())
+        .map_err(|_| AsymError::InvalidCiphertext)?;
+    Ok(SecretBytes::new(secret.as_ref().to_vec()))
+}
+
 /// A random source for APIs that ask for one.
 pub fn rng() -> SystemRandom {
     SystemRandom::new()
@@ -772,5 +952,42 @@ mod tests {
         let s2 = derive_shared_secret(KeySpec::EccNistP256, &b, &pa).unwrap();
         assert_eq!(s1.expose_secret(), s2.expose_secret());
         assert!(derive_shared_secret(KeySpec::EccNistP256, &a, b"garbage").is_err());
+    }
+
+    #[test]
+    fn ml_kem_round_trips_and_refuses_bad_lengths() {
+        for spec in [KeySpec::MlKem512, KeySpec::MlKem768, KeySpec::MlKem1024] {
+            let p = mlkem(spec).unwrap();
+            let m = generate(spec).unwrap();
+            check_material(spec, &m).unwrap();
+            let spki = public_key_der(spec, &m).unwrap();
+            assert_eq!(spki.len(), p.ek_len() + 22, "{spec}");
+            let (ct, secret) = encapsulate(spec, &m).unwrap();
+            assert_eq!(ct.len(), p.ciphertext_len(), "{spec}");
+            assert_eq!(secret.expose_secret().len(), 32);
+            let back = decapsulate(spec, &m, &ct).unwrap();
+            assert_eq!(back.expose_secret(), secret.expose_secret());
+            // The public key inside the SPKI is the one aws-lc-rs encapsulates to.
+            let ek = kem::EncapsulationKey::new(p.alg, &spki[22..]).unwrap();
+            let (ct2, s2) = ek.encapsulate().unwrap();
+            let back = decapsulate(spec, &m, ct2.as_ref()).unwrap();
+            assert_eq!(back.expose_secret(), s2.as_ref());
+            // Implicit rejection: a changed ciphertext gives another secret, not an error.
+            let mut bad = ct.clone();
+            bad[3] ^= 1;
+            let other = decapsulate(spec, &m, &bad).unwrap();
+            assert_ne!(other.expose_secret(), secret.expose_secret());
+            assert_eq!(
+                decapsulate(spec, &m, &ct[1..]).unwrap_err(),
+                AsymError::InvalidCiphertext
+            );
+            // Material of another parameter set is refused.
+            let wrong = if spec == KeySpec::MlKem512 {
+                KeySpec::MlKem768
+            } else {
+                KeySpec::MlKem512
+            };
+            assert!(check_material(wrong, &m).is_err());
+        }
     }
 }

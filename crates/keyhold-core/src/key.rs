@@ -79,6 +79,12 @@ wire_enum!(
         MlDsa65 = "ML_DSA_65",
         /// ML-DSA-87.
         MlDsa87 = "ML_DSA_87",
+        /// ML-KEM-512.
+        MlKem512 = "ML_KEM_512",
+        /// ML-KEM-768.
+        MlKem768 = "ML_KEM_768",
+        /// ML-KEM-1024.
+        MlKem1024 = "ML_KEM_1024",
     }
 );
 
@@ -93,6 +99,8 @@ wire_enum!(
         GenerateVerifyMac = "GENERATE_VERIFY_MAC",
         /// Key agreement.
         KeyAgreement = "KEY_AGREEMENT",
+        /// Key encapsulation (ML-KEM).
+        EncapsulateDecapsulate = "ENCAPSULATE_DECAPSULATE",
     }
 );
 
@@ -245,6 +253,20 @@ wire_enum!(
         Sm2 = "SM2",
         /// Ed25519.
         EccNistEdwards25519 = "ECC_NIST_EDWARDS25519",
+        /// ML-KEM-512.
+        MlKem512 = "ML_KEM_512",
+        /// ML-KEM-768.
+        MlKem768 = "ML_KEM_768",
+        /// ML-KEM-1024.
+        MlKem1024 = "ML_KEM_1024",
+    }
+);
+
+wire_enum!(
+    /// Key encapsulation algorithms (AWS `EncapsulationAlgorithmSpec`).
+    EncapsulationAlgorithm {
+        /// ML-KEM (FIPS 203).
+        MlKem = "ML_KEM",
     }
 );
 
@@ -286,6 +308,7 @@ impl KeySpec {
             Self::Sm2 => &[EncryptDecrypt, SignVerify, KeyAgreement],
             Self::EccSecgP256k1 | Self::EccNistEdwards25519 => &[SignVerify],
             Self::MlDsa44 | Self::MlDsa65 | Self::MlDsa87 => &[SignVerify],
+            Self::MlKem512 | Self::MlKem768 | Self::MlKem1024 => &[EncapsulateDecapsulate],
             Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512 => &[GenerateVerifyMac],
         }
     }

@@ -463,6 +463,36 @@ request!(
 );
 
 request!(
+    /// Encapsulate.
+    EncapsulateRequest {
+        /// The ML-KEM key.
+        key_id: String,
+        /// ML_KEM.
+        encapsulation_algorithm: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
+    /// Decapsulate.
+    DecapsulateRequest {
+        /// The ML-KEM key.
+        key_id: String,
+        /// Base64 ciphertext from Encapsulate.
+        shared_secret_ciphertext_blob: String,
+        /// ML_KEM.
+        encapsulation_algorithm: String,
+        /// Grant tokens.
+        grant_tokens: Vec<String>,
+        /// Check permissions only.
+        dry_run: bool,
+    }
+);
+
+request!(
     /// GetParametersForImport.
     GetParametersForImportRequest {
         /// The key.
@@ -540,6 +570,9 @@ pub struct KeyMetadata {
     /// Key agreement algorithms the key supports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_agreement_algorithms: Option<Vec<&'static str>>,
+    /// Key encapsulation algorithms the key supports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encapsulation_algorithms: Option<Vec<&'static str>>,
     /// Multi-Region key.
     pub multi_region: bool,
     /// Imported material: whether it expires.

@@ -33,6 +33,8 @@ const CROSS_ACCOUNT: &[&str] = &[
     "kms:Verify",
     "kms:GetPublicKey",
     "kms:DeriveSharedSecret",
+    "kms:Encapsulate",
+    "kms:Decapsulate",
     "kms:DescribeKey",
     "kms:CreateGrant",
     "kms:ListGrants",

@@ -1,5 +1,6 @@
 //! Asymmetric keys and HMAC keys: Sign, Verify, GetPublicKey, GenerateMac, VerifyMac,
 //! GenerateDataKeyPair, GenerateDataKeyPairWithoutPlaintext, DeriveSharedSecret.
+//! (Encapsulate and Decapsulate are in `kem.rs`.)
 
 use std::sync::Arc;
 
@@ -7,8 +8,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use keyhold_core::asym;
 use keyhold_core::key::{
-    EncryptionAlgorithm, KeyPairSpec, KeySpec, KeyUsage, MacAlgorithm, MessageType,
-    SigningAlgorithm,
+    EncapsulationAlgorithm, EncryptionAlgorithm, KeyPairSpec, KeySpec, KeyUsage, MacAlgorithm,
+    MessageType, SigningAlgorithm,
 };
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::KeyRecord;
@@ -47,7 +48,7 @@ fn check_key(engine: &Engine, key: &KeyRecord, usage: KeyUsage, op: &str) -> Res
 }
 
 /// Resolves, authorizes and checks the key of an operation.
-fn key_for_use(
+pub(super) fn key_for_use(
     engine: &Engine,
     caller: &Principal,
     rec: &mut CallRecord,
@@ -217,6 +218,9 @@ pub(super) fn get_public_key(
             ]);
         }
         KeyUsage::KeyAgreement => out["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+        KeyUsage::EncapsulateDecapsulate => {
+            out["EncapsulationAlgorithms"] = json!([EncapsulationAlgorithm::MlKem.as_str()]);
+        }
         KeyUsage::GenerateVerifyMac => {}
     }
     respond(&out)

@@ -43,6 +43,8 @@ const ALL_OPERATIONS: &[&str] = &[
     "GenerateMac",
     "VerifyMac",
     "DeriveSharedSecret",
+    "Encapsulate",
+    "Decapsulate",
 ];
 
 /// Operations a grant on a key of each kind may allow.
@@ -82,6 +84,14 @@ fn operations_for(key: &KeyRecord) -> &'static [&'static str] {
             "RetireGrant",
             "DescribeKey",
         ],
+        (_, KeyUsage::EncapsulateDecapsulate) => &[
+            "Encapsulate",
+            "Decapsulate",
+            "GetPublicKey",
+            "CreateGrant",
+            "RetireGrant",
+            "DescribeKey",
+        ],
     }
 }
 
@@ -109,6 +119,8 @@ const NO_CONSTRAINTS: &[&str] = &[
     "GenerateMac",
     "VerifyMac",
     "DeriveSharedSecret",
+    "Encapsulate",
+    "Decapsulate",
 ];
 
 /// The prefix of every grant token keyhold issues.

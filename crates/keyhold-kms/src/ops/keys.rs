@@ -2,7 +2,9 @@
 //! DisableKey, ScheduleKeyDeletion, CancelKeyDeletion.
 
 use keyhold_core::ids::{key_arn, KeyId};
-use keyhold_core::key::{EncryptionAlgorithm, KeyManager, KeySpec, KeyState, KeyUsage, Origin};
+use keyhold_core::key::{
+    EncapsulationAlgorithm, EncryptionAlgorithm, KeyManager, KeySpec, KeyState, KeyUsage, Origin,
+};
 use keyhold_core::policy::{default_key_policy, Decision, PolicyDocument};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::{KeyRecord, KeyVersionRecord};
@@ -50,6 +52,8 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
     });
     let mac_algorithms = rec.key_spec.mac_algorithm().map(|a| vec![a.as_str()]);
     let key_agreement_algorithms = (rec.key_usage == KeyUsage::KeyAgreement).then(|| vec!["ECDH"]);
+    let encapsulation_algorithms = (rec.key_usage == KeyUsage::EncapsulateDecapsulate)
+        .then(|| vec![EncapsulationAlgorithm::MlKem.as_str()]);
     let pending = rec.state == KeyState::PendingDeletion;
     KeyMetadata {
         aws_account_id: rec.account.clone(),
@@ -69,6 +73,7 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         signing_algorithms,
         mac_algorithms,
         key_agreement_algorithms,
+        encapsulation_algorithms,
         multi_region: false,
         expiration_model: rec.expiration_model.clone(),
         valid_to: rec.valid_to.map(epoch_seconds),

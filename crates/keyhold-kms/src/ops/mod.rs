@@ -5,6 +5,7 @@ mod asymmetric;
 mod crypto;
 mod grants;
 mod import;
+mod kem;
 mod keys;
 mod policies;
 mod random;
@@ -72,6 +73,8 @@ macro_rules! operations {
                         | "GenerateMac"
                         | "VerifyMac"
                         | "DeriveSharedSecret"
+                        | "Encapsulate"
+                        | "Decapsulate"
                 )
             }
 
@@ -183,6 +186,10 @@ operations! {
         hot = false, read_only = true;
     /// DeriveSharedSecret.
     DeriveSharedSecret => asymmetric::derive_shared_secret, hot = true, read_only = true;
+    /// Encapsulate.
+    Encapsulate => kem::encapsulate, hot = true, read_only = true;
+    /// Decapsulate.
+    Decapsulate => kem::decapsulate, hot = true, read_only = true;
     /// GetParametersForImport.
     GetParametersForImport => import::get_parameters_for_import, hot = false, read_only = true;
     /// ImportKeyMaterial.
