@@ -250,6 +250,41 @@ pub fn backup(dir: &DataDirArg, to: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
+/// `keyhold admin seed-keys`.
+pub fn seed_keys(
+    dir: &DataDirArg,
+    count: usize,
+    account: &str,
+    batch: usize,
+) -> Result<(), String> {
+    if !keyhold_core::ids::is_account_id(account) {
+        return Err(format!("{account:?} is not a 12-digit account id"));
+    }
+    let (root, store) = dir.open().open()?;
+    let started = std::time::Instant::now();
+    let mut last = std::time::Instant::now();
+    keyhold_kms::seed::bulk_create(
+        root.as_ref(),
+        store.as_ref(),
+        account,
+        count,
+        batch,
+        SystemClock.now_ms(),
+        |done| {
+            if last.elapsed().as_secs() >= 2 {
+                eprintln!("{done} / {count} keys");
+                last = std::time::Instant::now();
+            }
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "created {count} keys for account {account} in {secs:.1} s ({:.0} keys/s)",
+        count as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
 /// `keyhold admin restore`.
 pub fn restore(dir: &DataDirArg, from: &std::path::Path) -> Result<(), String> {
     let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;

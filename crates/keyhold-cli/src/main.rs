@@ -82,6 +82,21 @@ enum AdminCommand {
     /// the store first; the old root's passphrase or PIN comes from the usual variables, the
     /// new one's from KEYHOLD_NEW_PASSPHRASE / KEYHOLD_NEW_PKCS11_PIN (or their _FILE forms).
     RotateRoot(RotateRootArgs),
+    /// Create many symmetric encryption keys quickly (batched store writes), for scale and
+    /// memory measurements.
+    SeedKeys {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// How many keys to create.
+        #[arg(long)]
+        count: usize,
+        /// The account that owns them.
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+        /// Keys per store transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
     /// Restore a backup into an empty store (SQLite or PostgreSQL, whichever it came from).
     Restore {
         #[command(flatten)]
@@ -146,6 +161,12 @@ fn main() -> ExitCode {
             AdminCommand::Principal { command } => admin::principal(command),
             AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
             AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
+            AdminCommand::SeedKeys {
+                dir,
+                count,
+                account,
+                batch,
+            } => admin::seed_keys(&dir, count, &account, batch),
             AdminCommand::RotateRoot(args) => {
                 let hsm = args
                     .pkcs11_token

@@ -12,7 +12,8 @@ use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::{default_key_policy, PolicyDocument};
 use keyhold_core::secret::SecretBytes;
-use keyhold_store::{AliasRecord, KeyRecord, KeyVersionRecord, StoreError, Tag};
+use keyhold_hsm::RootKey;
+use keyhold_store::{AliasRecord, KeyRecord, KeyVersionRecord, Store, StoreError, Tag};
 use serde::Deserialize;
 
 use crate::clock::DAY_MS;
@@ -269,6 +270,65 @@ pub struct SeedReport {
     pub existing: usize,
     /// Aliases added.
     pub aliases: usize,
+}
+
+/// Creates `count` symmetric encryption keys of `account` (default key policy, generated
+/// material wrapped under `root`), `batch` keys per store transaction, calling `progress` with
+/// the running total. For scale tests (`keyhold admin seed-keys`); the keys are ordinary
+/// afterwards. Run it with the servers on the store stopped or accept that their caches do not
+/// know the new keys until first use (which reads them from the store, as for any key).
+pub fn bulk_create(
+    root: &dyn RootKey,
+    store: &dyn Store,
+    account: &str,
+    count: usize,
+    batch: usize,
+    now_ms: i64,
+    mut progress: impl FnMut(usize),
+) -> Result<(), String> {
+    let batch = batch.max(1);
+    let mut done = 0;
+    while done < count {
+        let n = batch.min(count - done);
+        let mut rows = Vec::with_capacity(n);
+        for i in done..done + n {
+            let entry = SeedKey {
+                key_id: Some(KeyId::generate().to_string()),
+                account: Some(account.to_owned()),
+                key_spec: None,
+                key_usage: None,
+                description: None,
+                material: None,
+                aliases: Vec::new(),
+                tags: BTreeMap::new(),
+                rotation: None,
+                policy: None,
+                enabled: true,
+            };
+            let p = plan(i, &entry, now_ms)?;
+            let id = p.key.key_id;
+            let wrapped_material = root
+                .wrap(
+                    p.material.expose_secret(),
+                    &KeyVersionRecord::wrap_label(&id, 1),
+                )
+                .map_err(|e| e.to_string())?;
+            rows.push((
+                p.key,
+                KeyVersionRecord {
+                    key_id: id,
+                    version: 1,
+                    wrapped_material,
+                    created_at: now_ms,
+                    rotation_type: None,
+                },
+            ));
+        }
+        store.create_keys(&rows).map_err(|e| e.to_string())?;
+        done += n;
+        progress(done);
+    }
+    Ok(())
 }
 
 impl Engine {

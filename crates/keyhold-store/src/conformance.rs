@@ -105,6 +105,7 @@ pub fn backup_and_restore(from: &dyn Store, into: &dyn Store) {
 pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     backup_and_restore(make().as_ref(), make().as_ref());
     keys(make().as_ref());
+    bulk_keys(make().as_ref());
     versions_and_deletion(make().as_ref());
     aliases(make().as_ref());
     tags(make().as_ref());
@@ -154,6 +155,25 @@ fn keys(s: &dyn Store) {
     let rest = s.list_keys(ACCT, Some(&first[2].key_id), 3).unwrap();
     assert_eq!(rest.len(), 2);
     assert!(rest[0].key_id > first[2].key_id);
+}
+
+fn bulk_keys(s: &dyn Store) {
+    let batch: Vec<_> = (0..50).map(|_| key(ACCT)).collect();
+    s.create_keys(&batch).unwrap();
+    assert_eq!(s.list_keys(ACCT, None, 100).unwrap().len(), 50);
+    for (k, v) in &batch {
+        assert_eq!(s.get_key(&k.key_id).unwrap().as_ref(), Some(k));
+        assert_eq!(s.get_key_version(&k.key_id, 1).unwrap().as_ref(), Some(v));
+    }
+    // One key already present: the whole batch is refused and nothing of it is inserted.
+    let mut again: Vec<_> = (0..5).map(|_| key(ACCT)).collect();
+    again.push(batch[0].clone());
+    assert!(matches!(
+        s.create_keys(&again),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get_key(&again[0].0.key_id).unwrap(), None);
+    assert_eq!(s.list_keys(ACCT, None, 100).unwrap().len(), 50);
 }
 
 fn versions_and_deletion(s: &dyn Store) {

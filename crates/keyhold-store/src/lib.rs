@@ -84,6 +84,9 @@ pub trait Store: Send + Sync {
         tags: &[Tag],
         alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError>;
+    /// Inserts many new keys, each with its first version, in one transaction (bulk seeding
+    /// for scale tests); nothing is inserted if any key fails.
+    fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError>;
     /// Replaces all of a key's material with `version` (or none) and writes the key's fields,
     /// atomically (import, deletion of imported material, expiry).
     fn replace_material(

@@ -481,6 +481,18 @@ impl Store for PgStore {
         })
     }
 
+    fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError> {
+        let keys = keys.to_vec();
+        self.call(move |c| {
+            let mut tx = c.transaction().map_err(pg)?;
+            for (key, version) in &keys {
+                insert_key(&mut tx, key)?;
+                insert_version(&mut tx, version)?;
+            }
+            tx.commit().map_err(pg)
+        })
+    }
+
     fn replace_material(
         &self,
         key: &KeyRecord,

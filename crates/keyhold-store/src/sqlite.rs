@@ -237,48 +237,48 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<KeyVersionRecord> {
 }
 
 fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
-    conn.execute(
-        &format!(
-            "INSERT INTO keys ({KEY_COLS}) VALUES \
-             (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
-        ),
-        params![
-            k.key_id.to_string(),
-            k.account,
-            k.description,
-            k.key_spec.as_str(),
-            k.key_usage.as_str(),
-            k.origin.as_str(),
-            k.state.as_str(),
-            k.created_at,
-            k.deletion_date,
-            k.pending_window_days,
-            k.current_version,
-            k.policy,
-            k.key_manager.as_str(),
-            k.rotation_period_days,
-            k.next_rotation_at,
-            k.expiration_model,
-            k.valid_to,
-            k.material_digest,
-        ],
-    )
+    conn.prepare_cached(&format!(
+        "INSERT INTO keys ({KEY_COLS}) VALUES \
+         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+    ))
+    .map_err(backend)?
+    .execute(params![
+        k.key_id.to_string(),
+        k.account,
+        k.description,
+        k.key_spec.as_str(),
+        k.key_usage.as_str(),
+        k.origin.as_str(),
+        k.state.as_str(),
+        k.created_at,
+        k.deletion_date,
+        k.pending_window_days,
+        k.current_version,
+        k.policy,
+        k.key_manager.as_str(),
+        k.rotation_period_days,
+        k.next_rotation_at,
+        k.expiration_model,
+        k.valid_to,
+        k.material_digest,
+    ])
     .map_err(backend)?;
     Ok(())
 }
 
 fn insert_version(conn: &Connection, v: &KeyVersionRecord) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO key_versions (key_id, version, wrapped_material, created_at, rotation_type) \
          VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![
-            v.key_id.to_string(),
-            v.version,
-            v.wrapped_material,
-            v.created_at,
-            v.rotation_type
-        ],
     )
+    .map_err(backend)?
+    .execute(params![
+        v.key_id.to_string(),
+        v.version,
+        v.wrapped_material,
+        v.created_at,
+        v.rotation_type
+    ])
     .map_err(backend)?;
     Ok(())
 }
@@ -410,6 +410,16 @@ impl Store for SqliteStore {
                 params![key.key_id.to_string(), t.key, t.value],
             )
             .map_err(backend)?;
+        }
+        tx.commit().map_err(backend)
+    }
+
+    fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(backend)?;
+        for (key, version) in keys {
+            insert_key(&tx, key)?;
+            insert_version(&tx, version)?;
         }
         tx.commit().map_err(backend)
     }

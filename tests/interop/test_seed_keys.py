@@ -1,0 +1,40 @@
+"""`keyhold admin seed-keys`: many ordinary keys at once, listed page by page and usable."""
+
+import json
+
+from conftest import Server, run_keyhold
+
+
+def test_seed_keys_creates_ordinary_keys(data_dir):
+    p = run_keyhold("init", "--data-dir", str(data_dir), "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    p = run_keyhold("admin", "seed-keys", "--data-dir", str(data_dir), "--count", "2500",
+                    "--batch", "1000")
+    assert p.returncode == 0, p.stderr
+    assert "created 2500 keys" in p.stdout
+    other = run_keyhold("admin", "seed-keys", "--data-dir", str(data_dir), "--count", "3",
+                        "--account", "444455556666")
+    assert other.returncode == 0, other.stderr
+
+    s = Server(["--data-dir", str(data_dir)])
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        ids = []
+        for page in kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 1000}):
+            ids += [k["KeyId"] for k in page["Keys"]]
+        assert len(ids) == len(set(ids)) == 2500
+        meta = kms.describe_key(KeyId=ids[1234])["KeyMetadata"]
+        assert meta["KeySpec"] == "SYMMETRIC_DEFAULT" and meta["KeyState"] == "Enabled"
+        ct = kms.encrypt(KeyId=ids[1234], Plaintext=b"seeded")["CiphertextBlob"]
+        assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"seeded"
+        assert "Statement" in json.loads(kms.get_key_policy(KeyId=ids[7])["Policy"])
+    finally:
+        s.stop()
+
+
+def test_seed_keys_refuses_a_bad_account(data_dir):
+    assert run_keyhold("init", "--data-dir", str(data_dir)).returncode == 0
+    p = run_keyhold("admin", "seed-keys", "--data-dir", str(data_dir), "--count", "5",
+                    "--account", "12")
+    assert p.returncode != 0 and "12-digit" in p.stderr
