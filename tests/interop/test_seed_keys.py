@@ -29,6 +29,21 @@ def test_seed_keys_creates_ordinary_keys(data_dir):
         ct = kms.encrypt(KeyId=ids[1234], Plaintext=b"seeded")["CiphertextBlob"]
         assert kms.decrypt(CiphertextBlob=ct)["Plaintext"] == b"seeded"
         assert "Statement" in json.loads(kms.get_key_policy(KeyId=ids[7])["Policy"])
+
+        # The load generator spreads its requests over the seeded keys.
+        env = {"AWS_ACCESS_KEY_ID": creds["access_key_id"],
+               "AWS_SECRET_ACCESS_KEY": creds["secret_access_key"]}
+        common = ["bench", "--endpoint", s.endpoint, "--ca-bundle",
+                  str(data_dir / "tls" / "ca.pem"), "--duration", "1", "--concurrency", "4"]
+        p = run_keyhold(*common, "--spread", "2500", "--json", env=env)
+        assert p.returncode == 0, p.stderr
+        out = json.loads(p.stdout)
+        assert out["op"] == "Encrypt" and out["target"]["errors"] == {}
+        assert out["target"]["requests"] > 0
+        p = run_keyhold(*common, "--spread", "5000", env=env)
+        assert p.returncode != 0 and "only 2500 keys" in p.stderr
+        p = run_keyhold(*common, "--spread", "10", "--op", "sign", env=env)
+        assert p.returncode != 0 and "--spread works with" in p.stderr
     finally:
         s.stop()
 

@@ -29,6 +29,11 @@ pub struct BenchArgs {
     /// Key to use (id, ARN or alias); by default one of the right kind is created.
     #[arg(long)]
     key: Option<String>,
+    /// Spread the requests over this many existing keys of the account (read with ListKeys)
+    /// instead of one: with more keys than the server's key cache holds, requests miss the
+    /// cache. Encrypt, GenerateDataKey and GenerateDataKeyWithoutPlaintext only.
+    #[arg(long, conflicts_with = "key")]
+    spread: Option<usize>,
     /// Size of the plaintext or message, in bytes.
     #[arg(long, default_value_t = 256)]
     payload: usize,
@@ -471,6 +476,10 @@ type Requests = Vec<(&'static str, Bytes)>;
 /// requests and the mean size of their responses.
 async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Requests, usize), String> {
     let mut s = connect(t).await?;
+    let payload = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; args.payload]);
+    if let Some(n) = args.spread {
+        return spread_requests(t, &mut s, args.op, n, &payload).await;
+    }
     let (spec, usage) = match args.op {
         Op::Sign | Op::Verify => ("ECC_NIST_P256", "SIGN_VERIFY"),
         Op::GenerateMac => ("HMAC_256", "GENERATE_VERIFY_MAC"),
@@ -492,7 +501,6 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Requests
                 .to_string()
         }
     };
-    let payload = base64::engine::general_purpose::STANDARD.encode(vec![b'x'; args.payload]);
     let ops = match args.op {
         Op::Mixed => vec![Op::Encrypt, Op::Decrypt, Op::GenerateDataKey],
         op => vec![op],
@@ -513,6 +521,60 @@ async fn prepare(t: &Target, args: &BenchArgs) -> Result<(&'static str, Requests
     };
     let size = total / requests.len();
     Ok((label, requests, size))
+}
+
+/// One `op` request on each of the first `n` keys that ListKeys returns.
+async fn spread_requests(
+    t: &Target,
+    s: &mut Sender,
+    op: Op,
+    n: usize,
+    payload: &str,
+) -> Result<(&'static str, Requests, usize), String> {
+    let name = match op {
+        Op::Encrypt => "Encrypt",
+        Op::GenerateDataKey => "GenerateDataKey",
+        Op::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+        _ => {
+            return Err("--spread works with encrypt, generate-data-key and \
+                 generate-data-key-without-plaintext"
+                .into())
+        }
+    };
+    let mut requests = Vec::with_capacity(n);
+    let mut marker: Option<String> = None;
+    while requests.len() < n {
+        let mut req = json!({"Limit": 1000});
+        if let Some(m) = &marker {
+            req["Marker"] = json!(m);
+        }
+        let (page, _) = call(t, s, "ListKeys", req).await?;
+        for k in page["Keys"].as_array().into_iter().flatten() {
+            let Some(id) = k["KeyId"].as_str() else {
+                continue;
+            };
+            let body = if op == Op::Encrypt {
+                json!({"KeyId": id, "Plaintext": payload})
+            } else {
+                json!({"KeyId": id, "KeySpec": "AES_256"})
+            };
+            requests.push((name, Bytes::from(body.to_string())));
+        }
+        marker = match page["NextMarker"].as_str() {
+            Some(m) if page["Truncated"] == json!(true) => Some(m.to_string()),
+            _ => break,
+        };
+    }
+    requests.truncate(n);
+    if requests.len() < n {
+        return Err(format!(
+            "--spread {n}: the account has only {} keys (keyhold admin seed-keys makes more)",
+            requests.len()
+        ));
+    }
+    let first = serde_json::from_slice(&requests[0].1).map_err(|e| e.to_string())?;
+    let (_, size) = call(t, s, name, first).await?;
+    Ok((name, requests, size))
 }
 
 /// The wire name and body of one `op` request on `key`, making what it needs first.
@@ -586,7 +648,8 @@ async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &
     let mut workers = Vec::with_capacity(concurrency);
     for worker in 0..concurrency {
         let (t, requests, done) = (t.clone(), requests.clone(), done.clone());
-        let mut turn = worker;
+        // Connections start spread over the requests (over the keys, with --spread).
+        let mut turn = worker * requests.len().div_ceil(concurrency).max(1);
         // Open-loop connections start staggered across one interval.
         let mut due = interval.map(|i| (start + i.mul_f64(worker as f64 / concurrency as f64), i));
         workers.push(tokio::spawn(async move {

@@ -98,9 +98,16 @@ impl Engine {
         if let Some(p) = self.keyring().policy(&key.key_id) {
             return Ok(p);
         }
-        let p = Arc::new(PolicyDocument::parse(&key.policy).map_err(|e| {
-            KmsError::internal(format!("stored policy of {} is malformed: {e}", key.key_id))
-        })?);
+        let p = match self.keyring().document(&key.policy) {
+            Some(p) => p,
+            None => {
+                let p = Arc::new(PolicyDocument::parse(&key.policy).map_err(|e| {
+                    KmsError::internal(format!("stored policy of {} is malformed: {e}", key.key_id))
+                })?);
+                self.keyring().put_document(&key.policy, p.clone());
+                p
+            }
+        };
         self.keyring().put_policy(key.key_id, p.clone());
         Ok(p)
     }

@@ -48,6 +48,13 @@ impl<K: Eq + Hash, V: Clone> BoundedMap<K, V> {
         m.insert(k, (v, Instant::now()));
     }
 
+    fn remove(&self, k: &K) {
+        self.map
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(k);
+    }
+
     fn retain(&self, mut f: impl FnMut(&K, &mut V) -> bool) {
         self.map
             .write()
@@ -66,6 +73,9 @@ pub struct Keyring {
     aliases: BoundedMap<(String, String), KeyId>,
     /// Parsed key policies by key id.
     policies: BoundedMap<KeyId, Arc<PolicyDocument>>,
+    /// Parsed key policies by their text, so that keys with the same policy (most keys have
+    /// their account's default one) share one parsed document.
+    documents: BoundedMap<String, Arc<PolicyDocument>>,
     /// Grants by key id.
     grants: BoundedMap<KeyId, Arc<Vec<GrantRecord>>>,
 }
@@ -86,6 +96,7 @@ impl Keyring {
             materials: BoundedMap::new(None),
             aliases: BoundedMap::new(bound),
             policies: BoundedMap::new(bound),
+            documents: BoundedMap::new(None),
             grants: BoundedMap::new(bound),
         }
     }
@@ -131,6 +142,17 @@ impl Keyring {
         self.policies.insert(id, p);
     }
 
+    /// A parsed document of the policy `text`, shared by every key whose policy it is.
+    pub fn document(&self, text: &str) -> Option<Arc<PolicyDocument>> {
+        let m = self.documents.map.read().unwrap_or_else(|p| p.into_inner());
+        m.get(text).map(|(d, _)| d.clone())
+    }
+
+    /// Keeps the parsed document of the policy `text`.
+    pub fn put_document(&self, text: &str, d: Arc<PolicyDocument>) {
+        self.documents.insert(text.to_owned(), d);
+    }
+
     /// Cached grants of a key.
     pub fn grants(&self, id: &KeyId) -> Option<Arc<Vec<GrantRecord>>> {
         self.grants.get(id)
@@ -143,13 +165,13 @@ impl Keyring {
 
     /// Forgets the grants of a key (after one was created, retired or revoked).
     pub fn invalidate_grants(&self, id: &KeyId) {
-        self.grants.retain(|k, _| k != id);
+        self.grants.remove(id);
     }
 
     /// Forgets a key's record and policy (after any change to it).
     pub fn invalidate_key(&self, id: &KeyId) {
-        self.records.retain(|k, _| k != id);
-        self.policies.retain(|k, _| k != id);
+        self.records.remove(id);
+        self.policies.remove(id);
     }
 
     /// Forgets a key's record and every version of its material (imported material replaced
@@ -179,5 +201,31 @@ impl Keyring {
     pub fn invalidate_alias(&self, account: &str, name: &str) {
         self.aliases
             .retain(|(a, n), _| !(a == account && n == name));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::policy::default_key_policy;
+
+    #[test]
+    fn keys_with_one_policy_share_its_parsed_document() {
+        let ring = Keyring::default();
+        let text = default_key_policy("111122223333");
+        assert!(ring.document(&text).is_none());
+        let doc = Arc::new(PolicyDocument::parse(&text).unwrap());
+        ring.put_document(&text, doc.clone());
+        let shared = ring.document(&text).unwrap();
+        assert!(Arc::ptr_eq(&doc, &shared));
+        assert!(ring.document(&default_key_policy("444455556666")).is_none());
+        let (a, b) = (KeyId::generate(), KeyId::generate());
+        ring.put_policy(a, shared.clone());
+        ring.put_policy(b, shared);
+        ring.invalidate_key(&a);
+        assert!(ring.policy(&a).is_none());
+        assert!(Arc::ptr_eq(&ring.policy(&b).unwrap(), &doc));
+        // The document outlives the keys that used it: it depends on the text alone.
+        assert!(ring.document(&text).is_some());
     }
 }
