@@ -19,7 +19,7 @@ use keyhold_core::secret::SecretBytes;
 
 pub use file::FileRootKey;
 pub use passphrase::{PassphraseParams, PassphraseRootKey};
-pub use pkcs11::{Pkcs11Config, Pkcs11RootKey};
+pub use pkcs11::{Pkcs11Config, Pkcs11RootKey, Pkcs11Token};
 
 /// Errors of the root-of-trust layer.
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +43,15 @@ pub enum HsmError {
     /// The HSM is missing, refused, or failed.
     #[error("HSM: {0}")]
     Hsm(String),
+    /// No token with this label in the PKCS#11 module.
+    #[error("HSM: no HSM token labelled {0:?}")]
+    NoToken(String),
+    /// The token refused the PIN.
+    #[error("HSM: the HSM refused the PIN")]
+    WrongPin,
+    /// The token holds no key with this label.
+    #[error("HSM: the token has no key labelled {0:?}")]
+    NoKey(String),
     /// The passphrase does not open this data dir.
     #[error("wrong passphrase")]
     WrongPassphrase,

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use keyhold_hsm::{HsmError, Pkcs11Config, Pkcs11RootKey, RootKey};
+use keyhold_hsm::{HsmError, Pkcs11Config, Pkcs11RootKey, Pkcs11Token, RootKey};
 
 const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
@@ -59,6 +59,8 @@ fn softhsm_root_key() {
     let Some(config) = token(dir.path(), "keyhold-test") else {
         return;
     };
+    // A second token for the custom key store part, made before the module is loaded.
+    token(dir.path(), "keyhold-cks").unwrap();
     // A wrong PIN is refused (checked first: login state is shared by all sessions of a token).
     let e = Pkcs11RootKey::create(&config, "0000").unwrap_err();
     assert!(e.to_string().contains("PIN"), "{e}");
@@ -109,6 +111,43 @@ fn softhsm_root_key() {
         ..config.clone()
     };
     assert!(Pkcs11RootKey::open(&missing_module, "1234").is_err());
+
+    // Keys of a custom key store: made and used inside the token, never readable.
+    // A wrong PIN is refused while no session of this process is logged in to the token.
+    assert!(matches!(
+        Pkcs11Token::connect(&config.module, "keyhold-cks", "9999"),
+        Err(HsmError::WrongPin)
+    ));
+    let token = Pkcs11Token::connect(&config.module, "keyhold-cks", "1234").unwrap();
+    assert!(matches!(
+        Pkcs11Token::connect(&config.module, "absent", "1234"),
+        Err(HsmError::NoToken(_))
+    ));
+    assert!(!token.has_key("cks-key-1").unwrap());
+    token.generate_aes_key("cks-key-1").unwrap();
+    assert!(
+        token.generate_aes_key("cks-key-1").is_err(),
+        "labels are unique"
+    );
+    assert!(token.key_is_unextractable("cks-key-1").unwrap());
+    let sealed = token.gcm_seal("cks-key-1", b"aad", b"data key").unwrap();
+    assert_eq!(
+        token
+            .gcm_open("cks-key-1", b"aad", &sealed)
+            .unwrap()
+            .expose_secret(),
+        b"data key"
+    );
+    assert!(matches!(
+        token.gcm_open("cks-key-1", b"other aad", &sealed),
+        Err(HsmError::UnwrapFailed)
+    ));
+    assert!(matches!(
+        token.gcm_seal("absent-key", b"", b"x"),
+        Err(HsmError::NoKey(_))
+    ));
+    token.destroy_key("cks-key-1").unwrap();
+    assert!(!token.has_key("cks-key-1").unwrap());
 
     // The key deleted while running: every later wrap and unwrap fails, closed.
     let out = Command::new("softhsm2-util")
