@@ -21,7 +21,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use keyhold_hsm::{FileRootKey, Pkcs11Config, RootKey};
-use keyhold_store::{KeyVersionRecord, PrincipalRecord, Store, WrappedChange};
+use keyhold_store::{
+    CustomKeyStoreRecord, KeyVersionRecord, PrincipalRecord, Store, WrappedChange,
+};
 
 use crate::datadir::{create_root, DataDir, NewRootAt, RootConfig, RootProvider};
 
@@ -150,6 +152,19 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
         changes.push(WrappedChange::PrincipalSecret {
             access_key_id: p.access_key_id.clone(),
             old: p.wrapped_secret.clone(),
+            new: new
+                .wrap(secret.expose_secret(), &label)
+                .map_err(|e| e.to_string())?,
+        });
+    }
+    for c in &snapshot.custom_key_stores {
+        let label = CustomKeyStoreRecord::wrap_label(&c.id);
+        let secret = old
+            .unwrap(&c.password_wrapped, &label)
+            .map_err(|e| format!("custom key store {}: {e}", c.id))?;
+        changes.push(WrappedChange::KeyStorePassword {
+            id: c.id.clone(),
+            old: c.password_wrapped.clone(),
             new: new
                 .wrap(secret.expose_secret(), &label)
                 .map_err(|e| e.to_string())?,

@@ -124,6 +124,7 @@ impl Engine {
             expiration_model: None,
             valid_to: None,
             material_digest: None,
+            custom_key_store_id: None,
         };
         let version = KeyVersionRecord {
             key_id: id,

@@ -254,6 +254,7 @@ fn plan(i: usize, k: &SeedKey, now: i64) -> Result<Planned, String> {
             expiration_model: None,
             valid_to: None,
             material_digest: None,
+            custom_key_store_id: None,
         },
         material,
         aliases,

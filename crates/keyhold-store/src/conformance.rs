@@ -6,8 +6,8 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 
 use crate::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Store,
-    StoreError, Tag, WrappedChange,
+    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
+    PrincipalRecord, Store, StoreError, Tag, WrappedChange,
 };
 
 const ACCT: &str = "111122223333";
@@ -34,6 +34,7 @@ fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
             expiration_model: None,
             valid_to: None,
             material_digest: None,
+            custom_key_store_id: None,
         },
         KeyVersionRecord {
             key_id: id,
@@ -106,6 +107,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     backup_and_restore(make().as_ref(), make().as_ref());
     keys(make().as_ref());
     bulk_keys(make().as_ref());
+    custom_key_stores(make().as_ref());
     versions_and_deletion(make().as_ref());
     aliases(make().as_ref());
     tags(make().as_ref());
@@ -174,6 +176,73 @@ fn bulk_keys(s: &dyn Store) {
     ));
     assert_eq!(s.get_key(&again[0].0.key_id).unwrap(), None);
     assert_eq!(s.list_keys(ACCT, None, 100).unwrap().len(), 50);
+}
+
+fn cks(id: &str, account: &str, name: &str, cluster: &str) -> CustomKeyStoreRecord {
+    CustomKeyStoreRecord {
+        id: id.into(),
+        account: account.into(),
+        name: name.into(),
+        cluster_id: cluster.into(),
+        trust_anchor: "-----BEGIN CERTIFICATE-----".into(),
+        password_wrapped: vec![1, 2, 3],
+        connected: false,
+        created_at: 5,
+    }
+}
+
+fn custom_key_stores(s: &dyn Store) {
+    let a = cks("cks-a", ACCT, "one", "cluster-aaaaaaaaaaa");
+    s.create_custom_key_store(&a).unwrap();
+    // Names are unique per account, clusters everywhere.
+    assert!(matches!(
+        s.create_custom_key_store(&cks("cks-b", ACCT, "one", "cluster-bbbbbbbbbbb")),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        s.create_custom_key_store(&cks("cks-b", "444455556666", "x", "cluster-aaaaaaaaaaa")),
+        Err(StoreError::AlreadyExists)
+    ));
+    let b = cks("cks-b", "444455556666", "one", "cluster-bbbbbbbbbbb");
+    s.create_custom_key_store(&b).unwrap();
+    assert_eq!(
+        s.list_custom_key_stores(Some(ACCT)).unwrap(),
+        vec![a.clone()]
+    );
+    assert_eq!(
+        s.list_custom_key_stores(None).unwrap(),
+        vec![a.clone(), b.clone()]
+    );
+    let mut a2 = a.clone();
+    a2.name = "renamed".into();
+    a2.connected = true;
+    a2.password_wrapped = vec![9];
+    s.update_custom_key_store(&a2).unwrap();
+    assert_eq!(
+        s.list_custom_key_stores(Some(ACCT)).unwrap(),
+        vec![a2.clone()]
+    );
+    let mut clash = a2.clone();
+    clash.cluster_id = b.cluster_id.clone();
+    assert!(matches!(
+        s.update_custom_key_store(&clash),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert!(matches!(
+        s.update_custom_key_store(&cks("cks-zz", ACCT, "z", "cluster-zzzzzzzzzzz")),
+        Err(StoreError::NotFound)
+    ));
+    let (mut k, v) = key(ACCT);
+    k.origin = Origin::AwsCloudhsm;
+    k.custom_key_store_id = Some(a.id.clone());
+    s.create_key(&k, Some(&v), &[], None).unwrap();
+    assert_eq!(s.get_key(&k.key_id).unwrap(), Some(k.clone()));
+    assert_eq!(s.count_keys_in_custom_key_store(&a.id).unwrap(), 1);
+    assert_eq!(s.count_keys_in_custom_key_store(&b.id).unwrap(), 0);
+    let snap = s.export().unwrap();
+    assert_eq!(snap.custom_key_stores.len(), 2);
+    s.delete_custom_key_store(&b.id).unwrap();
+    assert_eq!(s.list_custom_key_stores(None).unwrap(), vec![a2]);
 }
 
 fn versions_and_deletion(s: &dyn Store) {

@@ -19,8 +19,8 @@ use keyhold_core::ids::{AliasName, KeyId};
 
 pub use postgres::PgStore;
 pub use records::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
-    Tag,
+    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
+    PrincipalRecord, Snapshot, Tag,
 };
 pub use sqlite::SqliteStore;
 
@@ -33,6 +33,15 @@ pub enum WrappedChange {
         key_id: KeyId,
         /// The version.
         version: u32,
+        /// What the row holds now.
+        old: Vec<u8>,
+        /// What it holds after.
+        new: Vec<u8>,
+    },
+    /// A custom key store's password.
+    KeyStorePassword {
+        /// The store.
+        id: String,
         /// What the row holds now.
         old: Vec<u8>,
         /// What it holds after.
@@ -84,6 +93,21 @@ pub trait Store: Send + Sync {
         tags: &[Tag],
         alias: Option<&AliasRecord>,
     ) -> Result<(), StoreError>;
+    /// Inserts a custom key store; `AlreadyExists` when its name (in the account) or its
+    /// cluster id is taken.
+    fn create_custom_key_store(&self, s: &CustomKeyStoreRecord) -> Result<(), StoreError>;
+    /// Custom key stores of `account` (of every account when `None`), by id.
+    fn list_custom_key_stores(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Vec<CustomKeyStoreRecord>, StoreError>;
+    /// Overwrites a custom key store's name, cluster id, password and connection flag;
+    /// `NotFound` if it is gone, `AlreadyExists` if the new name or cluster id is taken.
+    fn update_custom_key_store(&self, s: &CustomKeyStoreRecord) -> Result<(), StoreError>;
+    /// Deletes a custom key store.
+    fn delete_custom_key_store(&self, id: &str) -> Result<(), StoreError>;
+    /// How many keys live in a custom key store.
+    fn count_keys_in_custom_key_store(&self, id: &str) -> Result<u64, StoreError>;
     /// Inserts many new keys, each with its first version, in one transaction (bulk seeding
     /// for scale tests); nothing is inserted if any key fails.
     fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError>;

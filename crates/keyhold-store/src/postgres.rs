@@ -19,8 +19,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls, Row, Transaction};
 
 use crate::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
-    Store, StoreError, Tag, WrappedChange,
+    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
+    PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
 };
 
 /// Longest wait for a connection and a statement.
@@ -92,6 +92,16 @@ ALTER TABLE keys ADD COLUMN valid_to BIGINT;
 ALTER TABLE keys ADD COLUMN material_digest TEXT;
 CREATE INDEX keys_by_valid_to ON keys(valid_to) WHERE valid_to IS NOT NULL;
 "#,
+    r#"
+ALTER TABLE keys ADD COLUMN custom_key_store_id TEXT;
+CREATE INDEX keys_by_custom_key_store ON keys(custom_key_store_id)
+    WHERE custom_key_store_id IS NOT NULL;
+CREATE TABLE custom_key_stores (
+    id TEXT PRIMARY KEY, account TEXT NOT NULL, name TEXT NOT NULL,
+    cluster_id TEXT NOT NULL UNIQUE, trust_anchor TEXT NOT NULL, password_wrapped BYTEA NOT NULL,
+    connected BOOLEAN NOT NULL, created_at BIGINT NOT NULL, UNIQUE (account, name)
+);
+"#,
 ];
 
 type Job = Box<dyn FnOnce(&mut Option<Client>, &postgres::Config) + Send>;
@@ -134,7 +144,8 @@ fn key_id(s: &str) -> Result<KeyId, StoreError> {
 
 const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
     created_at, deletion_date, pending_window_days, current_version, policy, key_manager, \
-    rotation_period_days, next_rotation_at, expiration_model, valid_to, material_digest";
+    rotation_period_days, next_rotation_at, expiration_model, valid_to, material_digest, \
+    custom_key_store_id";
 
 fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
     let account: String = r.get(1);
@@ -162,8 +173,46 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
         expiration_model: r.get(15),
         valid_to: r.get(16),
         material_digest: r.get(17),
+        custom_key_store_id: r.get(18),
         account,
     })
+}
+
+const CKS_COLS: &str =
+    "id, account, name, cluster_id, trust_anchor, password_wrapped, connected, created_at";
+
+fn cks_from_row(r: &Row) -> CustomKeyStoreRecord {
+    CustomKeyStoreRecord {
+        id: r.get(0),
+        account: r.get(1),
+        name: r.get(2),
+        cluster_id: r.get(3),
+        trust_anchor: r.get(4),
+        password_wrapped: r.get(5),
+        connected: r.get(6),
+        created_at: r.get(7),
+    }
+}
+
+fn insert_cks(
+    tx: &mut impl postgres::GenericClient,
+    c: &CustomKeyStoreRecord,
+) -> Result<(), StoreError> {
+    tx.execute(
+        &format!("INSERT INTO custom_key_stores ({CKS_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8)"),
+        &[
+            &c.id,
+            &c.account,
+            &c.name,
+            &c.cluster_id,
+            &c.trust_anchor,
+            &c.password_wrapped,
+            &c.connected,
+            &c.created_at,
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
 }
 
 fn version_from_row(r: &Row) -> Result<KeyVersionRecord, StoreError> {
@@ -263,7 +312,7 @@ fn insert_key(tx: &mut Transaction<'_>, k: &KeyRecord) -> Result<(), StoreError>
     tx.execute(
         &format!(
             "INSERT INTO keys ({KEY_COLS}) VALUES \
-             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18)"
+             ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18,$19)"
         ),
         &[
             &k.key_id.to_string(),
@@ -284,6 +333,7 @@ fn insert_key(tx: &mut Transaction<'_>, k: &KeyRecord) -> Result<(), StoreError>
             &k.expiration_model,
             &k.valid_to,
             &k.material_digest,
+            &k.custom_key_store_id,
         ],
     )
     .map_err(pg)?;
@@ -478,6 +528,76 @@ impl Store for PgStore {
                 .map_err(pg)?;
             }
             tx.commit().map_err(pg)
+        })
+    }
+
+    fn create_custom_key_store(&self, c: &CustomKeyStoreRecord) -> Result<(), StoreError> {
+        let c = c.clone();
+        self.call(move |cl| insert_cks(cl, &c))
+    }
+
+    fn list_custom_key_stores(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Vec<CustomKeyStoreRecord>, StoreError> {
+        let account = account.map(str::to_owned);
+        self.call(move |c| {
+            let rows = c
+                .query(
+                    &format!(
+                        "SELECT {CKS_COLS} FROM custom_key_stores \
+                         WHERE $1::TEXT IS NULL OR account = $1 ORDER BY id"
+                    ),
+                    &[&account],
+                )
+                .map_err(pg)?;
+            Ok(rows.iter().map(cks_from_row).collect())
+        })
+    }
+
+    fn update_custom_key_store(&self, cks: &CustomKeyStoreRecord) -> Result<(), StoreError> {
+        let cks = cks.clone();
+        self.call(move |c| {
+            let n = c
+                .execute(
+                    "UPDATE custom_key_stores SET name = $2, cluster_id = $3, \
+                     password_wrapped = $4, connected = $5 WHERE id = $1",
+                    &[
+                        &cks.id,
+                        &cks.name,
+                        &cks.cluster_id,
+                        &cks.password_wrapped,
+                        &cks.connected,
+                    ],
+                )
+                .map_err(pg)?;
+            if n == 0 {
+                return Err(StoreError::NotFound);
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_custom_key_store(&self, id: &str) -> Result<(), StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.execute("DELETE FROM custom_key_stores WHERE id = $1", &[&id])
+                .map_err(pg)?;
+            Ok(())
+        })
+    }
+
+    fn count_keys_in_custom_key_store(&self, id: &str) -> Result<u64, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let n: i64 = c
+                .query_one(
+                    "SELECT COUNT(*) FROM keys WHERE custom_key_store_id = $1",
+                    &[&id],
+                )
+                .map_err(pg)?
+                .get(0);
+            Ok(u64::try_from(n).unwrap_or(0))
         })
     }
 
@@ -1049,6 +1169,13 @@ impl Store for PgStore {
                     })
                 })
                 .collect::<Result<_, StoreError>>()?,
+                custom_key_stores: rows(
+                    &mut tx,
+                    &format!("SELECT {CKS_COLS} FROM custom_key_stores ORDER BY id"),
+                )?
+                .iter()
+                .map(cks_from_row)
+                .collect(),
             };
             tx.commit().map_err(pg)?;
             Ok(snapshot)
@@ -1129,6 +1256,9 @@ impl Store for PgStore {
                 )
                 .map_err(pg)?;
             }
+            for cks in &s.custom_key_stores {
+                insert_cks(&mut tx, cks)?;
+            }
             tx.commit().map_err(pg)
         })
     }
@@ -1195,6 +1325,11 @@ impl Store for PgStore {
                          WHERE access_key_id = $1 AND wrapped_secret = $3",
                         &[access_key_id, new, old],
                     ),
+                    WrappedChange::KeyStorePassword { id, old, new } => tx.execute(
+                        "UPDATE custom_key_stores SET password_wrapped = $2 \
+                         WHERE id = $1 AND password_wrapped = $3",
+                        &[id, new, old],
+                    ),
                 }
                 .map_err(pg)?;
                 if n != 1 {
@@ -1206,7 +1341,8 @@ impl Store for PgStore {
             }
             let rows: i64 = tx
                 .query_one(
-                    "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals)",
+                    "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals) \
+                     + (SELECT COUNT(*) FROM custom_key_stores)",
                     &[],
                 )
                 .map_err(pg)?

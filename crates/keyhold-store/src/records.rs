@@ -43,6 +43,9 @@ pub struct KeyRecord {
     /// For imported material: a digest that identifies it, so a re-import can be checked to
     /// be the same material even after the material was deleted.
     pub material_digest: Option<String>,
+    /// The custom key store holding the key's material (`Origin` AWS_CLOUDHSM keys).
+    #[serde(default)]
+    pub custom_key_store_id: Option<String>,
 }
 
 /// One version of a key's material, wrapped under the root key.
@@ -101,6 +104,49 @@ pub struct Tag {
     pub key: String,
     /// Tag value.
     pub value: String,
+}
+
+/// A custom key store: keyhold's AWS_CLOUDHSM key store, backed by a PKCS#11 token whose label
+/// is the store's `CloudHsmClusterId`.
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CustomKeyStoreRecord {
+    /// `cks-` and 17 hex digits.
+    pub id: String,
+    /// The owning account.
+    pub account: String,
+    /// Its name, unique in the account.
+    pub name: String,
+    /// The `CloudHsmClusterId`: the label of the PKCS#11 token (one store per token).
+    pub cluster_id: String,
+    /// The trust anchor certificate given at creation (kept and returned, not checked).
+    pub trust_anchor: String,
+    /// The token's user PIN (`KeyStorePassword`), wrapped under the root key with
+    /// [`CustomKeyStoreRecord::wrap_label`].
+    #[serde(with = "b64")]
+    pub password_wrapped: Vec<u8>,
+    /// Whether the store should be connected (servers connect it at start).
+    pub connected: bool,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+impl CustomKeyStoreRecord {
+    /// The root-key label that binds a wrapped password to its store.
+    pub fn wrap_label(id: &str) -> Vec<u8> {
+        format!("keyhold:custom-key-store-password:{id}").into_bytes()
+    }
+}
+
+impl std::fmt::Debug for CustomKeyStoreRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomKeyStoreRecord")
+            .field("id", &self.id)
+            .field("account", &self.account)
+            .field("name", &self.name)
+            .field("cluster_id", &self.cluster_id)
+            .field("connected", &self.connected)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A principal that may call the API.
@@ -203,6 +249,9 @@ pub struct Snapshot {
     pub principals: Vec<PrincipalRecord>,
     /// Last uses of keys.
     pub usage: Vec<KeyLastUsage>,
+    /// Custom key stores.
+    #[serde(default)]
+    pub custom_key_stores: Vec<CustomKeyStoreRecord>,
 }
 
 /// Bytes as base64 in serialized records.

@@ -10,8 +10,8 @@ use keyhold_core::policy::default_key_policy;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use crate::{
-    AliasRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot,
-    Store, StoreError, Tag, WrappedChange,
+    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
+    PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
 };
 
 /// Versioned migrations; index + 1 is the schema version each one produces.
@@ -100,6 +100,22 @@ ALTER TABLE keys ADD COLUMN valid_to INTEGER;
 ALTER TABLE keys ADD COLUMN material_digest TEXT;
 CREATE INDEX keys_by_valid_to ON keys(valid_to) WHERE valid_to IS NOT NULL;
 "#,
+    r#"
+ALTER TABLE keys ADD COLUMN custom_key_store_id TEXT;
+CREATE INDEX keys_by_custom_key_store ON keys(custom_key_store_id)
+    WHERE custom_key_store_id IS NOT NULL;
+CREATE TABLE custom_key_stores (
+    id TEXT PRIMARY KEY,
+    account TEXT NOT NULL,
+    name TEXT NOT NULL,
+    cluster_id TEXT NOT NULL UNIQUE,
+    trust_anchor TEXT NOT NULL,
+    password_wrapped BLOB NOT NULL,
+    connected INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    UNIQUE (account, name)
+);
+"#,
 ];
 
 /// A store in one SQLite file. One connection behind a mutex: SQLite serialises writers
@@ -174,13 +190,48 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         expiration_model: row.get(15)?,
         valid_to: row.get(16)?,
         material_digest: row.get(17)?,
+        custom_key_store_id: row.get(18)?,
     })
+}
+
+const CKS_COLS: &str =
+    "id, account, name, cluster_id, trust_anchor, password_wrapped, connected, created_at";
+
+fn cks_from_row(row: &Row<'_>) -> rusqlite::Result<CustomKeyStoreRecord> {
+    Ok(CustomKeyStoreRecord {
+        id: row.get(0)?,
+        account: row.get(1)?,
+        name: row.get(2)?,
+        cluster_id: row.get(3)?,
+        trust_anchor: row.get(4)?,
+        password_wrapped: row.get(5)?,
+        connected: row.get(6)?,
+        created_at: row.get(7)?,
+    })
+}
+
+fn insert_cks(conn: &Connection, c: &CustomKeyStoreRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO custom_key_stores ({CKS_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
+        params![
+            c.id,
+            c.account,
+            c.name,
+            c.cluster_id,
+            c.trust_anchor,
+            c.password_wrapped,
+            c.connected,
+            c.created_at
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
 }
 
 const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
                         created_at, deletion_date, pending_window_days, current_version, \
                         policy, key_manager, rotation_period_days, next_rotation_at, \
-                        expiration_model, valid_to, material_digest";
+                        expiration_model, valid_to, material_digest, custom_key_store_id";
 
 fn alias_from_row(row: &Row<'_>) -> rusqlite::Result<AliasRecord> {
     let name: String = row.get(1)?;
@@ -239,7 +290,7 @@ fn version_from_row(row: &Row<'_>) -> rusqlite::Result<KeyVersionRecord> {
 fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "INSERT INTO keys ({KEY_COLS}) VALUES \
-         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18)"
+         (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19)"
     ))
     .map_err(backend)?
     .execute(params![
@@ -261,6 +312,7 @@ fn insert_key(conn: &Connection, k: &KeyRecord) -> Result<(), StoreError> {
         k.expiration_model,
         k.valid_to,
         k.material_digest,
+        k.custom_key_store_id,
     ])
     .map_err(backend)?;
     Ok(())
@@ -412,6 +464,59 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         }
         tx.commit().map_err(backend)
+    }
+
+    fn create_custom_key_store(&self, c: &CustomKeyStoreRecord) -> Result<(), StoreError> {
+        insert_cks(&self.conn(), c)
+    }
+
+    fn list_custom_key_stores(
+        &self,
+        account: Option<&str>,
+    ) -> Result<Vec<CustomKeyStoreRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn
+            .prepare_cached(&format!(
+                "SELECT {CKS_COLS} FROM custom_key_stores \
+                 WHERE ?1 IS NULL OR account = ?1 ORDER BY id"
+            ))
+            .map_err(backend)?;
+        let rows = stmt.query_map([account], cks_from_row).map_err(backend)?;
+        rows.collect::<Result<_, _>>().map_err(backend)
+    }
+
+    fn update_custom_key_store(&self, c: &CustomKeyStoreRecord) -> Result<(), StoreError> {
+        let n = self
+            .conn()
+            .execute(
+                "UPDATE custom_key_stores SET name = ?2, cluster_id = ?3, \
+                 password_wrapped = ?4, connected = ?5 WHERE id = ?1",
+                params![c.id, c.name, c.cluster_id, c.password_wrapped, c.connected],
+            )
+            .map_err(backend)?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    fn delete_custom_key_store(&self, id: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute("DELETE FROM custom_key_stores WHERE id = ?1", [id])
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    fn count_keys_in_custom_key_store(&self, id: &str) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row(
+                "SELECT COUNT(*) FROM keys WHERE custom_key_store_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .map_err(backend)?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 
     fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError> {
@@ -904,6 +1009,11 @@ impl Store for SqliteStore {
                     })
                 },
             )?,
+            custom_key_stores: all(
+                &tx,
+                &format!("SELECT {CKS_COLS} FROM custom_key_stores ORDER BY id"),
+                cks_from_row,
+            )?,
         };
         tx.commit().map_err(backend)?;
         Ok(snapshot)
@@ -982,6 +1092,9 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
         }
+        for c in &s.custom_key_stores {
+            insert_cks(&tx, c)?;
+        }
         tx.commit().map_err(backend)
     }
 
@@ -1040,6 +1153,11 @@ impl Store for SqliteStore {
                      WHERE access_key_id = ?1 AND wrapped_secret = ?3",
                     params![access_key_id, new, old],
                 ),
+                WrappedChange::KeyStorePassword { id, old, new } => tx.execute(
+                    "UPDATE custom_key_stores SET password_wrapped = ?2 \
+                     WHERE id = ?1 AND password_wrapped = ?3",
+                    params![id, new, old],
+                ),
             }
             .map_err(backend)?;
             if n != 1 {
@@ -1051,7 +1169,8 @@ impl Store for SqliteStore {
         }
         let rows: i64 = tx
             .query_row(
-                "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals)",
+                "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals) \
+                 + (SELECT COUNT(*) FROM custom_key_stores)",
                 [],
                 |r| r.get(0),
             )
@@ -1117,6 +1236,7 @@ mod tests {
                 expiration_model: None,
                 valid_to: None,
                 material_digest: None,
+                custom_key_store_id: None,
             },
             KeyVersionRecord {
                 key_id: id,

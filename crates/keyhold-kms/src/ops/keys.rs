@@ -255,6 +255,7 @@ pub(super) fn create_key(
         expiration_model: None,
         valid_to: None,
         material_digest: None,
+        custom_key_store_id: None,
     };
     if req.bypass_policy_lockout_safety_check != Some(true) {
         lockout_check(engine, caller, rec, &key)?;

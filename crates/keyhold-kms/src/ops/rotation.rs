@@ -307,6 +307,7 @@ mod tests {
             expiration_model: None,
             valid_to: None,
             material_digest: None,
+            custom_key_store_id: None,
         }
     }
 
