@@ -94,6 +94,14 @@ pub struct ServeArgs {
     /// rotation is due.
     #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
     maintenance_secs: u64,
+    /// PKCS#11 module holding the tokens of custom key stores (a store's CloudHsmClusterId is
+    /// its token's label).
+    #[arg(
+        long,
+        env = "KEYHOLD_HSM_MODULE",
+        default_value = keyhold_kms::keystores::DEFAULT_MODULE
+    )]
+    hsm_module: PathBuf,
 }
 
 /// With a shared store, the longest a node may serve key state cached before another node
@@ -218,6 +226,14 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if shared {
         // Other nodes change the same keys: cached key state is served for at most this long.
         engine = engine.with_shared_store(SHARED_STALENESS);
+    }
+    let engine = engine.with_hsm_module(args.hsm_module.clone());
+    let failed = engine.connect_key_stores().map_err(|e| e.message)?;
+    if failed > 0 {
+        eprintln!(
+            "keyhold: warning: {failed} custom key store(s) did not connect \
+             (DescribeCustomKeyStores shows why)"
+        );
     }
     let engine = Arc::new(engine);
     if shared {

@@ -14,6 +14,19 @@
 //! data is the 53-byte header followed by the canonical encryption context, so a changed header
 //! or context fails authentication. A random 256-bit salt per message means a key can encrypt
 //! far beyond the 2^32 limit of random 96-bit nonces under a single AES-GCM key.
+//!
+//! Keys held in an HSM (custom key stores) seal inside the HSM, where no key can be derived:
+//!
+//! ```text
+//! offset  size  field
+//! 0       1     format version (0x02)
+//! 1       16    key id
+//! 17      4     key version
+//! 21      12    AES-GCM IV (random per message, drawn by keyhold)
+//! 33      n+16  AES-256-GCM ciphertext and tag, computed inside the HSM
+//! ```
+//!
+//! with the first 21 bytes and the canonical encryption context as associated data.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hkdf::{self, Salt, HKDF_SHA256};
@@ -36,6 +49,13 @@ pub const TAG_LEN: usize = 16;
 pub const OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 const INFO: &[u8] = b"keyhold blob v1";
 
+/// The format of blobs sealed inside an HSM.
+pub const FORMAT_HSM: u8 = 0x02;
+/// Length of the prefix (format, key id, key version) of an HSM blob.
+pub const HSM_PREFIX_LEN: usize = 21;
+/// Bytes an HSM blob adds to its plaintext (prefix, 12-byte IV, tag).
+pub const HSM_OVERHEAD: usize = HSM_PREFIX_LEN + 12 + TAG_LEN;
+
 /// What the unauthenticated header of a blob claims: which key and version sealed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobHeader {
@@ -43,14 +63,18 @@ pub struct BlobHeader {
     pub key_id: KeyId,
     /// The version of that key's material.
     pub version: u32,
+    /// True for a blob sealed inside an HSM ([`FORMAT_HSM`]).
+    pub hsm: bool,
 }
 
 /// Reads the header of a blob without authenticating it. Anything too short or of an unknown
 /// format is `InvalidCiphertext`.
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, CoreError> {
-    if blob.len() < OVERHEAD || blob.first() != Some(&FORMAT_V1) {
-        return Err(CoreError::InvalidCiphertext);
-    }
+    let hsm = match blob.first() {
+        Some(&FORMAT_V1) if blob.len() >= OVERHEAD => false,
+        Some(&FORMAT_HSM) if blob.len() >= HSM_OVERHEAD => true,
+        _ => return Err(CoreError::InvalidCiphertext),
+    };
     let mut id = [0u8; 16];
     id.copy_from_slice(&blob[1..17]); // in bounds: len >= OVERHEAD > 21
     let mut ver = [0u8; 4];
@@ -58,7 +82,22 @@ pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, CoreError> {
     Ok(BlobHeader {
         key_id: KeyId::from_bytes(id),
         version: u32::from_be_bytes(ver),
+        hsm,
     })
+}
+
+/// The prefix of an HSM blob of one key version.
+pub fn hsm_prefix(key_id: &KeyId, version: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HSM_PREFIX_LEN);
+    out.push(FORMAT_HSM);
+    out.extend_from_slice(key_id.as_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
+    out
+}
+
+/// The associated data the HSM authenticates for an HSM blob: its prefix and the context.
+pub fn hsm_aad(prefix: &[u8], context: &EncryptionContext) -> Vec<u8> {
+    associated_data(prefix, context)
 }
 
 /// Seals `plaintext` under one version of a key.
@@ -107,7 +146,9 @@ pub fn open(
     blob: &[u8],
     context: &EncryptionContext,
 ) -> Result<SecretBytes, CoreError> {
-    parse_header(blob)?;
+    if parse_header(blob)?.hsm {
+        return Err(CoreError::InvalidCiphertext);
+    }
     let header = &blob[..HEADER_LEN];
     let (key, nonce) = message_key(material, header)?;
     let aad = associated_data(header, context);
@@ -225,5 +266,19 @@ mod tests {
         let a = seal(&material(), &key_id(), 1, &c, b"same").unwrap();
         let b = seal(&material(), &key_id(), 1, &c, b"same").unwrap();
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn hsm_blobs_parse_but_never_open_in_software() {
+        let id = KeyId::generate();
+        let mut b = hsm_prefix(&id, 3);
+        b.extend_from_slice(&[0u8; 12 + TAG_LEN]);
+        let h = parse_header(&b).unwrap();
+        assert!(h.hsm && h.key_id == id && h.version == 3);
+        let m = SecretBytes::random(32).unwrap();
+        assert!(open(&m, &b, &EncryptionContext::default()).is_err());
+        assert!(parse_header(&b[..HSM_OVERHEAD - 1]).is_err());
+        b[0] = 0x07;
+        assert!(parse_header(&b).is_err());
     }
 }

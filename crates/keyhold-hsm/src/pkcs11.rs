@@ -117,6 +117,34 @@ impl Pkcs11Token {
         Ok(token)
     }
 
+    /// Whether `module_path` has a token labelled `token_label` (no login).
+    pub fn exists(module_path: &Path, token_label: &str) -> Result<bool, HsmError> {
+        if !module_path.exists() {
+            return Err(HsmError::Hsm(format!(
+                "PKCS#11 module {} not found",
+                module_path.display()
+            )));
+        }
+        let ctx = module(module_path)?;
+        for slot in ctx.get_slots_with_token().map_err(hsm("listing slots"))? {
+            let info = ctx.get_token_info(slot).map_err(hsm("reading a token"))?;
+            if info.label().trim_end() == token_label {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Random bytes from the token's generator.
+    pub fn random(&self, len: usize) -> Result<Vec<u8>, HsmError> {
+        let s = self.session()?;
+        let r = s
+            .generate_random_vec(u32::try_from(len).map_err(|_| HsmError::Crypto("length"))?)
+            .map_err(hsm("generating random bytes in the HSM"));
+        self.give_back(s);
+        r
+    }
+
     fn session(&self) -> Result<Session, HsmError> {
         if let Some(s) = self
             .sessions

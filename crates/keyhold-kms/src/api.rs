@@ -463,6 +463,58 @@ request!(
 );
 
 request!(
+    /// CreateCustomKeyStore.
+    CreateCustomKeyStoreRequest {
+        /// Name, unique in the account.
+        custom_key_store_name: String,
+        /// The PKCS#11 token's label.
+        cloud_hsm_cluster_id: String,
+        /// PEM certificate, kept and returned.
+        trust_anchor_certificate: String,
+        /// The token's user PIN.
+        key_store_password: String,
+        /// AWS_CLOUDHSM (the default) or EXTERNAL_KEY_STORE.
+        custom_key_store_type: String,
+    }
+);
+
+request!(
+    /// DescribeCustomKeyStores.
+    DescribeCustomKeyStoresRequest {
+        /// Only this store.
+        custom_key_store_id: String,
+        /// Only the store of this name.
+        custom_key_store_name: String,
+        /// Page size.
+        limit: i64,
+        /// Where the previous page ended.
+        marker: String,
+    }
+);
+
+request!(
+    /// UpdateCustomKeyStore.
+    UpdateCustomKeyStoreRequest {
+        /// The store.
+        custom_key_store_id: String,
+        /// A new name.
+        new_custom_key_store_name: String,
+        /// A new user PIN.
+        key_store_password: String,
+        /// A new token label.
+        cloud_hsm_cluster_id: String,
+    }
+);
+
+request!(
+    /// ConnectCustomKeyStore, DisconnectCustomKeyStore and DeleteCustomKeyStore.
+    CustomKeyStoreIdRequest {
+        /// The store.
+        custom_key_store_id: String,
+    }
+);
+
+request!(
     /// Encapsulate.
     EncapsulateRequest {
         /// The ML-KEM key.
@@ -573,6 +625,12 @@ pub struct KeyMetadata {
     /// Key encapsulation algorithms the key supports.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encapsulation_algorithms: Option<Vec<&'static str>>,
+    /// The custom key store holding the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub custom_key_store_id: Option<String>,
+    /// The token (cluster) of that store.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_hsm_cluster_id: Option<String>,
     /// Multi-Region key.
     pub multi_region: bool,
     /// Imported material: whether it expires.

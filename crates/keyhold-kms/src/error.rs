@@ -28,6 +28,16 @@ error_codes!(
     AccessDeniedException,
     /// A name (alias) already exists.
     AlreadyExistsException,
+    /// The PKCS#11 token (cluster) already backs another custom key store.
+    CloudHsmClusterInUseException,
+    /// No PKCS#11 token has that label.
+    CloudHsmClusterNotFoundException,
+    /// A custom key store still holds keys.
+    CustomKeyStoreHasCMKsException,
+    /// The custom key store's connection state does not allow the operation.
+    CustomKeyStoreInvalidStateException,
+    /// Another custom key store of the account has that name.
+    CustomKeyStoreNameInUseException,
     /// No custom key store has that id.
     CustomKeyStoreNotFoundException,
     /// The storage backend did not answer in time.

@@ -22,6 +22,7 @@ pub(crate) mod authz;
 pub mod clock;
 pub mod error;
 pub mod keyring;
+pub mod keystores;
 mod managed;
 pub mod ops;
 pub mod principal;
@@ -89,6 +90,8 @@ pub struct Engine {
     /// Serialises read-modify-write changes of key state, so two concurrent changes of one key
     /// cannot lose one another.
     write_lock: Mutex<()>,
+    /// This node's connections to custom key store tokens.
+    key_stores: keystores::Connections,
 }
 
 /// What an operation reports back besides its response: the keys it touched.
@@ -124,6 +127,7 @@ impl Engine {
             credentials: CredentialCache::new(dev),
             usage: Mutex::new(HashMap::new()),
             write_lock: Mutex::new(()),
+            key_stores: keystores::Connections::default(),
         }
     }
 
@@ -338,6 +342,17 @@ impl Engine {
         let due = self.store.keys_due_for_deletion(self.clock.now_ms())?;
         let mut deleted = 0;
         for id in &due {
+            // A key of a custom key store: its AES key is destroyed inside the token too (when
+            // the store is connected; otherwise it stays there, unusable, as an orphan).
+            if let Ok(Some(rec)) = self.store.get_key(id) {
+                if let Some(store) = &rec.custom_key_store_id {
+                    if let Some(keystores::Connection::Connected(t)) = self.key_stores.get(store) {
+                        if let Err(e) = t.destroy_key(&keystores::hsm_label(id)) {
+                            tracing::warn!(key_id = %id, error = %e, "HSM key not destroyed");
+                        }
+                    }
+                }
+            }
             match self.store.delete_key(id) {
                 Ok(()) => {
                     deleted += 1;

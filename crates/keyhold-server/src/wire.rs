@@ -18,6 +18,11 @@ pub fn status(code: ErrorCode) -> u16 {
         RequestEntityTooLargeException => 413,
         AccessDeniedException
         | AlreadyExistsException
+        | CloudHsmClusterInUseException
+        | CloudHsmClusterNotFoundException
+        | CustomKeyStoreHasCMKsException
+        | CustomKeyStoreInvalidStateException
+        | CustomKeyStoreNameInUseException
         | CustomKeyStoreNotFoundException
         | DisabledException
         | DryRunOperationException

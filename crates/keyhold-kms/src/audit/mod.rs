@@ -58,6 +58,7 @@ const REDACTED_FIELDS: &[&str] = &[
     "Mac",
     "PublicKey",
     "Recipient",
+    "KeyStorePassword",
 ];
 
 fn camel(k: &str) -> String {

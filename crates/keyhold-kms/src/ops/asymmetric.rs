@@ -351,15 +351,13 @@ fn data_key_pair(
     let pair_spec = spec.key_spec();
     let private = asym::generate(pair_spec).map_err(asym_error)?;
     let public = asym::public_key_der(pair_spec, &private).map_err(asym_error)?;
-    let material = engine.current_material(&key)?;
-    let sealed = keyhold_core::blob::seal(
-        &material,
-        &key.key_id,
-        key.current_version,
+    let sealed = super::crypto::encrypt_under(
+        engine,
+        &key,
+        EncryptionAlgorithm::SymmetricDefault,
         &context,
         private.expose_secret(),
-    )
-    .map_err(KmsError::internal)?;
+    )?;
     let mut out = json!({
         "PrivateKeyCiphertextBlob": B64.encode(sealed),
         "PublicKey": B64.encode(public),

@@ -138,7 +138,7 @@ fn ciphertext_field(v: Option<String>) -> Result<Vec<u8>, KmsError> {
 
 /// Encrypts `plaintext` under the current version of `key`: a ciphertext blob for a symmetric
 /// key, RSA OAEP for an RSA key.
-fn encrypt_under(
+pub(super) fn encrypt_under(
     engine: &Engine,
     key: &KeyRecord,
     alg: EncryptionAlgorithm,
@@ -147,6 +147,20 @@ fn encrypt_under(
 ) -> Result<Vec<u8>, KmsError> {
     check_algorithm(engine, key, alg)?;
     check_context(key, context)?;
+    if let Some(store) = &key.custom_key_store_id {
+        let token = engine.key_store_token(store, &engine.key_arn(key))?;
+        let prefix = blob::hsm_prefix(&key.key_id, key.current_version);
+        let sealed = token
+            .gcm_seal(
+                &crate::keystores::hsm_label(&key.key_id),
+                &blob::hsm_aad(&prefix, context),
+                plaintext,
+            )
+            .map_err(|e| hsm_error(engine, key, e))?;
+        let mut out = prefix;
+        out.extend_from_slice(&sealed);
+        return Ok(out);
+    }
     let material = engine.current_material(key)?;
     if key.key_spec.is_rsa() {
         return asym::rsa_encrypt(key.key_spec, &material, alg, plaintext).map_err(asym_error);
@@ -159,6 +173,21 @@ fn encrypt_under(
         plaintext,
     )
     .map_err(KmsError::internal)
+}
+
+/// An HSM failure with a key of a custom key store: its key gone from the token makes the key
+/// unusable (`KMSInvalidStateException`); anything else is internal.
+fn hsm_error(engine: &Engine, key: &KeyRecord, e: keyhold_hsm::HsmError) -> KmsError {
+    match e {
+        keyhold_hsm::HsmError::NoKey(_) => KmsError::new(
+            ErrorCode::KMSInvalidStateException,
+            format!(
+                "{} is unavailable: its key material is missing from the custom key store.",
+                engine.key_arn(key)
+            ),
+        ),
+        e => KmsError::internal(e),
+    }
 }
 
 /// The `KeyMaterialId` fields of a response: symmetric keys only.
@@ -286,11 +315,32 @@ fn open_blob(
     check_usable(engine, &key)?;
     check_algorithm(engine, &key, algorithm)?;
     dry_run_ok(dry_run.requested)?;
-    let material = engine
-        .material(&key.key_id, header.version)?
-        .ok_or_else(KmsError::invalid_ciphertext)?;
-    let plaintext =
-        blob::open(&material, ciphertext, context).map_err(|_| KmsError::invalid_ciphertext())?;
+    let plaintext = match &key.custom_key_store_id {
+        Some(store) => {
+            if !header.hsm {
+                return Err(KmsError::invalid_ciphertext());
+            }
+            let token = engine.key_store_token(store, &engine.key_arn(&key))?;
+            let (prefix, sealed) = ciphertext.split_at(blob::HSM_PREFIX_LEN);
+            token
+                .gcm_open(
+                    &crate::keystores::hsm_label(&key.key_id),
+                    &blob::hsm_aad(prefix, context),
+                    sealed,
+                )
+                .map_err(|e| match e {
+                    keyhold_hsm::HsmError::UnwrapFailed => KmsError::invalid_ciphertext(),
+                    e => hsm_error(engine, &key, e),
+                })?
+        }
+        None => {
+            let material = engine
+                .material(&key.key_id, header.version)?
+                .ok_or_else(KmsError::invalid_ciphertext)?;
+            blob::open(&material, ciphertext, context)
+                .map_err(|_| KmsError::invalid_ciphertext())?
+        }
+    };
     Ok(Opened {
         key,
         version: header.version,

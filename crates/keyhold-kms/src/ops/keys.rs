@@ -55,6 +55,21 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
     let encapsulation_algorithms = (rec.key_usage == KeyUsage::EncapsulateDecapsulate)
         .then(|| vec![EncapsulationAlgorithm::MlKem.as_str()]);
     let pending = rec.state == KeyState::PendingDeletion;
+    // A key of a custom key store that is not connected is Unavailable, as AWS reports it.
+    let store = rec.custom_key_store_id.as_ref().and_then(|id| {
+        engine
+            .store()
+            .list_custom_key_stores(Some(&rec.account))
+            .ok()?
+            .into_iter()
+            .find(|s| &s.id == id)
+    });
+    let key_state = match &store {
+        Some(s) if rec.state == KeyState::Enabled && engine.key_store_state(s).0 != "CONNECTED" => {
+            KeyState::Unavailable
+        }
+        _ => rec.state,
+    };
     KeyMetadata {
         aws_account_id: rec.account.clone(),
         key_id: rec.key_id.to_string(),
@@ -63,7 +78,7 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         enabled: rec.state == KeyState::Enabled,
         description: rec.description.clone(),
         key_usage: rec.key_usage.as_str(),
-        key_state: rec.state.as_str(),
+        key_state: key_state.as_str(),
         deletion_date: rec.deletion_date.filter(|_| pending).map(epoch_seconds),
         origin: rec.origin.as_str(),
         key_manager: rec.key_manager.as_str(),
@@ -74,6 +89,8 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         mac_algorithms,
         key_agreement_algorithms,
         encapsulation_algorithms,
+        custom_key_store_id: rec.custom_key_store_id.clone(),
+        cloud_hsm_cluster_id: store.map(|s| s.cluster_id),
         multi_region: false,
         expiration_model: rec.expiration_model.clone(),
         valid_to: rec.valid_to.map(epoch_seconds),
@@ -192,17 +209,48 @@ pub(super) fn create_key(
             "KeyUsage {usage} is not compatible with KeySpec {spec}"
         )));
     }
-    if !matches!(origin, Origin::AwsKms | Origin::External) {
+    if !matches!(
+        origin,
+        Origin::AwsKms | Origin::External | Origin::AwsCloudhsm
+    ) {
         return Err(unsupported(format!(
             "Origin {origin} is not supported by this keyhold server"
         )));
     }
     let imported = origin == Origin::External;
-    if req.custom_key_store_id.is_some() {
-        return Err(KmsError::new(
-            ErrorCode::CustomKeyStoreNotFoundException,
-            "No custom key store with that id exists.",
-        ));
+    let key_store = match (&req.custom_key_store_id, origin) {
+        (Some(id), Origin::AwsCloudhsm) => {
+            str_len(id, "customKeyStoreId", 1, 64)?;
+            Some(super::keystores::find_store(engine, caller, id)?)
+        }
+        (None, Origin::AwsCloudhsm) => {
+            return Err(KmsError::validation(
+                "Origin AWS_CLOUDHSM requires a CustomKeyStoreId.",
+            ))
+        }
+        (Some(_), _) => {
+            return Err(KmsError::validation(
+                "CustomKeyStoreId requires Origin AWS_CLOUDHSM.",
+            ))
+        }
+        (None, _) => None,
+    };
+    if let Some(ks) = &key_store {
+        if spec != KeySpec::SymmetricDefault {
+            return Err(unsupported(format!(
+                "A custom key store holds symmetric encryption keys only, not {spec}"
+            )));
+        }
+        let (state, _) = engine.key_store_state(ks);
+        if state != "CONNECTED" {
+            return Err(KmsError::new(
+                ErrorCode::CustomKeyStoreInvalidStateException,
+                format!(
+                    "Custom key store {} is {state}: keys are created only in a connected store.",
+                    ks.id
+                ),
+            ));
+        }
     }
     if req.xks_key_id.is_some() {
         return Err(unsupported(
@@ -225,7 +273,7 @@ pub(super) fn create_key(
         }
         None => default_key_policy(&caller.account),
     };
-    let material = if imported {
+    let material = if imported || key_store.is_some() {
         None
     } else if spec == KeySpec::SymmetricDefault {
         Some(SecretBytes::random(32).map_err(KmsError::internal)?)
@@ -255,10 +303,18 @@ pub(super) fn create_key(
         expiration_model: None,
         valid_to: None,
         material_digest: None,
-        custom_key_store_id: None,
+        custom_key_store_id: key_store.as_ref().map(|ks| ks.id.clone()),
     };
     if req.bypass_policy_lockout_safety_check != Some(true) {
         lockout_check(engine, caller, rec, &key)?;
+    }
+    if let Some(ks) = &key_store {
+        // The key is made inside the token and never leaves it; the store row holds no
+        // material for it.
+        let token = engine.key_store_token(&ks.id, &engine.key_arn(&key))?;
+        token
+            .generate_aes_key(&crate::keystores::hsm_label(&id))
+            .map_err(KmsError::internal)?;
     }
     let version = match &material {
         Some(m) => Some(KeyVersionRecord {

@@ -7,6 +7,7 @@ mod grants;
 mod import;
 mod kem;
 mod keys;
+mod keystores;
 mod policies;
 mod random;
 mod rotation;
@@ -190,6 +191,20 @@ operations! {
     Encapsulate => kem::encapsulate, hot = true, read_only = true;
     /// Decapsulate.
     Decapsulate => kem::decapsulate, hot = true, read_only = true;
+    /// CreateCustomKeyStore.
+    CreateCustomKeyStore => keystores::create_custom_key_store, hot = false, read_only = false;
+    /// DescribeCustomKeyStores.
+    DescribeCustomKeyStores => keystores::describe_custom_key_stores,
+        hot = false, read_only = true;
+    /// UpdateCustomKeyStore.
+    UpdateCustomKeyStore => keystores::update_custom_key_store, hot = false, read_only = false;
+    /// ConnectCustomKeyStore.
+    ConnectCustomKeyStore => keystores::connect_custom_key_store, hot = false, read_only = false;
+    /// DisconnectCustomKeyStore.
+    DisconnectCustomKeyStore => keystores::disconnect_custom_key_store,
+        hot = false, read_only = false;
+    /// DeleteCustomKeyStore.
+    DeleteCustomKeyStore => keystores::delete_custom_key_store, hot = false, read_only = false;
     /// GetParametersForImport.
     GetParametersForImport => import::get_parameters_for_import, hot = false, read_only = true;
     /// ImportKeyMaterial.

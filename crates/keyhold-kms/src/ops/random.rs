@@ -13,8 +13,8 @@ use crate::validate::{int_range, required};
 use crate::{CallRecord, Engine};
 
 pub(super) fn generate_random(
-    _engine: &Engine,
-    _caller: &Principal,
+    engine: &Engine,
+    caller: &Principal,
     req: GenerateRandomRequest,
     _rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
@@ -26,12 +26,22 @@ pub(super) fn generate_random(
             "Recipient (Nitro Enclaves attestation) is not supported by this keyhold server",
         ));
     }
-    if req.custom_key_store_id.is_some() {
-        return Err(KmsError::new(
-            ErrorCode::CustomKeyStoreNotFoundException,
-            "No custom key store with that id exists.",
-        ));
-    }
-    let bytes = SecretBytes::random(n as usize).map_err(KmsError::internal)?;
+    let len = usize::try_from(n).unwrap_or(0);
+    let bytes = match &req.custom_key_store_id {
+        // From the HSM of a connected custom key store, as AWS draws from the CloudHSM cluster.
+        Some(id) => {
+            let store = super::keystores::find_store(engine, caller, id)?;
+            let (state, _) = engine.key_store_state(&store);
+            if state != "CONNECTED" {
+                return Err(KmsError::new(
+                    ErrorCode::CustomKeyStoreInvalidStateException,
+                    format!("Custom key store {id} is {state}."),
+                ));
+            }
+            let token = engine.key_store_token(id, id)?;
+            SecretBytes::new(token.random(len).map_err(KmsError::internal)?)
+        }
+        None => SecretBytes::random(len).map_err(KmsError::internal)?,
+    };
     respond(&json!({ "Plaintext": B64.encode(bytes.expose_secret()) }))
 }
