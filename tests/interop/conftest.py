@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import boto3
 import pytest
@@ -138,3 +139,17 @@ def wait_until(pred, timeout=10.0):
             return True
         time.sleep(0.1)
     return False
+
+
+@pytest.fixture
+def pg_url():
+    base = os.environ.get("KEYHOLD_TEST_POSTGRES_URL")
+    if not base:
+        pytest.skip("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set")
+    psycopg = pytest.importorskip("psycopg")
+    name = f"kh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"CREATE DATABASE {name}")
+    yield base.rsplit("/", 1)[0] + "/" + name
+    with psycopg.connect(base, autocommit=True) as c:
+        c.execute(f"DROP DATABASE {name} WITH (FORCE)")

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, run_keyhold
+from conftest import Server, run_keyhold, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 CLUSTER = "cluster-abcdefghijk"
@@ -248,3 +248,44 @@ def test_custom_key_store_errors(tokens, data_dir):
         assert ids == [one]
     finally:
         s.stop()
+
+
+def test_custom_key_store_across_nodes(tokens, pg_url, tmp_path):
+    """Two nodes on one PostgreSQL store: a store connected through one node serves keys on
+    the other, and a disconnect through one node reaches the other within its maintenance
+    interval."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    common = ["--store", pg_url, "--insecure-http", "--maintenance-secs", "1"]
+    a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common], env=tokens)
+    b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common], env=tokens)
+    try:
+        ka = a.client(creds["access_key_id"], creds["secret_access_key"])
+        kb = b.client(creds["access_key_id"], creds["secret_access_key"])
+        store = ka.create_custom_key_store(
+            CustomKeyStoreName="shared", CloudHsmClusterId=CLUSTER,
+            TrustAnchorCertificate=ANCHOR, KeyStorePassword=PIN)["CustomKeyStoreId"]
+        ka.connect_custom_key_store(CustomKeyStoreId=store)
+        key = ka.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=store)["KeyMetadata"]["KeyId"]
+        ct = kb.encrypt(KeyId=key, Plaintext=b"either node")["CiphertextBlob"]
+        assert ka.decrypt(CiphertextBlob=ct)["Plaintext"] == b"either node"
+        assert state(kb, store)["ConnectionState"] == "CONNECTED"
+        ka.disconnect_custom_key_store(CustomKeyStoreId=store)
+
+        def refused():
+            try:
+                kb.encrypt(KeyId=key, Plaintext=b"x")
+                return False
+            except ClientError as e:
+                return e.response["Error"]["Code"] == "KMSInvalidStateException"
+
+        assert wait_until(refused, timeout=10)
+    finally:
+        a.stop()
+        b.stop()

@@ -5,26 +5,11 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 
 import pytest
 from botocore.exceptions import ClientError
 
 from conftest import Server, run_keyhold, wait_until
-
-
-@pytest.fixture
-def pg_url():
-    base = os.environ.get("KEYHOLD_TEST_POSTGRES_URL")
-    if not base:
-        pytest.skip("SKIP: KEYHOLD_TEST_POSTGRES_URL is not set")
-    psycopg = pytest.importorskip("psycopg")
-    name = f"kh_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"CREATE DATABASE {name}")
-    yield base.rsplit("/", 1)[0] + "/" + name
-    with psycopg.connect(base, autocommit=True) as c:
-        c.execute(f"DROP DATABASE {name} WITH (FORCE)")
 
 
 def test_two_nodes_one_state(pg_url, tmp_path):

@@ -50,6 +50,15 @@ impl Connections {
             .cloned()
     }
 
+    fn ids(&self) -> Vec<String> {
+        self.map
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect()
+    }
+
     fn set(&self, id: &str, c: Option<Connection>) {
         let mut m = self.map.write().unwrap_or_else(|p| p.into_inner());
         match c {
@@ -124,6 +133,25 @@ impl Engine {
         };
         self.key_stores.set(&rec.id, Some(conn.clone()));
         conn
+    }
+
+    /// Brings this node's connections in line with the stores' records, for changes made
+    /// through another node sharing the store: connections of stores disconnected or deleted
+    /// are dropped, stores marked connected that this node has not tried are connected. Runs
+    /// with the maintenance task, so another node's change is seen within its interval.
+    pub fn sync_key_stores(&self) -> Result<(), KmsError> {
+        let records = self.store().list_custom_key_stores(None)?;
+        for id in self.key_stores.ids() {
+            if !records.iter().any(|r| r.id == id && r.connected) {
+                self.disconnect_key_store(&id);
+            }
+        }
+        for r in records.iter().filter(|r| r.connected) {
+            if self.key_stores.get(&r.id).is_none() {
+                self.connect_key_store(r);
+            }
+        }
+        Ok(())
     }
 
     /// Drops this node's connection to a store.

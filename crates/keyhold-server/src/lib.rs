@@ -150,9 +150,13 @@ pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::ta
         loop {
             tick.tick().await;
             let e = engine.clone();
-            let done =
-                tokio::task::spawn_blocking(move || (e.run_due_deletions(), e.run_due_rotations()))
-                    .await;
+            let done = tokio::task::spawn_blocking(move || {
+                if let Err(err) = e.sync_key_stores() {
+                    tracing::warn!(error = %err, "custom key store connections not synced");
+                }
+                (e.run_due_deletions(), e.run_due_rotations())
+            })
+            .await;
             match done {
                 Ok((deleted, rotated)) => {
                     match deleted {
