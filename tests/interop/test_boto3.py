@@ -1,6 +1,5 @@
 """boto3 against `keyhold serve --dev`."""
 
-import base64
 
 import pytest
 from botocore.exceptions import ClientError
