@@ -149,3 +149,60 @@ def _ok(call):
         return True
     except ClientError:
         return False
+
+
+def test_rotating_the_root_of_a_cluster(pg_url, tmp_path):
+    """rotate-root on one node re-wraps the shared store; the other node refuses to start under
+    its old root until `admin adopt-root` gives it the new one."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
+    assert p.returncode == 0, p.stderr
+    creds = json.loads(p.stdout)
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    common = ["--store", pg_url, "--insecure-http"]
+    a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common])
+    b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common])
+    try:
+        ka = a.client(creds["access_key_id"], creds["secret_access_key"])
+        key = ka.create_key()["KeyMetadata"]["KeyId"]
+        ct = ka.encrypt(KeyId=key, Plaintext=b"before the rotation")["CiphertextBlob"]
+        b.client(creds["access_key_id"], creds["secret_access_key"]).encrypt(
+            KeyId=key, Plaintext=b"b writes its audit log")
+    finally:
+        a.stop()
+        b.stop()
+    old_key = (a_dir / "root.key").read_bytes()
+    p = run_keyhold("admin", "rotate-root", "--data-dir", str(a_dir), "--store", pg_url,
+                    "--to", "file")
+    assert p.returncode == 0, p.stderr
+    assert (a_dir / "root.key").read_bytes() != old_key
+
+    refused = run_keyhold("serve", "--data-dir", str(b_dir), "--listen", "127.0.0.1:0",
+                          *common)
+    assert refused.returncode != 0 and "adopt-root" in refused.stderr
+    wrong = run_keyhold("admin", "adopt-root", "--data-dir", str(tmp_path / "nowhere"),
+                        "--from", str(a_dir), "--store", pg_url)
+    assert wrong.returncode != 0
+    p = run_keyhold("admin", "adopt-root", "--data-dir", str(b_dir), "--store", pg_url,
+                    "--from", str(a_dir))
+    assert p.returncode == 0, p.stderr
+    assert (b_dir / "root.key").read_bytes() == (a_dir / "root.key").read_bytes()
+    assert not list(b_dir.rglob("*.next"))
+
+    a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common])
+    b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common])
+    try:
+        kb = b.client(creds["access_key_id"], creds["secret_access_key"])
+        assert kb.decrypt(CiphertextBlob=ct)["Plaintext"] == b"before the rotation"
+        a.client(creds["access_key_id"], creds["secret_access_key"]).encrypt(
+            KeyId=key, Plaintext=b"after")
+    finally:
+        a.stop()
+        b.stop()
+    # Both audit chains still verify: each node's signing key moved to the new root intact.
+    for d in (a_dir, b_dir):
+        p = run_keyhold("audit", "verify", "--data-dir", str(d))
+        assert p.returncode == 0, p.stdout + p.stderr

@@ -36,7 +36,7 @@ impl DataDir {
     }
 
     /// Opens the store: PostgreSQL when configured, else the SQLite file.
-    fn open_store(&self) -> Result<Box<dyn Store>, String> {
+    pub(crate) fn open_store(&self) -> Result<Box<dyn Store>, String> {
         match &self.store {
             Some(url) => Ok(Box::new(
                 PgStore::open(url).map_err(|e| format!("store {}: {e}", redact(url)))?,
@@ -122,6 +122,19 @@ impl DataDir {
         let store = self.open_store()?;
         crate::rotate::settle(self, store.as_ref())?;
         let root = self.open_root(&self.read_config()?)?;
+        // A store shared with a node that rotated the root key: this data dir must adopt it.
+        if let Some(p) = store.list_principals().map_err(|e| e.to_string())?.first() {
+            let label = keyhold_store::PrincipalRecord::wrap_label(&p.access_key_id);
+            if root.unwrap(&p.wrapped_secret, &label).is_err() {
+                return Err(format!(
+                    "the store's secrets are wrapped under another root key than {}'s (was the \
+                     root rotated on another node? run `keyhold admin adopt-root --data-dir {} \
+                     --from <that node's data dir>`)",
+                    self.root.display(),
+                    self.root.display()
+                ));
+            }
+        }
         Ok((root, store))
     }
 
@@ -163,6 +176,21 @@ impl DataDir {
 
     /// Opens the root key that `config` describes (asking for its passphrase or PIN).
     pub(crate) fn open_root(&self, config: &RootConfig) -> Result<Arc<dyn RootKey>, String> {
+        self.open_root_with(config, pin, || passphrase(false))
+    }
+
+    /// Opens a new root key of a rotation or adoption: its passphrase and PIN come from the
+    /// `KEYHOLD_NEW_*` variables (the current PIN when the new one is unset).
+    pub(crate) fn open_new_root(&self, config: &RootConfig) -> Result<Arc<dyn RootKey>, String> {
+        self.open_root_with(config, new_pin, new_passphrase)
+    }
+
+    fn open_root_with(
+        &self,
+        config: &RootConfig,
+        pin: fn() -> Result<zeroize::Zeroizing<String>, String>,
+        passphrase: impl FnOnce() -> Result<zeroize::Zeroizing<String>, String>,
+    ) -> Result<Arc<dyn RootKey>, String> {
         Ok(match config {
             RootConfig::File => {
                 Arc::new(FileRootKey::load(&self.root_key()).map_err(|e| e.to_string())?)
@@ -172,7 +200,7 @@ impl DataDir {
                     .map_err(|e| format!("{e}: refusing to start without the HSM root key"))?,
             ),
             RootConfig::Passphrase(params) => {
-                let pass = passphrase(false)?;
+                let pass = passphrase()?;
                 Arc::new(
                     PassphraseRootKey::open(pass.as_bytes(), params).map_err(|e| {
                         format!("{e}: the passphrase does not open {}", self.root.display())

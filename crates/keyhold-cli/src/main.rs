@@ -97,6 +97,15 @@ enum AdminCommand {
         #[arg(long, default_value_t = 10_000)]
         batch: usize,
     },
+    /// After `rotate-root` on one node of a cluster, give this node's data dir the same new
+    /// root key (its own TLS and audit keys are re-wrapped). Stop this node's server first.
+    AdoptRoot {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The data dir of the node that ran rotate-root.
+        #[arg(long)]
+        from: PathBuf,
+    },
     /// Restore a backup into an empty store (SQLite or PostgreSQL, whichever it came from).
     Restore {
         #[command(flatten)]
@@ -161,6 +170,14 @@ fn main() -> ExitCode {
             AdminCommand::Principal { command } => admin::principal(command),
             AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
             AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
+            AdminCommand::AdoptRoot { dir, from } => {
+                rotate::adopt(&dir.open(), &datadir::DataDir::new(&from)).map(|n| {
+                    println!(
+                        "re-wrapped {n} files under the root key of {}",
+                        from.display()
+                    )
+                })
+            }
             AdminCommand::SeedKeys {
                 dir,
                 count,

@@ -185,6 +185,66 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
     Ok(changes.len())
 }
 
+/// `keyhold admin adopt-root`: after `rotate-root` ran on one node of a cluster (which
+/// re-wrapped the shared store and that node's files), gives another node's data dir the same
+/// new root: its own files (CA and server TLS keys, audit signing key) are re-wrapped from its
+/// old root to the new one, through the same `.next` files and settling as a rotation, so a
+/// crash at any point opens with the new root. Returns how many files were re-wrapped.
+pub fn adopt(dir: &DataDir, from: &DataDir) -> Result<usize, String> {
+    let _lock = dir.lock(true).map_err(|e| {
+        format!("{e}: stop the keyhold server on this data dir before it adopts a new root key")
+    })?;
+    let old = dir.open_root(&dir.read_config()?)?;
+    let new_config = from.read_config()?;
+    let new = from.open_new_root(&new_config)?;
+    let store = dir.open_store()?;
+    if let Some((label, wrapped)) = probe(store.as_ref())? {
+        if new.unwrap(&wrapped, &label).is_err() {
+            return Err(format!(
+                "the root key of {} does not open the store: run `keyhold admin rotate-root` on                  that node first",
+                from.root.display()
+            ));
+        }
+    }
+    // The new root's settings (and key file) beside the old ones.
+    let _ = std::fs::remove_file(next(&dir.root_key()));
+    if matches!(new_config, RootConfig::File) {
+        let key = std::fs::read(from.root_key())
+            .map_err(|e| format!("{}: {e}", from.root_key().display()))?;
+        crate::datadir::write_synced(&next(&dir.root_key()), &key)?;
+    }
+    let mut n = 0;
+    for (path, label) in wrapped_files(dir) {
+        let wrapped = match std::fs::read(&path) {
+            Ok(w) => w,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        // A file already under the new root (an adoption run twice) stays as it is.
+        let secret = match old.unwrap(&wrapped, label) {
+            Ok(s) => s,
+            Err(_) => new
+                .unwrap(&wrapped, label)
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        };
+        let rewrapped = new
+            .wrap(secret.expose_secret(), label)
+            .map_err(|e| e.to_string())?;
+        crate::datadir::write_synced(&next(&path), &rewrapped)?;
+        n += 1;
+    }
+    let config = serde_json::to_vec_pretty(&new_config).map_err(|e| e.to_string())?;
+    crate::datadir::write_synced(&next(&dir.root_config()), &config)?;
+    sync_dirs(dir, true)?;
+    let provider = match new_config {
+        RootConfig::File => RootProvider::File,
+        RootConfig::Passphrase(_) => RootProvider::Passphrase,
+        RootConfig::Pkcs11(_) => RootProvider::Pkcs11,
+    };
+    finish(dir, provider)?;
+    Ok(n)
+}
+
 /// Settles a rotation a crash interrupted (see the module docs); a no-op when none was.
 pub fn settle(dir: &DataDir, store: &dyn Store) -> Result<(), String> {
     let next_config = next(&dir.root_config());
