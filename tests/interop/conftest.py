@@ -153,3 +153,22 @@ def pg_url():
     yield base.rsplit("/", 1)[0] + "/" + name
     with psycopg.connect(base, autocommit=True) as c:
         c.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def init_data_dir(data_dir, *extra):
+    """`keyhold init --json` on `data_dir`; returns the first principal's credentials."""
+    p = run_keyhold("init", "--data-dir", str(data_dir), "--json", *extra)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def two_node_dirs(pg_url, tmp_path):
+    """Data dirs of two nodes sharing one PostgreSQL store: `a` initialised, `b` with a's root
+    key and CA but its own audit log. Returns (a_dir, b_dir, credentials)."""
+    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
+    creds = init_data_dir(a_dir, "--store", pg_url)
+    b_dir.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(a_dir / f, b_dir / f)
+    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    return a_dir, b_dir, creds

@@ -10,7 +10,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, run_keyhold, wait_until
+from conftest import Server, init_data_dir, run_keyhold, two_node_dirs, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 CLUSTER = "cluster-abcdefghijk"
@@ -45,9 +45,7 @@ def state(kms, store):
 
 
 def test_custom_key_store_end_to_end(tokens, data_dir):
-    p = run_keyhold("init", "--data-dir", str(data_dir), "--json")
-    assert p.returncode == 0, p.stderr
-    creds = json.loads(p.stdout)
+    creds = init_data_dir(data_dir)
     s = Server(["--data-dir", str(data_dir)], env=tokens)
     try:
         kms = s.client(creds["access_key_id"], creds["secret_access_key"])
@@ -180,9 +178,7 @@ def test_custom_key_store_end_to_end(tokens, data_dir):
 
 
 def test_custom_key_store_errors(tokens, data_dir):
-    p = run_keyhold("init", "--data-dir", str(data_dir), "--json")
-    assert p.returncode == 0, p.stderr
-    creds = json.loads(p.stdout)
+    creds = init_data_dir(data_dir)
     s = Server(["--data-dir", str(data_dir)], env=tokens)
     try:
         kms = s.client(creds["access_key_id"], creds["secret_access_key"])
@@ -254,14 +250,7 @@ def test_custom_key_store_across_nodes(tokens, pg_url, tmp_path):
     """Two nodes on one PostgreSQL store: a store connected through one node serves keys on
     the other, and a disconnect through one node reaches the other within its maintenance
     interval."""
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
-    assert p.returncode == 0, p.stderr
-    creds = json.loads(p.stdout)
-    b_dir.mkdir()
-    for f in ("root.key", "root.json"):
-        shutil.copy(a_dir / f, b_dir / f)
-    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    a_dir, b_dir, creds = two_node_dirs(pg_url, tmp_path)
     common = ["--store", pg_url, "--insecure-http", "--maintenance-secs", "1"]
     a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common], env=tokens)
     b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common], env=tokens)

@@ -9,19 +9,12 @@ import time
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, run_keyhold, wait_until
+from conftest import Server, run_keyhold, two_node_dirs, wait_until
 
 
 def test_two_nodes_one_state(pg_url, tmp_path):
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
-    assert p.returncode == 0, p.stderr
-    creds = json.loads(p.stdout)
     # The second node shares the root key and the CA, not the audit log.
-    b_dir.mkdir()
-    for f in ("root.key", "root.json"):
-        shutil.copy(a_dir / f, b_dir / f)
-    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    a_dir, b_dir, creds = two_node_dirs(pg_url, tmp_path)
     a = Server(["--data-dir", str(a_dir), "--store", pg_url, "--insecure-http", "--node-id", "a"])
     b = Server(["--data-dir", str(b_dir), "--store", pg_url, "--insecure-http", "--node-id", "b"])
     try:
@@ -154,14 +147,8 @@ def _ok(call):
 def test_rotating_the_root_of_a_cluster(pg_url, tmp_path):
     """rotate-root on one node re-wraps the shared store; the other node refuses to start under
     its old root until `admin adopt-root` gives it the new one."""
-    a_dir, b_dir = tmp_path / "a", tmp_path / "b"
-    p = run_keyhold("init", "--data-dir", str(a_dir), "--store", pg_url, "--json")
-    assert p.returncode == 0, p.stderr
-    creds = json.loads(p.stdout)
-    b_dir.mkdir()
-    for f in ("root.key", "root.json"):
-        shutil.copy(a_dir / f, b_dir / f)
-    shutil.copytree(a_dir / "tls", b_dir / "tls")
+    # The second node shares the root key and the CA, not the audit log.
+    a_dir, b_dir, creds = two_node_dirs(pg_url, tmp_path)
     common = ["--store", pg_url, "--insecure-http"]
     a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common])
     b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common])

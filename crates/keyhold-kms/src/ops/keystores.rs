@@ -69,10 +69,15 @@ pub(crate) fn find_store(
         .ok_or_else(|| not_found(id))
 }
 
-fn store_id(req: Option<String>) -> Result<String, KmsError> {
-    let id = required(req, "customKeyStoreId")?;
+/// The caller's store named by a request's `CustomKeyStoreId`.
+fn requested_store(
+    engine: &Engine,
+    caller: &Principal,
+    id: Option<String>,
+) -> Result<CustomKeyStoreRecord, KmsError> {
+    let id = required(id, "customKeyStoreId")?;
     str_len(&id, "customKeyStoreId", 1, 64)?;
-    Ok(id)
+    find_store(engine, caller, &id)
 }
 
 fn password(p: &str) -> Result<(), KmsError> {
@@ -259,8 +264,8 @@ pub(super) fn update_custom_key_store(
     req: UpdateCustomKeyStoreRequest,
     _rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let id = store_id(req.custom_key_store_id)?;
-    let mut s = find_store(engine, caller, &id)?;
+    let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
+    let id = s.id.clone();
     if let Some(name) = req.new_custom_key_store_name {
         str_len(&name, "newCustomKeyStoreName", 1, 256)?;
         s.name = name;
@@ -305,8 +310,8 @@ pub(super) fn connect_custom_key_store(
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let id = store_id(req.custom_key_store_id)?;
-    let mut s = find_store(engine, caller, &id)?;
+    let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
+    let id = s.id.clone();
     let (state, _) = engine.key_store_state(&s);
     if state == "FAILED" {
         return Err(invalid_state(
@@ -331,8 +336,8 @@ pub(super) fn disconnect_custom_key_store(
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let id = store_id(req.custom_key_store_id)?;
-    let mut s = find_store(engine, caller, &id)?;
+    let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
+    let id = s.id.clone();
     if !s.connected {
         return Err(invalid_state(
             &id,
@@ -352,8 +357,8 @@ pub(super) fn delete_custom_key_store(
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
 ) -> Result<Vec<u8>, KmsError> {
-    let id = store_id(req.custom_key_store_id)?;
-    let s = find_store(engine, caller, &id)?;
+    let s = requested_store(engine, caller, req.custom_key_store_id)?;
+    let id = s.id.clone();
     if s.connected {
         let (state, _) = engine.key_store_state(&s);
         return Err(invalid_state(
