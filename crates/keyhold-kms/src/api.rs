@@ -21,6 +21,31 @@ pub struct TagDto {
 /// The encryption context on the wire.
 pub type ContextDto = Option<HashMap<String, String>>;
 
+/// A secret string of a request (a key store password): zeroized when dropped, never shown by
+/// `Debug`.
+#[derive(Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretString(String);
+
+impl SecretString {
+    /// The secret.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Drop for SecretString {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
+impl std::fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretString(..)")
+    }
+}
+
 macro_rules! request {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
@@ -472,7 +497,7 @@ request!(
         /// PEM certificate, kept and returned.
         trust_anchor_certificate: String,
         /// The token's user PIN.
-        key_store_password: String,
+        key_store_password: SecretString,
         /// AWS_CLOUDHSM (the default) or EXTERNAL_KEY_STORE.
         custom_key_store_type: String,
     }
@@ -500,7 +525,7 @@ request!(
         /// A new name.
         new_custom_key_store_name: String,
         /// A new user PIN.
-        key_store_password: String,
+        key_store_password: SecretString,
         /// A new token label.
         cloud_hsm_cluster_id: String,
     }
@@ -676,4 +701,18 @@ pub struct AliasListEntry {
 /// Epoch seconds with millisecond precision, as AWS JSON timestamps are.
 pub fn epoch_seconds(ms: i64) -> f64 {
     ms as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_store_passwords_never_show_in_debug() {
+        let req: CreateCustomKeyStoreRequest =
+            serde_json::from_str(r#"{"CustomKeyStoreName":"n","KeyStorePassword":"hunter22"}"#)
+                .unwrap();
+        assert_eq!(req.key_store_password.as_ref().unwrap().expose(), "hunter22");
+        assert!(!format!("{req:?}").contains("hunter22"));
+    }
 }

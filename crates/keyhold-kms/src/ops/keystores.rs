@@ -80,6 +80,15 @@ fn requested_store(
     find_store(engine, caller, &id)
 }
 
+/// A field AWS_CLOUDHSM stores require.
+fn need<T>(v: Option<T>, field: &str) -> Result<T, KmsError> {
+    v.ok_or_else(|| {
+        KmsError::validation(format!(
+            "{field} is required for a custom key store of type AWS_CLOUDHSM"
+        ))
+    })
+}
+
 fn password(p: &str) -> Result<(), KmsError> {
     str_len(p, "keyStorePassword", 7, 32)
 }
@@ -140,19 +149,12 @@ pub(super) fn create_custom_key_store(
             )))
         }
     }
-    let need = |v: Option<String>, field: &str| {
-        v.ok_or_else(|| {
-            KmsError::validation(format!(
-                "{field} is required for a custom key store of type AWS_CLOUDHSM"
-            ))
-        })
-    };
     let cluster_id = need(req.cloud_hsm_cluster_id, "CloudHsmClusterId")?;
     check_cluster_id(&cluster_id, "cloudHsmClusterId")?;
     let trust_anchor = need(req.trust_anchor_certificate, "TrustAnchorCertificate")?;
     str_len(&trust_anchor, "trustAnchorCertificate", 1, 5000)?;
     let pin = need(req.key_store_password, "KeyStorePassword")?;
-    password(&pin)?;
+    password(pin.expose())?;
     if engine
         .store()
         .list_custom_key_stores(Some(&caller.account))?
@@ -173,8 +175,10 @@ pub(super) fn create_custom_key_store(
     let random = keyhold_core::secret::random_bytes(9).map_err(KmsError::internal)?;
     let id = format!("cks-{}", &hex::encode(random)[..17]);
     let rec = CustomKeyStoreRecord {
-        password_wrapped: engine
-            .root_wrap(pin.as_bytes(), &CustomKeyStoreRecord::wrap_label(&id))?,
+        password_wrapped: engine.root_wrap(
+            pin.expose().as_bytes(),
+            &CustomKeyStoreRecord::wrap_label(&id),
+        )?,
         id,
         account: caller.account.clone(),
         name,
@@ -280,9 +284,11 @@ pub(super) fn update_custom_key_store(
             ));
         }
         if let Some(pin) = &req.key_store_password {
-            password(pin)?;
-            s.password_wrapped =
-                engine.root_wrap(pin.as_bytes(), &CustomKeyStoreRecord::wrap_label(&id))?;
+            password(pin.expose())?;
+            s.password_wrapped = engine.root_wrap(
+                pin.expose().as_bytes(),
+                &CustomKeyStoreRecord::wrap_label(&id),
+            )?;
         }
         if let Some(cluster) = req.cloud_hsm_cluster_id {
             check_cluster_id(&cluster, "cloudHsmClusterId")?;
