@@ -712,7 +712,10 @@ mod tests {
         let req: CreateCustomKeyStoreRequest =
             serde_json::from_str(r#"{"CustomKeyStoreName":"n","KeyStorePassword":"hunter22"}"#)
                 .unwrap();
-        assert_eq!(req.key_store_password.as_ref().unwrap().expose(), "hunter22");
+        assert_eq!(
+            req.key_store_password.as_ref().unwrap().expose(),
+            "hunter22"
+        );
         assert!(!format!("{req:?}").contains("hunter22"));
     }
 }

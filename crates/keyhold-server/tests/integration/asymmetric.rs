@@ -395,3 +395,71 @@ async fn data_key_pairs_and_shared_secrets() {
     assert_eq!(code(&e), "ValidationException");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn ml_kem_encapsulation_round_trips() {
+    use aws_sdk_kms::primitives::Blob;
+    use aws_sdk_kms::types::EncapsulationAlgorithmSpec as Alg;
+    let s = TestServer::start().await;
+    let c = s.client();
+    for (spec, ct_len) in [
+        (KeySpec::MlKem512, 768),
+        (KeySpec::MlKem768, 1088),
+        (KeySpec::MlKem1024, 1568),
+    ] {
+        let k = key(&c, spec.clone(), KeyUsageType::EncapsulateDecapsulate).await;
+        let meta = c
+            .describe_key()
+            .key_id(&k)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap();
+        assert_eq!(meta.encapsulation_algorithms(), [Alg::MlKem]);
+        let enc = c
+            .encapsulate()
+            .key_id(&k)
+            .encapsulation_algorithm(Alg::MlKem)
+            .send()
+            .await
+            .unwrap();
+        let ct = enc.shared_secret_ciphertext_blob.unwrap();
+        assert_eq!(ct.as_ref().len(), ct_len, "{spec:?}");
+        let dec = c
+            .decapsulate()
+            .key_id(&k)
+            .shared_secret_ciphertext_blob(ct.clone())
+            .encapsulation_algorithm(Alg::MlKem)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(dec.shared_secret.unwrap(), enc.shared_secret.unwrap());
+        // A ciphertext of the wrong length is refused; a changed one gives another secret.
+        let short = c
+            .decapsulate()
+            .key_id(&k)
+            .shared_secret_ciphertext_blob(Blob::new(&ct.as_ref()[1..]))
+            .encapsulation_algorithm(Alg::MlKem)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(code(&short), "InvalidCiphertextException");
+    }
+    let sym = c
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let e = c
+        .encapsulate()
+        .key_id(&sym)
+        .encapsulation_algorithm(Alg::MlKem)
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidKeyUsageException");
+}
