@@ -1,6 +1,7 @@
 """Custom key stores (AWS_CLOUDHSM over a PKCS#11 token, SoftHSM2 here) through boto3: the
 store's life cycle, keys made and used inside the token, and AWS's errors."""
 
+import base64
 import json
 import os
 import shutil
@@ -278,3 +279,27 @@ def test_custom_key_store_across_nodes(tokens, pg_url, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_custom_key_store_with_the_aws_cli(tokens, tmp_path):
+    s = Server(["--dev"], env=tokens)
+    try:
+        store = s.cli("create-custom-key-store", "--custom-key-store-name", "cli-store",
+                      "--cloud-hsm-cluster-id", CLUSTER, "--key-store-password", PIN,
+                      "--trust-anchor-certificate", ANCHOR)["CustomKeyStoreId"]
+        s.cli("connect-custom-key-store", "--custom-key-store-id", store)
+        listed = s.cli("describe-custom-key-stores")["CustomKeyStores"]
+        assert [(e["CustomKeyStoreId"], e["ConnectionState"]) for e in listed] == \
+            [(store, "CONNECTED")]
+        key = s.cli("create-key", "--origin", "AWS_CLOUDHSM",
+                    "--custom-key-store-id", store)["KeyMetadata"]["KeyId"]
+        pt, ct_file = tmp_path / "pt", tmp_path / "ct"
+        pt.write_bytes(b"hello")
+        ct = s.cli("encrypt", "--key-id", key, "--plaintext", f"fileb://{pt}")["CiphertextBlob"]
+        ct_file.write_bytes(base64.b64decode(ct))
+        out = s.cli("decrypt", "--ciphertext-blob", f"fileb://{ct_file}")
+        assert base64.b64decode(out["Plaintext"]) == b"hello"
+        p = s.cli("delete-custom-key-store", "--custom-key-store-id", store, check=False)
+        assert p.returncode != 0 and "CustomKeyStoreInvalidStateException" in p.stderr
+    finally:
+        s.stop()
