@@ -303,3 +303,27 @@ def test_custom_key_store_with_the_aws_cli(tokens, tmp_path):
         assert p.returncode != 0 and "CustomKeyStoreInvalidStateException" in p.stderr
     finally:
         s.stop()
+
+
+def test_a_token_deleted_while_running_makes_its_keys_unavailable(tokens, tmp_path):
+    s = Server(["--dev"], env=tokens)
+    try:
+        kms = s.client()
+        store = kms.create_custom_key_store(
+            CustomKeyStoreName="doomed", CloudHsmClusterId=OTHER,
+            TrustAnchorCertificate=ANCHOR, KeyStorePassword=PIN)["CustomKeyStoreId"]
+        kms.connect_custom_key_store(CustomKeyStoreId=store)
+        key = kms.create_key(Origin="AWS_CLOUDHSM", CustomKeyStoreId=store)["KeyMetadata"]["KeyId"]
+        ct = kms.encrypt(KeyId=key, Plaintext=b"x")["CiphertextBlob"]
+        subprocess.run(["softhsm2-util", "--delete-token", "--token", OTHER],
+                       env={**os.environ, **tokens}, check=True, capture_output=True)
+        for call in (lambda: kms.encrypt(KeyId=key, Plaintext=b"x"),
+                     lambda: kms.decrypt(CiphertextBlob=ct)):
+            with pytest.raises(ClientError) as e:
+                call()
+            assert err(e) == "KMSInvalidStateException"
+        # Keys of other stores and of keyhold itself are unaffected.
+        plain = kms.create_key()["KeyMetadata"]["KeyId"]
+        assert kms.encrypt(KeyId=plain, Plaintext=b"fine")["KeyId"].endswith(plain)
+    finally:
+        s.stop()

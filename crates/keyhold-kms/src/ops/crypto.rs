@@ -175,19 +175,19 @@ pub(super) fn encrypt_under(
     .map_err(KmsError::internal)
 }
 
-/// An HSM failure with a key of a custom key store: its key gone from the token makes the key
-/// unusable (`KMSInvalidStateException`); anything else is internal.
+/// An HSM failure with a key of a custom key store (its key gone from the token, the token
+/// gone or failing): the key is unavailable (`KMSInvalidStateException`), as AWS answers when a
+/// key's CloudHSM cluster cannot serve it. The detail goes to the log.
 fn hsm_error(engine: &Engine, key: &KeyRecord, e: keyhold_hsm::HsmError) -> KmsError {
-    match e {
-        keyhold_hsm::HsmError::NoKey(_) => KmsError::new(
-            ErrorCode::KMSInvalidStateException,
-            format!(
-                "{} is unavailable: its key material is missing from the custom key store.",
-                engine.key_arn(key)
-            ),
-        ),
-        e => KmsError::internal(e),
-    }
+    tracing::warn!(key_id = %key.key_id, error = %e, "custom key store operation failed");
+    let why = match e {
+        keyhold_hsm::HsmError::NoKey(_) => "its key material is missing from the custom key store",
+        _ => "its custom key store's HSM failed",
+    };
+    KmsError::new(
+        ErrorCode::KMSInvalidStateException,
+        format!("{} is unavailable: {why}.", engine.key_arn(key)),
+    )
 }
 
 /// The `KeyMaterialId` fields of a response: symmetric keys only.
