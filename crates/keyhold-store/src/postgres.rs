@@ -178,6 +178,45 @@ fn key_from_row(r: &Row) -> Result<KeyRecord, StoreError> {
     })
 }
 
+fn insert_grant(c: &mut impl postgres::GenericClient, g: &GrantRecord) -> Result<(), StoreError> {
+    c.execute(
+        &format!("INSERT INTO grants ({GRANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"),
+        &[
+            &g.grant_id,
+            &g.key_id.to_string(),
+            &g.name,
+            &g.grantee,
+            &g.retiring,
+            &g.issuing_account,
+            &g.operations.join(","),
+            &g.constraints,
+            &g.token,
+            &g.created_at,
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
+
+fn insert_principal(
+    c: &mut impl postgres::GenericClient,
+    p: &PrincipalRecord,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &p.access_key_id,
+            &p.arn,
+            &p.account,
+            &p.wrapped_secret,
+            &p.created_at,
+        ],
+    )
+    .map_err(pg)?;
+    Ok(())
+}
+
 const CKS_COLS: &str =
     "id, account, name, cluster_id, trust_anchor, password_wrapped, connected, created_at";
 
@@ -927,24 +966,7 @@ impl Store for PgStore {
     fn create_grant(&self, g: &GrantRecord) -> Result<(), StoreError> {
         let g = g.clone();
         self.call(move |c| {
-            c.execute(
-                &format!(
-                    "INSERT INTO grants ({GRANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
-                ),
-                &[
-                    &g.grant_id,
-                    &g.key_id.to_string(),
-                    &g.name,
-                    &g.grantee,
-                    &g.retiring,
-                    &g.issuing_account,
-                    &g.operations.join(","),
-                    &g.constraints,
-                    &g.token,
-                    &g.created_at,
-                ],
-            )
-            .map_err(pg)?;
+            insert_grant(c, &g)?;
             notify(c, Some(&g.key_id.to_string()))
         })
     }
@@ -1215,38 +1237,10 @@ impl Store for PgStore {
                 .map_err(pg)?;
             }
             for g in &s.grants {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO grants ({GRANT_COLS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)"
-                    ),
-                    &[
-                        &g.grant_id,
-                        &g.key_id.to_string(),
-                        &g.name,
-                        &g.grantee,
-                        &g.retiring,
-                        &g.issuing_account,
-                        &g.operations.join(","),
-                        &g.constraints,
-                        &g.token,
-                        &g.created_at,
-                    ],
-                )
-                .map_err(pg)?;
+                insert_grant(&mut tx, g)?;
             }
             for p in &s.principals {
-                tx.execute(
-                    "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, \
-                     created_at) VALUES ($1, $2, $3, $4, $5)",
-                    &[
-                        &p.access_key_id,
-                        &p.arn,
-                        &p.account,
-                        &p.wrapped_secret,
-                        &p.created_at,
-                    ],
-                )
-                .map_err(pg)?;
+                insert_principal(&mut tx, p)?;
             }
             for u in &s.usage {
                 tx.execute(
@@ -1265,21 +1259,7 @@ impl Store for PgStore {
 
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {
         let p = p.clone();
-        self.call(move |c| {
-            c.execute(
-                "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[
-                    &p.access_key_id,
-                    &p.arn,
-                    &p.account,
-                    &p.wrapped_secret,
-                    &p.created_at,
-                ],
-            )
-            .map_err(pg)?;
-            Ok(())
-        })
+        self.call(move |c| insert_principal(c, &p))
     }
 
     fn get_principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {

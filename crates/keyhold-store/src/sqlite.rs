@@ -210,6 +210,42 @@ fn cks_from_row(row: &Row<'_>) -> rusqlite::Result<CustomKeyStoreRecord> {
     })
 }
 
+fn insert_grant(conn: &Connection, g: &GrantRecord) -> Result<(), StoreError> {
+    conn.execute(
+        &format!("INSERT INTO grants ({GRANT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"),
+        params![
+            g.grant_id,
+            g.key_id.to_string(),
+            g.name,
+            g.grantee,
+            g.retiring,
+            g.issuing_account,
+            g.operations.join(","),
+            g.constraints,
+            g.token,
+            g.created_at
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
+fn insert_principal(conn: &Connection, p: &PrincipalRecord) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            p.access_key_id,
+            p.arn,
+            p.account,
+            p.wrapped_secret,
+            p.created_at
+        ],
+    )
+    .map_err(backend)?;
+    Ok(())
+}
+
 fn insert_cks(conn: &Connection, c: &CustomKeyStoreRecord) -> Result<(), StoreError> {
     conn.execute(
         &format!("INSERT INTO custom_key_stores ({CKS_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8)"),
@@ -830,26 +866,7 @@ impl Store for SqliteStore {
     }
 
     fn create_grant(&self, g: &GrantRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                &format!(
-                    "INSERT INTO grants ({GRANT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
-                ),
-                params![
-                    g.grant_id,
-                    g.key_id.to_string(),
-                    g.name,
-                    g.grantee,
-                    g.retiring,
-                    g.issuing_account,
-                    g.operations.join(","),
-                    g.constraints,
-                    g.token,
-                    g.created_at
-                ],
-            )
-            .map_err(backend)?;
-        Ok(())
+        insert_grant(&self.conn(), g)
     }
 
     fn list_grants(&self, key: &KeyId) -> Result<Vec<GrantRecord>, StoreError> {
@@ -1051,38 +1068,10 @@ impl Store for SqliteStore {
             .map_err(backend)?;
         }
         for g in &s.grants {
-            tx.execute(
-                &format!(
-                    "INSERT INTO grants ({GRANT_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)"
-                ),
-                params![
-                    g.grant_id,
-                    g.key_id.to_string(),
-                    g.name,
-                    g.grantee,
-                    g.retiring,
-                    g.issuing_account,
-                    g.operations.join(","),
-                    g.constraints,
-                    g.token,
-                    g.created_at
-                ],
-            )
-            .map_err(backend)?;
+            insert_grant(&tx, g)?;
         }
         for p in &s.principals {
-            tx.execute(
-                "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    p.access_key_id,
-                    p.arn,
-                    p.account,
-                    p.wrapped_secret,
-                    p.created_at
-                ],
-            )
-            .map_err(backend)?;
+            insert_principal(&tx, p)?;
         }
         for u in &s.usage {
             tx.execute(
@@ -1099,20 +1088,7 @@ impl Store for SqliteStore {
     }
 
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError> {
-        self.conn()
-            .execute(
-                "INSERT INTO principals (access_key_id, arn, account, wrapped_secret, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    p.access_key_id,
-                    p.arn,
-                    p.account,
-                    p.wrapped_secret,
-                    p.created_at
-                ],
-            )
-            .map_err(backend)?;
-        Ok(())
+        insert_principal(&self.conn(), p)
     }
 
     fn get_principal(&self, access_key_id: &str) -> Result<Option<PrincipalRecord>, StoreError> {
