@@ -12,7 +12,9 @@ use crate::{
 
 const ACCT: &str = "111122223333";
 
-fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
+/// A fresh enabled symmetric key of `account` and its first version (also for the backends'
+/// own tests).
+pub(crate) fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
     let id = KeyId::generate();
     (
         KeyRecord {

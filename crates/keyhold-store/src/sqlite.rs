@@ -1189,40 +1189,7 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
-        let id = KeyId::generate();
-        (
-            KeyRecord {
-                key_id: id,
-                account: account.into(),
-                description: "d".into(),
-                key_spec: KeySpec::SymmetricDefault,
-                key_usage: KeyUsage::EncryptDecrypt,
-                origin: Origin::AwsKms,
-                state: KeyState::Enabled,
-                created_at: 1,
-                deletion_date: None,
-                pending_window_days: None,
-                current_version: 1,
-                policy: default_key_policy(account),
-                key_manager: KeyManager::Customer,
-                rotation_period_days: None,
-                next_rotation_at: None,
-                expiration_model: None,
-                valid_to: None,
-                material_digest: None,
-                custom_key_store_id: None,
-            },
-            KeyVersionRecord {
-                key_id: id,
-                version: 1,
-                wrapped_material: vec![1, 2, 3],
-                created_at: 1,
-                rotation_type: None,
-            },
-        )
-    }
+    use crate::conformance::key;
 
     #[test]
     fn key_round_trips_and_survives_reopen() {
