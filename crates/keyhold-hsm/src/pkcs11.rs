@@ -65,6 +65,25 @@ fn key_template(label: &str) -> Vec<Attribute> {
     ]
 }
 
+/// The module at `module_path`, initialised, and the slot of its token labelled `token_label`
+/// (`None` when it has no such token).
+fn find_slot(module_path: &Path, token_label: &str) -> Result<(Pkcs11, Option<Slot>), HsmError> {
+    if !module_path.exists() {
+        return Err(HsmError::Hsm(format!(
+            "PKCS#11 module {} not found",
+            module_path.display()
+        )));
+    }
+    let ctx = module(module_path)?;
+    for slot in ctx.get_slots_with_token().map_err(hsm("listing slots"))? {
+        let info = ctx.get_token_info(slot).map_err(hsm("reading a token"))?;
+        if info.label().trim_end() == token_label {
+            return Ok((ctx, Some(slot)));
+        }
+    }
+    Ok((ctx, None))
+}
+
 /// A logged-in connection to one PKCS#11 token: a pool of sessions over which AES keys inside
 /// the token are made and used. The root key and the custom key stores both use it.
 pub struct Pkcs11Token {
@@ -90,22 +109,8 @@ impl Pkcs11Token {
     /// Finds the token labelled `token_label` in `module` and logs in with `pin` (one session
     /// is opened now, so a wrong PIN is refused here).
     pub fn connect(module_path: &Path, token_label: &str, pin: &str) -> Result<Self, HsmError> {
-        if !module_path.exists() {
-            return Err(HsmError::Hsm(format!(
-                "PKCS#11 module {} not found",
-                module_path.display()
-            )));
-        }
-        let ctx = module(module_path)?;
-        let mut found = None;
-        for slot in ctx.get_slots_with_token().map_err(hsm("listing slots"))? {
-            let info = ctx.get_token_info(slot).map_err(hsm("reading a token"))?;
-            if info.label().trim_end() == token_label {
-                found = Some(slot);
-                break;
-            }
-        }
-        let slot = found.ok_or_else(|| HsmError::NoToken(token_label.to_string()))?;
+        let (ctx, slot) = find_slot(module_path, token_label)?;
+        let slot = slot.ok_or_else(|| HsmError::NoToken(token_label.to_string()))?;
         let token = Self {
             ctx,
             slot,
@@ -119,20 +124,7 @@ impl Pkcs11Token {
 
     /// Whether `module_path` has a token labelled `token_label` (no login).
     pub fn exists(module_path: &Path, token_label: &str) -> Result<bool, HsmError> {
-        if !module_path.exists() {
-            return Err(HsmError::Hsm(format!(
-                "PKCS#11 module {} not found",
-                module_path.display()
-            )));
-        }
-        let ctx = module(module_path)?;
-        for slot in ctx.get_slots_with_token().map_err(hsm("listing slots"))? {
-            let info = ctx.get_token_info(slot).map_err(hsm("reading a token"))?;
-            if info.label().trim_end() == token_label {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        Ok(find_slot(module_path, token_label)?.1.is_some())
     }
 
     /// Random bytes from the token's generator.
