@@ -159,22 +159,53 @@ impl Engine {
         self.key_stores.set(id, None);
     }
 
+    /// This node's connection to a store marked connected (`None` when it is not).
+    fn connection(&self, rec: &CustomKeyStoreRecord) -> Option<Connection> {
+        if !rec.connected {
+            return None;
+        }
+        Some(match self.key_stores.get(&rec.id) {
+            Some(c) => c,
+            // Connected on another node: connect here too.
+            None => self.connect_key_store(rec),
+        })
+    }
+
     /// AWS's `ConnectionState` and `ConnectionErrorCode` of a store, as this node sees it.
     pub(crate) fn key_store_state(
         &self,
         rec: &CustomKeyStoreRecord,
     ) -> (&'static str, Option<&'static str>) {
-        if !rec.connected {
-            return ("DISCONNECTED", None);
+        match self.connection(rec) {
+            None => ("DISCONNECTED", None),
+            Some(Connection::Connected(_)) => ("CONNECTED", None),
+            Some(Connection::Failed(code)) => ("FAILED", Some(code)),
         }
-        let conn = match self.key_stores.get(&rec.id) {
-            Some(c) => c,
-            // Connected on another node: connect here too.
-            None => self.connect_key_store(rec),
-        };
-        match conn {
-            Connection::Connected(_) => ("CONNECTED", None),
-            Connection::Failed(code) => ("FAILED", Some(code)),
+    }
+
+    /// The token of a store that must be CONNECTED for the operation (CreateKey,
+    /// GenerateRandom): `CustomKeyStoreInvalidStateException` when it is not.
+    pub(crate) fn connected_token(
+        &self,
+        rec: &CustomKeyStoreRecord,
+        op: &str,
+    ) -> Result<Arc<Pkcs11Token>, KmsError> {
+        match self.connection(rec) {
+            Some(Connection::Connected(t)) => Ok(t),
+            other => {
+                let state = if other.is_some() {
+                    "FAILED"
+                } else {
+                    "DISCONNECTED"
+                };
+                Err(KmsError::new(
+                    ErrorCode::CustomKeyStoreInvalidStateException,
+                    format!(
+                        "Custom key store {} is {state}: {op} needs a connected store.",
+                        rec.id
+                    ),
+                ))
+            }
         }
     }
 

@@ -235,23 +235,17 @@ pub(super) fn create_key(
         }
         (None, _) => None,
     };
-    if let Some(ks) = &key_store {
-        if spec != KeySpec::SymmetricDefault {
-            return Err(unsupported(format!(
-                "A custom key store holds symmetric encryption keys only, not {spec}"
-            )));
+    let token = match &key_store {
+        Some(ks) => {
+            if spec != KeySpec::SymmetricDefault {
+                return Err(unsupported(format!(
+                    "A custom key store holds symmetric encryption keys only, not {spec}"
+                )));
+            }
+            Some(engine.connected_token(ks, "CreateKey")?)
         }
-        let (state, _) = engine.key_store_state(ks);
-        if state != "CONNECTED" {
-            return Err(KmsError::new(
-                ErrorCode::CustomKeyStoreInvalidStateException,
-                format!(
-                    "Custom key store {} is {state}: keys are created only in a connected store.",
-                    ks.id
-                ),
-            ));
-        }
-    }
+        None => None,
+    };
     if req.xks_key_id.is_some() {
         return Err(unsupported(
             "XksKeyId requires an external key store, which this server does not have".into(),
@@ -308,10 +302,9 @@ pub(super) fn create_key(
     if req.bypass_policy_lockout_safety_check != Some(true) {
         lockout_check(engine, caller, rec, &key)?;
     }
-    if let Some(ks) = &key_store {
+    if let Some(token) = &token {
         // The key is made inside the token and never leaves it; the store row holds no
         // material for it.
-        let token = engine.key_store_token(&ks.id, &engine.key_arn(&key))?;
         token
             .generate_aes_key(&crate::keystores::hsm_label(&id))
             .map_err(KmsError::internal)?;

@@ -31,14 +31,7 @@ pub(super) fn generate_random(
         // From the HSM of a connected custom key store, as AWS draws from the CloudHSM cluster.
         Some(id) => {
             let store = super::keystores::find_store(engine, caller, id)?;
-            let (state, _) = engine.key_store_state(&store);
-            if state != "CONNECTED" {
-                return Err(KmsError::new(
-                    ErrorCode::CustomKeyStoreInvalidStateException,
-                    format!("Custom key store {id} is {state}."),
-                ));
-            }
-            let token = engine.key_store_token(id, id)?;
+            let token = engine.connected_token(&store, "GenerateRandom")?;
             SecretBytes::new(token.random(len).map_err(KmsError::internal)?)
         }
         None => SecretBytes::random(len).map_err(KmsError::internal)?,
