@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Uri};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use keyhold_sigv4::{Scope, Signer};
 use serde_json::{json, Value};
 
 /// `keyhold bench` options.
@@ -347,10 +348,16 @@ where
 }
 
 /// Signing keys by day, as SDKs cache them.
-#[derive(Default)]
-struct Signer {
-    day: String,
-    key: Option<aws_lc_rs::hmac::Key>,
+/// A signer for the target's credential.
+fn signer(t: &Target) -> Signer {
+    Signer::new(
+        &t.access_key_id,
+        t.secret.as_bytes(),
+        Scope {
+            service: "kms",
+            region: &t.region,
+        },
+    )
 }
 
 /// A SigV4-signed `TrentService.<op>` request.
@@ -360,60 +367,22 @@ fn signed(
     op: &str,
     body: &Bytes,
 ) -> Result<Request<Full<Bytes>>, String> {
-    let now = time::OffsetDateTime::now_utc();
-    let amz_date = format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        now.year(),
-        u8::from(now.month()),
-        now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
-    let day = &amz_date[..8];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs();
+    let now = i64::try_from(now).map_err(|e| e.to_string())?;
     let mut headers = HeaderMap::new();
     let value = |s: &str| HeaderValue::from_str(s).map_err(|e| e.to_string());
     headers.insert("content-type", value("application/x-amz-json-1.1")?);
     headers.insert("host", value(&t.host)?);
-    headers.insert("x-amz-date", value(&amz_date)?);
     headers.insert("x-amz-target", value(&format!("TrentService.{op}"))?);
-    let signed_headers: Vec<String> = ["content-type", "host", "x-amz-date", "x-amz-target"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     let uri: Uri = "/"
         .parse()
         .map_err(|e: http::uri::InvalidUri| e.to_string())?;
-    let canonical = keyhold_server::sigv4::canonical_request(
-        &Method::POST,
-        &uri,
-        &headers,
-        &signed_headers,
-        &keyhold_server::sigv4::sha256_hex(body),
-    )
-    .map_err(|e| e.message)?;
-    let scope = format!("{day}/{}/kms/aws4_request", t.region);
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        keyhold_server::sigv4::sha256_hex(canonical.as_bytes())
-    );
-    if signer.day != day || signer.key.is_none() {
-        signer.day = day.to_string();
-        signer.key = Some(keyhold_server::sigv4::signing_key(
-            t.secret.as_bytes(),
-            day,
-            &t.region,
-            "kms",
-        ));
-    }
-    let key = signer.key.as_ref().ok_or("no signing key")?;
-    let signature = hex::encode(aws_lc_rs::hmac::sign(key, to_sign.as_bytes()).as_ref());
-    let auth = format!(
-        "AWS4-HMAC-SHA256 Credential={}/{scope}, SignedHeaders={}, Signature={signature}",
-        t.access_key_id,
-        signed_headers.join(";")
-    );
-    headers.insert("authorization", value(&auth)?);
+    signer
+        .sign(&Method::POST, &uri, &mut headers, body, now)
+        .map_err(|e| e.to_string())?;
     let mut builder = Request::builder().method(Method::POST);
     if t.http2 {
         // HTTP/2 carries the host as :authority.
@@ -459,7 +428,7 @@ async fn call(
     op: &str,
     body: Value,
 ) -> Result<(Value, usize), String> {
-    let mut signer = Signer::default();
+    let mut signer = signer(t);
     let req = signed(t, &mut signer, op, &Bytes::from(body.to_string()))?;
     let (status, bytes) = send(sender, req).await?;
     let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -655,7 +624,7 @@ async fn load(t: &Arc<Target>, requests: &Arc<Requests>, shape: &Shape, label: &
         workers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            let mut signer = Signer::default();
+            let mut signer = signer(&t);
             let mut sender = None;
             while Instant::now() < deadline {
                 let s = match &mut sender {

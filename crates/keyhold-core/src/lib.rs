@@ -8,6 +8,7 @@
 //! - [`asym`]: RSA, ECC, Ed25519, ML-DSA and HMAC key material: sign, verify, OAEP, HMAC, ECDH.
 //! - [`blob`]: the versioned ciphertext blob format (HKDF per-message keys, AES-256-GCM).
 //! - [`import`]: unwrapping bring-your-own-key material (RSA OAEP, RSA + AES key wrap).
+//! - [`grant`]: grant constraints (the encryption context a grant requires).
 //! - [`policy`]: key policies: parsing and evaluation of the IAM policy language.
 //! - [`ffi`]: the one unsafe module: Ed25519ph through AWS-LC directly.
 //! - [`error`]: the crate's error enum.
@@ -18,6 +19,7 @@ pub mod blob;
 pub mod context;
 pub mod error;
 pub mod ffi;
+pub mod grant;
 pub mod ids;
 pub mod import;
 pub mod key;

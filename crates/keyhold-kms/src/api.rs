@@ -6,6 +6,8 @@
 
 use std::collections::HashMap;
 
+use keyhold_core::key::EncryptionAlgorithm;
+use keyhold_core::secret::SecretBytes;
 use serde::{Deserialize, Serialize};
 
 /// A tag as sent and returned.
@@ -13,8 +15,10 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "PascalCase")]
 pub struct TagDto {
     /// Tag key.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_key: Option<String>,
     /// Tag value.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tag_value: Option<String>,
 }
 
@@ -46,12 +50,22 @@ impl std::fmt::Debug for SecretString {
     }
 }
 
+/// A request shape. Every field is optional (a missing one is the operation's
+/// `ValidationException`). Requests deserialize from AWS's PascalCase fields and serialize to
+/// CloudTrail's camelCase `requestParameters`; fields marked `#[serde(skip_serializing)]`
+/// (plaintext, ciphertext, signatures, passwords) are never serialized, so never audited.
 macro_rules! request {
     ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$m])*
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        pub struct $name { $($(#[$fm])* pub $field: Option<$ty>),* }
+        #[derive(Debug, Default, Deserialize, Serialize)]
+        #[serde(rename_all(deserialize = "PascalCase", serialize = "camelCase"))]
+        pub struct $name {
+            $(
+                $(#[$fm])*
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>
+            ),*
+        }
     };
 }
 
@@ -130,6 +144,7 @@ request!(
         /// The key.
         key_id: String,
         /// Base64 plaintext.
+        #[serde(skip_serializing)]
         plaintext: String,
         /// Encryption context.
         encryption_context: HashMap<String, String>,
@@ -146,6 +161,7 @@ request!(
     /// Decrypt.
     DecryptRequest {
         /// Base64 ciphertext.
+        #[serde(skip_serializing)]
         ciphertext_blob: String,
         /// Encryption context.
         encryption_context: HashMap<String, String>,
@@ -156,6 +172,7 @@ request!(
         /// Algorithm.
         encryption_algorithm: String,
         /// Nitro enclave recipient.
+        #[serde(skip_serializing)]
         recipient: serde_json::Value,
         /// Check permissions only.
         dry_run: bool,
@@ -168,6 +185,7 @@ request!(
     /// ReEncrypt.
     ReEncryptRequest {
         /// Base64 ciphertext.
+        #[serde(skip_serializing)]
         ciphertext_blob: String,
         /// Context of the source ciphertext.
         source_encryption_context: HashMap<String, String>,
@@ -204,6 +222,7 @@ request!(
         /// Grant tokens.
         grant_tokens: Vec<String>,
         /// Nitro enclave recipient.
+        #[serde(skip_serializing)]
         recipient: serde_json::Value,
         /// Check permissions only.
         dry_run: bool,
@@ -218,6 +237,7 @@ request!(
         /// Custom key store to draw from.
         custom_key_store_id: String,
         /// Nitro enclave recipient.
+        #[serde(skip_serializing)]
         recipient: serde_json::Value,
     }
 );
@@ -419,6 +439,7 @@ request!(
         /// The key.
         key_id: String,
         /// Base64 message or digest.
+        #[serde(skip_serializing)]
         message: String,
         /// RAW, DIGEST or EXTERNAL_MU.
         message_type: String,
@@ -427,6 +448,7 @@ request!(
         /// The signing algorithm.
         signing_algorithm: String,
         /// Base64 signature (Verify).
+        #[serde(skip_serializing)]
         signature: String,
         /// Check permissions only.
         dry_run: bool,
@@ -437,12 +459,14 @@ request!(
     /// GenerateMac and VerifyMac.
     MacRequest {
         /// Base64 message.
+        #[serde(skip_serializing)]
         message: String,
         /// The key.
         key_id: String,
         /// The MAC algorithm.
         mac_algorithm: String,
         /// Base64 MAC (VerifyMac).
+        #[serde(skip_serializing)]
         mac: String,
         /// Grant tokens.
         grant_tokens: Vec<String>,
@@ -463,6 +487,7 @@ request!(
         /// Grant tokens.
         grant_tokens: Vec<String>,
         /// Nitro enclave recipient.
+        #[serde(skip_serializing)]
         recipient: serde_json::Value,
         /// Check permissions only.
         dry_run: bool,
@@ -477,12 +502,14 @@ request!(
         /// ECDH.
         key_agreement_algorithm: String,
         /// Base64 DER SubjectPublicKeyInfo of the peer.
+        #[serde(skip_serializing)]
         public_key: String,
         /// Grant tokens.
         grant_tokens: Vec<String>,
         /// Check permissions only.
         dry_run: bool,
         /// Nitro enclave recipient.
+        #[serde(skip_serializing)]
         recipient: serde_json::Value,
     }
 );
@@ -497,6 +524,7 @@ request!(
         /// PEM certificate, kept and returned.
         trust_anchor_certificate: String,
         /// The token's user PIN.
+        #[serde(skip_serializing)]
         key_store_password: SecretString,
         /// AWS_CLOUDHSM (the default) or EXTERNAL_KEY_STORE.
         custom_key_store_type: String,
@@ -525,6 +553,7 @@ request!(
         /// A new name.
         new_custom_key_store_name: String,
         /// A new user PIN.
+        #[serde(skip_serializing)]
         key_store_password: SecretString,
         /// A new token label.
         cloud_hsm_cluster_id: String,
@@ -587,8 +616,10 @@ request!(
         /// The key.
         key_id: String,
         /// The token from GetParametersForImport.
+        #[serde(skip_serializing)]
         import_token: String,
         /// The wrapped material.
+        #[serde(skip_serializing)]
         encrypted_key_material: String,
         /// When the material expires (epoch seconds).
         valid_to: f64,
@@ -696,6 +727,135 @@ pub struct AliasListEntry {
     pub creation_date: f64,
     /// Last update time.
     pub last_updated_date: f64,
+}
+
+/// The response of an operation that has no typed response of its own yet: the JSON object
+/// the operation built, with AWS's field names.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+pub struct JsonResponse(pub serde_json::Value);
+
+/// Serializes bytes as base64, as AWS JSON carries blobs.
+fn base64_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
+    use base64::Engine as _;
+    s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(b))
+}
+
+/// Serializes a secret as base64 (only into a response to the caller entitled to it).
+fn base64_secret<S: serde::Serializer>(b: &SecretBytes, s: S) -> Result<S::Ok, S::Error> {
+    base64_bytes(b.expose_secret(), s)
+}
+
+/// Serializes an optional secret as base64.
+fn base64_secret_opt<S: serde::Serializer>(
+    b: &Option<SecretBytes>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match b {
+        Some(b) => base64_secret(b, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Encrypt.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncryptResponse {
+    /// The ciphertext.
+    #[serde(serialize_with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    /// ARN of the key that encrypted.
+    pub key_id: String,
+    /// The algorithm used.
+    pub encryption_algorithm: EncryptionAlgorithm,
+}
+
+/// Decrypt.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecryptResponse {
+    /// ARN of the key that decrypted.
+    pub key_id: String,
+    /// The plaintext.
+    #[serde(serialize_with = "base64_secret")]
+    pub plaintext: SecretBytes,
+    /// The algorithm used.
+    pub encryption_algorithm: EncryptionAlgorithm,
+    /// The key material that decrypted (symmetric keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
+}
+
+/// ReEncrypt.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReEncryptResponse {
+    /// The new ciphertext.
+    #[serde(serialize_with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    /// ARN of the key that decrypted.
+    pub source_key_id: String,
+    /// ARN of the key that encrypted.
+    pub key_id: String,
+    /// Algorithm of the source ciphertext.
+    pub source_encryption_algorithm: EncryptionAlgorithm,
+    /// Algorithm of the new ciphertext.
+    pub destination_encryption_algorithm: EncryptionAlgorithm,
+    /// Key material that decrypted (symmetric keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_key_material_id: Option<String>,
+    /// Key material that encrypted (symmetric keys).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination_key_material_id: Option<String>,
+}
+
+/// GenerateDataKey.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyResponse {
+    /// The data key, encrypted.
+    #[serde(serialize_with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    /// The data key.
+    #[serde(serialize_with = "base64_secret")]
+    pub plaintext: SecretBytes,
+    /// ARN of the key that encrypted the data key.
+    pub key_id: String,
+    /// The key material that encrypted it.
+    pub key_material_id: String,
+}
+
+/// GenerateDataKeyWithoutPlaintext.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateDataKeyWithoutPlaintextResponse {
+    /// The data key, encrypted.
+    #[serde(serialize_with = "base64_bytes")]
+    pub ciphertext_blob: Vec<u8>,
+    /// ARN of the key that encrypted the data key.
+    pub key_id: String,
+    /// The key material that encrypted it.
+    pub key_material_id: String,
+}
+
+/// GenerateRandom.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateRandomResponse {
+    /// The random bytes.
+    #[serde(
+        serialize_with = "base64_secret_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub plaintext: Option<SecretBytes>,
+}
+
+/// CreateKey and DescribeKey.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMetadataResponse {
+    /// The key's metadata.
+    pub key_metadata: KeyMetadata,
 }
 
 /// Epoch seconds with millisecond precision, as AWS JSON timestamps are.

@@ -4,7 +4,8 @@
 //! brings (encryption context, algorithm, ...). [`Engine::authorize`] builds the request context,
 //! evaluates the key's policy, and records the decision for the audit event. Operations that
 //! AWS never allows across accounts are refused for a key of another account before the policy
-//! is read.
+//! is read. When the policy neither allows nor denies, the key's grants are read
+//! ([`grant_allows`]): the grant rule lives here, and the grant operations only manage grants.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -77,6 +78,26 @@ impl<'a> Conditions<'a> {
     }
 }
 
+/// True when grant `g` lets `caller` perform `op` (`Encrypt`, without `kms:`) with
+/// encryption context `ctx`: the caller is the grantee (or the grantee is its account), the
+/// grant lists the operation, and the context meets the grant's constraint (a stored
+/// constraint that cannot be read allows nothing).
+pub(crate) fn grant_allows(
+    g: &GrantRecord,
+    caller: &Principal,
+    op: &str,
+    ctx: Option<&EncryptionContext>,
+) -> bool {
+    let grantee_ok = g.grantee == caller.arn
+        || g.grantee
+            .strip_prefix("arn:aws:iam::")
+            .and_then(|r| r.strip_suffix(":root"))
+            .is_some_and(|account| account == caller.account);
+    grantee_ok
+        && g.operations.iter().any(|o| o == op)
+        && g.constraints.as_ref().is_none_or(|c| c.allows(ctx))
+}
+
 fn denied(caller: &Principal, action: &str, key_arn: &str, explicit: bool) -> KmsError {
     let why = if explicit {
         "with an explicit deny in a resource-based policy".to_string()
@@ -144,7 +165,15 @@ impl Engine {
         if !rec.source_ip.is_empty() {
             put("aws:SourceIp", vec![rec.source_ip.clone()]);
         }
-        put("aws:SecureTransport", vec!["false".into()]);
+        put(
+            "aws:SecureTransport",
+            vec![if rec.secure_transport {
+                "true"
+            } else {
+                "false"
+            }
+            .into()],
+        );
         if let Some(via) = &rec.via_service {
             put("kms:ViaService", vec![via.clone()]);
         }
@@ -219,7 +248,7 @@ impl Engine {
                 let grants = self.grants_of(key)?;
                 if let Some(g) = grants
                     .iter()
-                    .find(|g| crate::ops::grant_allows(g, caller, op, conds.context))
+                    .find(|g| grant_allows(g, caller, op, conds.context))
                 {
                     rec.decision = Some(format!("allowed {action} by grant {}", g.grant_id));
                     return Ok(Allowed::ByGrant(Box::new(g.clone())));
@@ -265,5 +294,64 @@ impl Engine {
         rec.resources.push(self.key_arn(&key));
         self.authorize(caller, rec, &key, action, conds)?;
         Ok(key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyhold_core::grant::GrantConstraint;
+    use keyhold_core::ids::KeyId;
+
+    fn grant(constraints: Option<GrantConstraint>) -> GrantRecord {
+        GrantRecord {
+            grant_id: "0".repeat(64),
+            key_id: KeyId::parse("1234abcd-12ab-34cd-56ef-1234567890ab").unwrap(),
+            name: None,
+            grantee: "arn:aws:iam::111122223333:user/app".into(),
+            retiring: None,
+            issuing_account: "111122223333".into(),
+            operations: vec!["Encrypt".into(), "Decrypt".into()],
+            constraints,
+            token: "t".into(),
+            created_at: 0,
+        }
+    }
+
+    fn caller(arn: &str) -> Principal {
+        Principal {
+            arn: arn.into(),
+            account: "111122223333".into(),
+            access_key_id: "AKIA".into(),
+        }
+    }
+
+    #[test]
+    fn a_grant_allows_its_grantee_its_operations() {
+        let g = grant(None);
+        let app = caller("arn:aws:iam::111122223333:user/app");
+        assert!(grant_allows(&g, &app, "Encrypt", None));
+        assert!(!grant_allows(&g, &app, "ReEncryptFrom", None));
+        let other = caller("arn:aws:iam::111122223333:user/other");
+        assert!(!grant_allows(&g, &other, "Encrypt", None));
+        let mut to_account = grant(None);
+        to_account.grantee = "arn:aws:iam::111122223333:root".into();
+        assert!(grant_allows(&to_account, &other, "Encrypt", None));
+    }
+
+    #[test]
+    fn constraints_are_checked_and_an_unreadable_one_denies() {
+        let app = caller("arn:aws:iam::111122223333:user/app");
+        let ctx = EncryptionContext::new([("repo".to_string(), "r-1".to_string())].into());
+        let sub = grant(Some(GrantConstraint::from_json(
+            r#"{"EncryptionContextSubset":{"repo":"r-1"}}"#,
+        )));
+        assert!(grant_allows(&sub, &app, "Encrypt", Some(&ctx)));
+        assert!(!grant_allows(&sub, &app, "Encrypt", None));
+        for stored in ["{", r#"{"EncryptionContextSubset":5}"#, "{}"] {
+            let bad = grant(Some(GrantConstraint::from_json(stored)));
+            assert!(!grant_allows(&bad, &app, "Encrypt", Some(&ctx)), "{stored}");
+            assert!(!grant_allows(&bad, &app, "Encrypt", None), "{stored}");
+        }
     }
 }

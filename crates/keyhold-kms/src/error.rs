@@ -4,9 +4,9 @@ use keyhold_core::key::StateRefusal;
 use keyhold_store::StoreError;
 
 macro_rules! error_codes {
-    ($($(#[$m:meta])* $variant:ident),+ $(,)?) => {
-        /// Every error name keyhold puts on the wire (`__type`). The server's table maps each
-        /// to its HTTP status.
+    ($($(#[$m:meta])* $variant:ident = $status:literal),+ $(,)?) => {
+        /// Every error name keyhold puts on the wire (`__type`), with the HTTP status AWS KMS
+        /// returns it with. This table is the only source of both; it is matched exhaustively.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[non_exhaustive]
         pub enum ErrorCode { $($(#[$m])* $variant),+ }
@@ -19,91 +19,96 @@ macro_rules! error_codes {
             pub fn as_str(&self) -> &'static str {
                 match self { $(Self::$variant => stringify!($variant)),+ }
             }
+
+            /// The HTTP status of the error.
+            pub fn http_status(&self) -> u16 {
+                match self { $(Self::$variant => $status),+ }
+            }
         }
     };
 }
 
 error_codes!(
     /// The caller may not do this.
-    AccessDeniedException,
+    AccessDeniedException = 400,
     /// A name (alias) already exists.
-    AlreadyExistsException,
+    AlreadyExistsException = 400,
     /// The PKCS#11 token (cluster) already backs another custom key store.
-    CloudHsmClusterInUseException,
+    CloudHsmClusterInUseException = 400,
     /// No PKCS#11 token has that label.
-    CloudHsmClusterNotFoundException,
+    CloudHsmClusterNotFoundException = 400,
     /// A custom key store still holds keys.
-    CustomKeyStoreHasCMKsException,
+    CustomKeyStoreHasCMKsException = 400,
     /// The custom key store's connection state does not allow the operation.
-    CustomKeyStoreInvalidStateException,
+    CustomKeyStoreInvalidStateException = 400,
     /// Another custom key store of the account has that name.
-    CustomKeyStoreNameInUseException,
+    CustomKeyStoreNameInUseException = 400,
     /// No custom key store has that id.
-    CustomKeyStoreNotFoundException,
+    CustomKeyStoreNotFoundException = 400,
     /// The storage backend did not answer in time.
-    DependencyTimeoutException,
+    DependencyTimeoutException = 503,
     /// The key is disabled.
-    DisabledException,
+    DisabledException = 400,
     /// DryRun was set and the request would have succeeded.
-    DryRunOperationException,
+    DryRunOperationException = 400,
     /// The import token has expired.
-    ExpiredImportTokenException,
+    ExpiredImportTokenException = 400,
     /// Imported material is not valid, or not the material imported before.
-    IncorrectKeyMaterialException,
+    IncorrectKeyMaterialException = 400,
     /// The import token is not valid for this key.
-    InvalidImportTokenException,
+    InvalidImportTokenException = 400,
     /// Decrypt named a different key than the ciphertext's.
-    IncorrectKeyException,
+    IncorrectKeyException = 400,
     /// The SigV4 Authorization header is malformed.
-    IncompleteSignatureException,
+    IncompleteSignatureException = 400,
     /// The alias name is not valid.
-    InvalidAliasNameException,
+    InvalidAliasNameException = 400,
     /// An ARN is not valid.
-    InvalidArnException,
+    InvalidArnException = 400,
     /// The ciphertext, its context or its key do not match.
-    InvalidCiphertextException,
+    InvalidCiphertextException = 400,
     /// A grant id is not valid.
-    InvalidGrantIdException,
+    InvalidGrantIdException = 400,
     /// A grant token is not valid.
-    InvalidGrantTokenException,
+    InvalidGrantTokenException = 400,
     /// The key's usage or algorithm does not fit the operation.
-    InvalidKeyUsageException,
+    InvalidKeyUsageException = 400,
     /// A pagination marker is not valid.
-    InvalidMarkerException,
+    InvalidMarkerException = 400,
     /// The request signature does not match.
-    InvalidSignatureException,
+    InvalidSignatureException = 400,
     /// An internal fault.
-    KMSInternalException,
+    KMSInternalException = 500,
     /// The key's state does not allow the operation.
-    KMSInvalidStateException,
+    KMSInvalidStateException = 400,
     /// Verify found the signature invalid.
-    KMSInvalidSignatureException,
+    KMSInvalidSignatureException = 400,
     /// VerifyMac found the MAC invalid.
-    KMSInvalidMacException,
+    KMSInvalidMacException = 400,
     /// A quota is exceeded.
-    LimitExceededException,
+    LimitExceededException = 400,
     /// A key policy is not valid.
-    MalformedPolicyDocumentException,
+    MalformedPolicyDocumentException = 400,
     /// The request carries no authentication.
-    MissingAuthenticationTokenException,
+    MissingAuthenticationTokenException = 403,
     /// The key or alias does not exist.
-    NotFoundException,
+    NotFoundException = 400,
     /// The request body is larger than allowed.
-    RequestEntityTooLargeException,
+    RequestEntityTooLargeException = 413,
     /// The request body is not valid JSON of the right shape.
-    SerializationException,
+    SerializationException = 400,
     /// A tag is not valid.
-    TagException,
+    TagException = 400,
     /// Too many requests.
-    ThrottlingException,
+    ThrottlingException = 400,
     /// The access key id is not known.
-    UnrecognizedClientException,
+    UnrecognizedClientException = 400,
     /// The operation name is not known.
-    UnknownOperationException,
+    UnknownOperationException = 400,
     /// The operation or option is not supported.
-    UnsupportedOperationException,
+    UnsupportedOperationException = 400,
     /// A field is missing or out of range.
-    ValidationException,
+    ValidationException = 400,
 );
 
 /// An error returned to the caller: an AWS error name and a message that names the value at
@@ -188,5 +193,62 @@ impl From<StoreError> for KmsError {
             }
             other => Self::internal(other),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wire error table, pinned: a 400 never drifts to another status.
+    #[test]
+    fn error_table_is_pinned() {
+        let expected: &[(&str, u16)] = &[
+            ("AccessDeniedException", 400),
+            ("AlreadyExistsException", 400),
+            ("CloudHsmClusterInUseException", 400),
+            ("CloudHsmClusterNotFoundException", 400),
+            ("CustomKeyStoreHasCMKsException", 400),
+            ("CustomKeyStoreInvalidStateException", 400),
+            ("CustomKeyStoreNameInUseException", 400),
+            ("CustomKeyStoreNotFoundException", 400),
+            ("DependencyTimeoutException", 503),
+            ("DisabledException", 400),
+            ("DryRunOperationException", 400),
+            ("ExpiredImportTokenException", 400),
+            ("IncorrectKeyMaterialException", 400),
+            ("InvalidImportTokenException", 400),
+            ("IncorrectKeyException", 400),
+            ("IncompleteSignatureException", 400),
+            ("InvalidAliasNameException", 400),
+            ("InvalidArnException", 400),
+            ("InvalidCiphertextException", 400),
+            ("InvalidGrantIdException", 400),
+            ("InvalidGrantTokenException", 400),
+            ("InvalidKeyUsageException", 400),
+            ("InvalidMarkerException", 400),
+            ("InvalidSignatureException", 400),
+            ("KMSInternalException", 500),
+            ("KMSInvalidStateException", 400),
+            ("KMSInvalidSignatureException", 400),
+            ("KMSInvalidMacException", 400),
+            ("LimitExceededException", 400),
+            ("MalformedPolicyDocumentException", 400),
+            ("MissingAuthenticationTokenException", 403),
+            ("NotFoundException", 400),
+            ("RequestEntityTooLargeException", 413),
+            ("SerializationException", 400),
+            ("TagException", 400),
+            ("ThrottlingException", 400),
+            ("UnrecognizedClientException", 400),
+            ("UnknownOperationException", 400),
+            ("UnsupportedOperationException", 400),
+            ("ValidationException", 400),
+        ];
+        let table: Vec<(&str, u16)> = ErrorCode::ALL
+            .iter()
+            .map(|c| (c.as_str(), c.http_status()))
+            .collect();
+        assert_eq!(table, expected);
     }
 }

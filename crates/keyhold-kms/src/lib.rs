@@ -1,12 +1,13 @@
 //! keyhold-kms: the engine behind the KMS API. Knows nothing of HTTP.
 //!
 //! # Layout
-//! - [`Engine`]: owns the store, root key, keyring, clock and audit sink; [`Engine::handle`]
-//!   runs one named operation on a JSON body for an authenticated principal and audits it.
-//! - [`ops`]: the operations, grouped by area (keys, crypto, aliases, tags, random), and the
-//!   [`ops::Operation`] enum that names them.
-//! - [`api`]: request/response shapes with AWS's field names; [`validate`]: turning request
-//!   fields into typed values with AWS's validation errors.
+//! - [`Engine`]: owns the store, root key, keyring, clock and audit sink; [`Engine::call`]
+//!   runs one typed [`Request`] for an authenticated principal, audits it and answers a typed
+//!   [`Response`]: the one entry point of every front door.
+//! - [`ops`]: the operations, grouped by area, and the [`Operation`], [`Request`] and
+//!   [`Response`] enums that name them ([`Request::from_json`] is the AWS JSON 1.1 decoder).
+//! - [`api`]: request and response shapes with AWS's field names; [`validate`]: turning
+//!   request fields into typed values with AWS's validation errors.
 //! - `authz`: key policies applied to each request (`Engine::authorize`).
 //! - `managed`: AWS managed keys (`alias/aws/<service>`), made on first use.
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
@@ -38,11 +39,11 @@ use keyhold_core::CoreError;
 use keyhold_hsm::RootKey;
 use keyhold_store::{KeyLastUsage, KeyRecord, KeyVersionRecord, Store};
 
-use crate::audit::{AuditSink, CallInfo};
+use crate::audit::{AuditSink, CallInfo, Parameters};
 use crate::clock::Clock;
 use crate::error::{ErrorCode, KmsError};
 use crate::keyring::Keyring;
-use crate::ops::Operation;
+pub use crate::ops::{Operation, Request, Response};
 use crate::principal::{Credential, CredentialCache, Principal};
 
 /// The refusal of every request while the audit log cannot be written.
@@ -66,6 +67,22 @@ pub struct RequestMeta {
     /// The service a request comes through (`s3.us-east-1.amazonaws.com`), set only by
     /// keyhold's own service front doors, never from a client's request (`kms:ViaService`).
     pub via_service: Option<String>,
+    /// True when the request arrived over TLS (`aws:SecureTransport`); set by the front door
+    /// from the connection itself, never from the request.
+    pub secure_transport: bool,
+}
+
+/// What is known of a request refused before it became a typed call, for its audit event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Refused<'a> {
+    /// The operation named, as sent (may be empty or unknown).
+    pub op_name: &'a str,
+    /// The authenticated caller, once authentication has passed.
+    pub principal: Option<&'a Principal>,
+    /// The access key id claimed, when authentication failed.
+    pub claimed_access_key_id: Option<&'a str>,
+    /// The body as received.
+    pub body: &'a [u8],
 }
 
 /// The engine.
@@ -105,6 +122,8 @@ pub struct CallRecord {
     pub decision: Option<String>,
     /// The service the request came through, if any (`kms:ViaService`).
     pub via_service: Option<String>,
+    /// The request arrived over TLS (`aws:SecureTransport`).
+    pub secure_transport: bool,
 }
 
 impl Engine {
@@ -169,58 +188,50 @@ impl Engine {
             .lookup(self.store.as_ref(), self.root.as_ref(), access_key_id)
     }
 
-    /// True when `op` needs no store access on a warm cache (the server may run it inline).
-    pub fn is_hot(op: &str) -> bool {
-        Operation::from_name(op).is_some_and(|o| o.is_hot())
-    }
-
-    /// Runs operation `op_name` on `body` for `principal`, and audits the call. Returns the
-    /// JSON response body.
-    pub fn handle(
+    /// Runs one request for `principal` and audits it. Every front door (the KMS JSON wire,
+    /// the S3 gateway, the console) comes through here, so key policies, grants, key state and
+    /// the audit log apply to every path alike. `meta` carries what the front door knows of
+    /// the transport and, for a service front door, the service (`kms:ViaService`).
+    pub fn call(
         &self,
         principal: &Principal,
         meta: &RequestMeta,
-        op_name: &str,
-        body: &[u8],
-    ) -> Result<Vec<u8>, KmsError> {
+        request: Request,
+    ) -> Result<Response, KmsError> {
+        let op = request.operation();
+        let parameters = request.parameters();
         let mut rec = CallRecord {
             source_ip: meta.source_ip.clone(),
             via_service: meta.via_service.clone(),
+            secure_transport: meta.secure_transport,
             ..CallRecord::default()
         };
-        let op = Operation::from_name(op_name);
         let event_id = uuid::Uuid::new_v4().to_string();
         // Fail closed: nothing is done that could not be audited.
         if let Some(why) = self.audit.failure() {
             return Err(audit_failed(&why));
         }
-        let result = match op {
-            Some(op) => op.run(self, principal, body, &mut rec),
-            None => Err(KmsError::new(
-                ErrorCode::UnknownOperationException,
-                format!("Unknown operation {op_name}"),
-            )),
-        };
+        let result = request.run(self, principal, &mut rec);
         let err = result.as_ref().err();
         let now = self.clock.now_ms();
-        if err.is_none() && op.is_some_and(|o| o.tracks_usage()) {
-            self.note_usage(op_name, &rec.resources, now, &event_id);
+        if err.is_none() && op.tracks_usage() {
+            self.note_usage(op.name(), &rec.resources, now, &event_id);
         }
         let recorded = self.audit(&CallInfo {
             event_id: &event_id,
-            event_name: op_name,
+            event_name: op.name(),
             principal: Some(principal),
             claimed_access_key_id: None,
             source_ip: &meta.source_ip,
             user_agent: &meta.user_agent,
             request_id: &meta.request_id,
-            body,
+            parameters: Parameters::Typed(&parameters),
             error: err.map(|e| (e.code.as_str(), e.message.as_str())),
             resources: &rec.resources,
             decision: rec.decision.as_deref(),
             region: &self.region,
             time_ms: now,
-            read_only: op.is_some_and(|o| o.is_read_only()),
+            read_only: op.is_read_only(),
         });
         match recorded {
             Ok(()) => result,
@@ -233,24 +244,19 @@ impl Engine {
         self.audit.close()
     }
 
-    /// Audits a request refused before it reached an operation (authentication, framing).
-    pub fn audit_refused(
-        &self,
-        meta: &RequestMeta,
-        op_name: &str,
-        claimed_access_key_id: Option<&str>,
-        body: &[u8],
-        error: &KmsError,
-    ) {
+    /// Audits a request refused before it became a typed call: authentication or framing
+    /// (no `principal`), or an unknown operation or a body that does not parse (with the
+    /// authenticated `principal`).
+    pub fn audit_refused(&self, meta: &RequestMeta, refused: Refused<'_>, error: &KmsError) {
         let _ = self.audit(&CallInfo {
             event_id: &uuid::Uuid::new_v4().to_string(),
-            event_name: op_name,
-            principal: None,
-            claimed_access_key_id,
+            event_name: refused.op_name,
+            principal: refused.principal,
+            claimed_access_key_id: refused.claimed_access_key_id,
             source_ip: &meta.source_ip,
             user_agent: &meta.user_agent,
             request_id: &meta.request_id,
-            body,
+            parameters: Parameters::Raw(refused.body),
             error: Some((error.code.as_str(), error.message.as_str())),
             resources: &[],
             decision: None,
@@ -272,7 +278,7 @@ impl Engine {
             source_ip: "keyhold",
             user_agent: "keyhold",
             request_id: &uuid::Uuid::new_v4().to_string(),
-            body: &body,
+            parameters: Parameters::Raw(&body),
             error: None,
             resources: &[],
             decision: None,

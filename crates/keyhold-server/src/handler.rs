@@ -1,7 +1,6 @@
 //! One HTTP request, from bytes to the engine and back.
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,11 +8,12 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use keyhold_kms::error::{ErrorCode, KmsError};
-use keyhold_kms::{Engine, RequestMeta};
+use keyhold_kms::principal::Principal;
+use keyhold_kms::{Engine, Operation, Refused, Request as KmsRequest, RequestMeta};
+use keyhold_sigv4::{Scope, SignedRequest};
 
-use crate::sigv4::{self, SignedRequest};
 use crate::wire::{self, CONTENT_TYPE, TARGET_PREFIX};
-use crate::ServerOptions;
+use crate::{Connection, ServerOptions};
 
 type Resp = Response<Full<Bytes>>;
 
@@ -39,16 +39,31 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// The KMS error of a refused signature.
+fn auth_error(e: keyhold_sigv4::Error<KmsError>) -> KmsError {
+    use keyhold_sigv4::Error;
+    match e {
+        Error::Missing => KmsError::new(
+            ErrorCode::MissingAuthenticationTokenException,
+            "Missing Authentication Token",
+        ),
+        Error::Incomplete(m) => KmsError::new(ErrorCode::IncompleteSignatureException, m),
+        Error::Invalid(m) => KmsError::new(ErrorCode::InvalidSignatureException, m),
+        Error::UnrecognizedClient(m) => KmsError::new(ErrorCode::UnrecognizedClientException, m),
+        Error::Lookup(e) => e,
+    }
+}
+
 pub(crate) async fn handle(
     engine: Arc<Engine>,
     options: Arc<ServerOptions>,
     inflight: Arc<tokio::sync::Semaphore>,
-    peer: SocketAddr,
+    conn: Connection,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
     let meta = RequestMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
-        source_ip: peer.ip().to_string(),
+        source_ip: conn.peer.ip().to_string(),
         user_agent: req
             .headers()
             .get(header::USER_AGENT)
@@ -57,6 +72,8 @@ pub(crate) async fn handle(
             .to_string(),
         // Never taken from the client: only keyhold's own service front doors set it.
         via_service: None,
+        // From the connection the request came on, never from the request.
+        secure_transport: conn.tls,
     };
     let (parts, body) = req.into_parts();
     if parts.method == Method::GET && parts.uri.path() == "/health" {
@@ -66,22 +83,34 @@ pub(crate) async fn handle(
             b"{\"status\":\"ok\"}".to_vec(),
         ));
     }
-    let op = parts
+    // The operation name, read once.
+    let target = parts
         .headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .and_then(|t| t.strip_prefix(TARGET_PREFIX))
         .unwrap_or("")
         .to_string();
-    let claimed = sigv4::claimed_access_key_id(&parts.headers);
-    let refuse = |e: KmsError, body: &[u8]| {
-        engine.audit_refused(&meta, &op, claimed.as_deref(), body, &e);
+    let claimed = keyhold_sigv4::claimed_access_key_id(&parts.headers);
+    let refuse = |e: KmsError, principal: Option<&Principal>, body: &[u8]| {
+        let refused = Refused {
+            op_name: &target,
+            principal,
+            claimed_access_key_id: if principal.is_some() {
+                None
+            } else {
+                claimed.as_deref()
+            },
+            body,
+        };
+        engine.audit_refused(&meta, refused, &e);
         error_response(&meta.request_id, &e)
     };
     // Overload: answer at once instead of queueing without bound.
     let Ok(_permit) = inflight.try_acquire_owned() else {
         return Ok(refuse(
             KmsError::new(ErrorCode::ThrottlingException, "Rate exceeded"),
+            None,
             b"",
         ));
     };
@@ -100,7 +129,7 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > options.max_body_bytes as u64) {
-        return Ok(refuse(too_large, b""));
+        return Ok(refuse(too_large, None, b""));
     }
     let body = match Limited::new(body, options.max_body_bytes).collect().await {
         Ok(b) => b.to_bytes(),
@@ -108,7 +137,7 @@ pub(crate) async fn handle(
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return Ok(refuse(too_large, b""));
+                return Ok(refuse(too_large, None, b""));
             }
             tracing::debug!(error = %e, "request body read failed");
             return Ok(refuse(
@@ -116,6 +145,7 @@ pub(crate) async fn handle(
                     ErrorCode::SerializationException,
                     "Could not read request body",
                 ),
+                None,
                 b"",
             ));
         }
@@ -126,6 +156,7 @@ pub(crate) async fn handle(
                 ErrorCode::UnknownOperationException,
                 format!("No operation at {} {}", parts.method, parts.uri.path()),
             ),
+            None,
             &body,
         ));
     }
@@ -136,36 +167,58 @@ pub(crate) async fn handle(
         headers: &parts.headers,
         body: &body,
     };
-    let cred = match sigv4::verify(&signed, engine.region(), now_secs(), |akid| {
-        engine.credential(akid)
-    }) {
-        Ok(c) => c,
-        Err(e) => return Ok(refuse(e, &body)),
+    let scope = Scope {
+        service: "kms",
+        region: engine.region(),
     };
-    if op.is_empty() {
+    let verified = keyhold_sigv4::verify(&signed, scope, now_secs(), |akid| {
+        Ok(engine.credential(akid)?.map(|c| {
+            let secret = c.secret.clone();
+            (c, secret)
+        }))
+    });
+    let cred = match verified {
+        Ok(c) => c,
+        Err(e) => return Ok(refuse(auth_error(e), None, &body)),
+    };
+    if target.is_empty() {
         return Ok(refuse(
             KmsError::new(
                 ErrorCode::UnknownOperationException,
                 "Missing or malformed X-Amz-Target header",
             ),
+            Some(&cred.principal),
             &body,
         ));
     }
+    let Some(op) = Operation::from_name(&target) else {
+        return Ok(refuse(
+            KmsError::new(
+                ErrorCode::UnknownOperationException,
+                format!("Unknown operation {target}"),
+            ),
+            Some(&cred.principal),
+            &body,
+        ));
+    };
+    let request = match KmsRequest::from_json(op, &body) {
+        Ok(r) => r,
+        Err(e) => return Ok(refuse(e, Some(&cred.principal), &body)),
+    };
 
-    let result = if Engine::is_hot(&op) {
-        engine.handle(&cred.principal, &meta, &op, &body)
+    let result = if op.is_hot() {
+        engine.call(&cred.principal, &meta, request)
     } else {
         let engine = engine.clone();
         let meta = meta.clone();
-        let op = op.clone();
-        match tokio::task::spawn_blocking(move || engine.handle(&cred.principal, &meta, &op, &body))
+        match tokio::task::spawn_blocking(move || engine.call(&cred.principal, &meta, request))
             .await
         {
             Ok(r) => r,
             Err(e) => Err(KmsError::internal(e)),
         }
     };
-    Ok(match result {
+    Ok(match result.and_then(|r| r.to_json()) {
         Ok(body) => response(200, &meta.request_id, body),
         Err(e) => error_response(&meta.request_id, &e),
     })

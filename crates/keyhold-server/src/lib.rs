@@ -3,16 +3,15 @@
 //!
 //! # Layout
 //! - [`run`]: serves a bound listener until a shutdown future resolves, then drains.
-//! - `handler`: one request: framing limits, target, SigV4, dispatch to the engine.
-//! - [`sigv4`]: signature verification.
-//! - [`wire`]: the error table and JSON error bodies.
+//! - `handler`: one request: framing limits, SigV4 (keyhold-sigv4), the AWS JSON 1.1 codec
+//!   (the operation name and body parsed once into a typed request), `Engine::call`.
+//! - [`wire`]: the JSON error bodies (the error table is `ErrorCode::http_status`).
 //! - [`tls`]: rustls configuration, the swappable certificate, and the private CA.
 //! - [`spawn_maintenance_task`]: destroys keys whose deletion window has passed and performs
 //!   due automatic rotations.
 #![forbid(unsafe_code)]
 
 mod handler;
-pub mod sigv4;
 pub mod tls;
 pub mod wire;
 
@@ -49,6 +48,15 @@ impl Default for ServerOptions {
             max_inflight: 1024,
         }
     }
+}
+
+/// What the handler knows of the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Connection {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// True for a TLS connection (`aws:SecureTransport`).
+    pub tls: bool,
 }
 
 /// How long a client may take to complete the TLS handshake.
@@ -90,8 +98,12 @@ pub async fn run(
         let engine = engine.clone();
         let opts = options.clone();
         let gate = inflight.clone();
+        let conn = Connection {
+            peer,
+            tls: options.tls.is_some(),
+        };
         let service = hyper::service::service_fn(move |req| {
-            handler::handle(engine.clone(), opts.clone(), gate.clone(), peer, req)
+            handler::handle(engine.clone(), opts.clone(), gate.clone(), conn, req)
         });
         let builder = auto::Builder::new(TokioExecutor::new());
         match &options.tls {

@@ -1,6 +1,7 @@
 //! One conformance suite for every backend: the same checks run against SQLite always, and
 //! against PostgreSQL when `KEYHOLD_TEST_POSTGRES_URL` is set (each run in a fresh schema).
 
+use keyhold_core::grant::GrantConstraint;
 use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
@@ -363,7 +364,9 @@ fn grants_and_usage(s: &dyn Store) {
         retiring: Some("arn:aws:iam::111122223333:user/r".into()),
         issuing_account: ACCT.into(),
         operations: vec!["Decrypt".into(), "Encrypt".into()],
-        constraints: Some("{\"EncryptionContextSubset\":{\"a\":\"b\"}}".into()),
+        constraints: Some(GrantConstraint::from_json(
+            "{\"EncryptionContextSubset\":{\"a\":\"b\"}}",
+        )),
         token: "khgt1.token".into(),
         created_at: 3,
     };

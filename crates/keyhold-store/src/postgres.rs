@@ -11,6 +11,7 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use keyhold_core::grant::GrantConstraint;
 use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
@@ -189,7 +190,7 @@ fn insert_grant(c: &mut impl postgres::GenericClient, g: &GrantRecord) -> Result
             &g.retiring,
             &g.issuing_account,
             &g.operations.join(","),
-            &g.constraints,
+            &g.constraints.as_ref().map(GrantConstraint::to_json),
             &g.token,
             &g.created_at,
         ],
@@ -302,7 +303,10 @@ fn grant_from_row(r: &Row) -> Result<GrantRecord, StoreError> {
             .filter(|o| !o.is_empty())
             .map(str::to_string)
             .collect(),
-        constraints: r.get(7),
+        constraints: r
+            .get::<_, Option<String>>(7)
+            .as_deref()
+            .map(GrantConstraint::from_json),
         token: r.get(8),
         created_at: r.get(9),
     })

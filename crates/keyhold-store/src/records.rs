@@ -1,5 +1,6 @@
 //! Rows of the store. Timestamps are milliseconds since the Unix epoch.
 
+use keyhold_core::grant::GrantConstraint;
 use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 
@@ -200,8 +201,10 @@ pub struct GrantRecord {
     pub issuing_account: String,
     /// Operation names (`Encrypt`, `Decrypt`, ...).
     pub operations: Vec<String>,
-    /// Constraints as AWS's JSON (`{"EncryptionContextSubset": {...}}`), if any.
-    pub constraints: Option<String>,
+    /// The encryption context constraint, if any (stored as AWS's JSON,
+    /// `{"EncryptionContextSubset": {...}}`; in backups as that JSON text).
+    #[serde(with = "constraint_text")]
+    pub constraints: Option<GrantConstraint>,
     /// The grant token handed to the creator.
     pub token: String,
     /// Creation time.
@@ -252,6 +255,28 @@ pub struct Snapshot {
     /// Custom key stores.
     #[serde(default)]
     pub custom_key_stores: Vec<CustomKeyStoreRecord>,
+}
+
+/// A grant constraint as its stored JSON text in serialized records (the backup format).
+mod constraint_text {
+    use keyhold_core::grant::GrantConstraint;
+
+    pub fn serialize<S: serde::Serializer>(
+        v: &Option<GrantConstraint>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(c) => s.serialize_some(&c.to_json()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<GrantConstraint>, D::Error> {
+        let s = <Option<String> as serde::Deserialize>::deserialize(d)?;
+        Ok(s.as_deref().map(GrantConstraint::from_json))
+    }
 }
 
 /// Bytes as base64 in serialized records.

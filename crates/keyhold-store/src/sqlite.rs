@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
+use keyhold_core::grant::GrantConstraint;
 use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
@@ -221,7 +222,7 @@ fn insert_grant(conn: &Connection, g: &GrantRecord) -> Result<(), StoreError> {
             g.retiring,
             g.issuing_account,
             g.operations.join(","),
-            g.constraints,
+            g.constraints.as_ref().map(GrantConstraint::to_json),
             g.token,
             g.created_at
         ],
@@ -307,7 +308,10 @@ fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<GrantRecord> {
             .filter(|o| !o.is_empty())
             .map(str::to_string)
             .collect(),
-        constraints: row.get(7)?,
+        constraints: row
+            .get::<_, Option<String>>(7)?
+            .as_deref()
+            .map(GrantConstraint::from_json),
         token: row.get(8)?,
         created_at: row.get(9)?,
     })

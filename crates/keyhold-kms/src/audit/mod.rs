@@ -69,22 +69,45 @@ fn camel(k: &str) -> String {
     }
 }
 
+/// Where an event's `requestParameters` come from.
+#[derive(Debug, Clone, Copy)]
+pub enum Parameters<'a> {
+    /// A request body that did not become a typed request (refused before it was parsed, or
+    /// not parseable): its fields are copied as sent, less the secret ones.
+    Raw(&'a [u8]),
+    /// A typed request's parameters ([`crate::ops::Request::parameters`]): already camelCase,
+    /// secret fields never serialized.
+    Typed(&'a Value),
+}
+
 /// CloudTrail's `requestParameters`: the request fields in camelCase, less anything secret.
-/// The values are copied through as they were sent, without being decoded.
-pub struct RequestParameters<'a>(Option<BTreeMap<String, &'a RawValue>>);
+/// Raw values are copied through as they were sent, without being decoded.
+pub enum RequestParameters<'a> {
+    /// Fields of a raw body (`None` unless it is a JSON object).
+    Raw(Option<BTreeMap<String, &'a RawValue>>),
+    /// A typed request's parameters.
+    Typed(&'a Value),
+}
 
 impl<'a> RequestParameters<'a> {
     /// Reads them from a request body (`null` unless it is a JSON object).
     pub fn from_body(body: &'a [u8]) -> Self {
-        Self(serde_json::from_slice(body).ok())
+        Self::Raw(serde_json::from_slice(body).ok())
+    }
+
+    /// A typed request's parameters.
+    pub fn from_value(v: &'a Value) -> Self {
+        Self::Typed(v)
     }
 }
 
 impl Serialize for RequestParameters<'_> {
     fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let Some(fields) = &self.0 else {
-            return ser.serialize_none();
+        let fields = match self {
+            Self::Typed(v) => return v.serialize(ser),
+            Self::Raw(None) => return ser.serialize_none(),
+            Self::Raw(Some(fields)) => fields,
         };
         let mut map = ser.serialize_map(None)?;
         for (k, v) in fields {
@@ -117,8 +140,8 @@ pub struct CallInfo<'a> {
     pub user_agent: &'a str,
     /// Request id returned to the client.
     pub request_id: &'a str,
-    /// The raw request body (for requestParameters).
-    pub body: &'a [u8],
+    /// What was asked (for requestParameters).
+    pub parameters: Parameters<'a>,
     /// Error name and message, when the call failed.
     pub error: Option<(&'a str, &'a str)>,
     /// ARNs of the keys the call touched.
@@ -238,7 +261,10 @@ pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
         aws_region: info.region,
         source_ip_address: info.source_ip,
         user_agent: info.user_agent,
-        request_parameters: RequestParameters::from_body(info.body),
+        request_parameters: match info.parameters {
+            Parameters::Raw(body) => RequestParameters::from_body(body),
+            Parameters::Typed(v) => RequestParameters::from_value(v),
+        },
         response_elements: None,
         error_code: info.error.map(|(c, _)| c),
         error_message: info.error.map(|(_, m)| m),
@@ -292,7 +318,7 @@ mod tests {
             source_ip: "127.0.0.1",
             user_agent: "ua",
             request_id: "rid",
-            body: b"{}",
+            parameters: Parameters::Raw(b"{}"),
             error: Some(("NotFoundException", "nope")),
             resources: &["arn:aws:kms:us-east-1:111122223333:key/x".into()],
             decision: Some("allowed kms:Encrypt by key policy"),

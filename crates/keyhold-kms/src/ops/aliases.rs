@@ -7,6 +7,7 @@ use keyhold_store::{AliasRecord, KeyRecord, StoreError};
 use serde_json::json;
 
 use super::{empty, respond};
+use crate::api::JsonResponse;
 use crate::api::{epoch_seconds, AliasListEntry, AliasRequest, ListAliasesRequest};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
@@ -69,7 +70,7 @@ pub(super) fn create_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (name, key) = name_and_target(engine, caller, req, rec, "kms:CreateAlias")?;
     let now = engine.now_ms();
     let _guard = engine.lock_writes();
@@ -101,7 +102,7 @@ pub(super) fn update_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (name, key) = name_and_target(engine, caller, req, rec, "kms:UpdateAlias")?;
     let _guard = engine.lock_writes();
     let current = engine
@@ -133,7 +134,7 @@ pub(super) fn delete_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let name = alias_name(&required(req.alias_name, "aliasName")?)?;
     if name.is_reserved() {
         return Err(reserved(&name));
@@ -162,7 +163,7 @@ pub(super) fn list_aliases(
     caller: &Principal,
     req: ListAliasesRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let limit = req.limit.unwrap_or(50);
     int_range(limit, "limit", 1, 100)?;
     let target = match &req.key_id {
@@ -201,5 +202,5 @@ pub(super) fn list_aliases(
             out["NextMarker"] = json!(last.name.as_str());
         }
     }
-    respond(&out)
+    respond(out)
 }

@@ -17,6 +17,7 @@ use serde_json::json;
 
 use super::keys::key_material_id;
 use super::{asym_error, dry_run_ok, respond};
+use crate::api::JsonResponse;
 use crate::api::{
     DataKeyPairRequest, DeriveSharedSecretRequest, KeyIdRequest, MacRequest, SignRequest,
 };
@@ -99,7 +100,7 @@ pub(super) fn sign(
     caller: &Principal,
     req: SignRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (key_id, message, message_type, alg) = signing_parts(&req)?;
     let conds = Conditions::default()
         .and("kms:SigningAlgorithm", vec![alg.as_str().into()])
@@ -116,7 +117,7 @@ pub(super) fn sign(
     dry_run_ok(req.dry_run)?;
     let signature =
         asym::sign(key.key_spec, &material, alg, message_type, &message).map_err(asym_error)?;
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "Signature": B64.encode(signature),
         "SigningAlgorithm": alg.as_str(),
@@ -128,7 +129,7 @@ pub(super) fn verify(
     caller: &Principal,
     req: SignRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (key_id, message, message_type, alg) = signing_parts(&req)?;
     let signature = blob(&required(req.signature, "signature")?, "signature", 1, 6144)?;
     let conds = Conditions::default()
@@ -159,7 +160,7 @@ pub(super) fn verify(
             "The signature is not valid for this message, key and signing algorithm.",
         ));
     }
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "SignatureValid": true,
         "SigningAlgorithm": alg.as_str(),
@@ -171,7 +172,7 @@ pub(super) fn get_public_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     grant_tokens(&req.grant_tokens)?;
     let key = engine.key_for(
@@ -223,7 +224,7 @@ pub(super) fn get_public_key(
         }
         KeyUsage::GenerateVerifyMac => {}
     }
-    respond(&out)
+    respond(out)
 }
 
 fn mac_parts(req: &MacRequest) -> Result<(String, Vec<u8>, MacAlgorithm), KmsError> {
@@ -250,7 +251,7 @@ pub(super) fn generate_mac(
     caller: &Principal,
     req: MacRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (key_id, message, alg) = mac_parts(&req)?;
     let conds = Conditions::default().and("kms:MacAlgorithm", vec![alg.as_str().into()]);
     let (key, material) = key_for_use(
@@ -264,7 +265,7 @@ pub(super) fn generate_mac(
     )?;
     dry_run_ok(req.dry_run)?;
     let tag = asym::mac(key.key_spec, &material, alg, &message).map_err(asym_error)?;
-    respond(&json!({
+    respond(json!({
         "Mac": B64.encode(tag),
         "MacAlgorithm": alg.as_str(),
         "KeyId": engine.key_arn(&key),
@@ -276,7 +277,7 @@ pub(super) fn verify_mac(
     caller: &Principal,
     req: MacRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (key_id, message, alg) = mac_parts(&req)?;
     let tag = blob(&required(req.mac, "mac")?, "mac", 1, 6144)?;
     let conds = Conditions::default().and("kms:MacAlgorithm", vec![alg.as_str().into()]);
@@ -296,7 +297,7 @@ pub(super) fn verify_mac(
             "The MAC is not valid for this message, key and MAC algorithm.",
         ));
     }
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "MacValid": true,
         "MacAlgorithm": alg.as_str(),
@@ -310,7 +311,7 @@ fn data_key_pair(
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
     with_plaintext: bool,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let spec = enum_value(
         &required(req.key_pair_spec, "keyPairSpec")?,
@@ -368,7 +369,7 @@ fn data_key_pair(
     if with_plaintext {
         out["PrivateKeyPlaintext"] = json!(B64.encode(private.expose_secret()));
     }
-    respond(&out)
+    respond(out)
 }
 
 pub(super) fn generate_data_key_pair(
@@ -376,7 +377,7 @@ pub(super) fn generate_data_key_pair(
     caller: &Principal,
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     data_key_pair(engine, caller, req, rec, true)
 }
 
@@ -385,7 +386,7 @@ pub(super) fn generate_data_key_pair_without_plaintext(
     caller: &Principal,
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     data_key_pair(engine, caller, req, rec, false)
 }
 
@@ -394,7 +395,7 @@ pub(super) fn derive_shared_secret(
     caller: &Principal,
     req: DeriveSharedSecretRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let alg = required(req.key_agreement_algorithm, "keyAgreementAlgorithm")?;
     if alg != "ECDH" {
@@ -428,7 +429,7 @@ pub(super) fn derive_shared_secret(
     )?;
     dry_run_ok(req.dry_run)?;
     let secret = asym::derive_shared_secret(key.key_spec, &material, &peer).map_err(asym_error)?;
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "SharedSecret": B64.encode(secret.expose_secret()),
         "KeyAgreementAlgorithm": alg,

@@ -3,18 +3,19 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use keyhold_core::context::EncryptionContext;
 use keyhold_core::key::{DataKeySpec, EncryptionAlgorithm, KeySpec, KeyUsage};
 use keyhold_core::secret::SecretBytes;
 use keyhold_core::{asym, blob};
 use keyhold_store::KeyRecord;
-use serde_json::json;
 
 use super::keys::key_material_id;
-use super::{asym_error, dry_run_ok, respond};
-use crate::api::{DecryptRequest, EncryptRequest, GenerateDataKeyRequest, ReEncryptRequest};
+use super::{asym_error, dry_run_ok};
+use crate::api::{
+    DecryptRequest, DecryptResponse, EncryptRequest, EncryptResponse, GenerateDataKeyRequest,
+    GenerateDataKeyResponse, GenerateDataKeyWithoutPlaintextResponse, ReEncryptRequest,
+    ReEncryptResponse,
+};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -353,7 +354,7 @@ pub(super) fn encrypt(
     caller: &Principal,
     req: EncryptRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<EncryptResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let plaintext = blob_field(
         &required(req.plaintext, "plaintext")?,
@@ -377,11 +378,11 @@ pub(super) fn encrypt(
         rec,
     )?;
     let ciphertext = encrypt_under(engine, &key, alg, &context, plaintext.expose_secret())?;
-    respond(&json!({
-        "CiphertextBlob": B64.encode(ciphertext),
-        "KeyId": engine.key_arn(&key),
-        "EncryptionAlgorithm": alg.as_str(),
-    }))
+    Ok(EncryptResponse {
+        ciphertext_blob: ciphertext,
+        key_id: engine.key_arn(&key),
+        encryption_algorithm: alg,
+    })
 }
 
 pub(super) fn decrypt(
@@ -389,7 +390,7 @@ pub(super) fn decrypt(
     caller: &Principal,
     req: DecryptRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<DecryptResponse, KmsError> {
     let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     grant_tokens(&req.grant_tokens)?;
     let alg = algorithm(&req.encryption_algorithm, "encryptionAlgorithm")?;
@@ -409,15 +410,12 @@ pub(super) fn decrypt(
         },
         rec,
     )?;
-    let mut out = json!({
-        "KeyId": engine.key_arn(&opened.key),
-        "Plaintext": B64.encode(opened.plaintext.expose_secret()),
-        "EncryptionAlgorithm": alg.as_str(),
-    });
-    if let Some(id) = material_id(&opened.key, opened.version) {
-        out["KeyMaterialId"] = json!(id);
-    }
-    respond(&out)
+    Ok(DecryptResponse {
+        key_id: engine.key_arn(&opened.key),
+        key_material_id: material_id(&opened.key, opened.version),
+        plaintext: opened.plaintext,
+        encryption_algorithm: alg,
+    })
 }
 
 pub(super) fn re_encrypt(
@@ -425,7 +423,7 @@ pub(super) fn re_encrypt(
     caller: &Principal,
     req: ReEncryptRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<ReEncryptResponse, KmsError> {
     let ciphertext = ciphertext_field(req.ciphertext_blob)?;
     let dest_id = required(req.destination_key_id, "destinationKeyId")?;
     grant_tokens(&req.grant_tokens)?;
@@ -443,6 +441,7 @@ pub(super) fn re_encrypt(
     let mut dest_rec = CallRecord {
         source_ip: rec.source_ip.clone(),
         via_service: rec.via_service.clone(),
+        secure_transport: rec.secure_transport,
         ..CallRecord::default()
     };
     let dest = engine.key_for(
@@ -480,30 +479,26 @@ pub(super) fn re_encrypt(
         &dest_ctx,
         opened.plaintext.expose_secret(),
     )?;
-    let mut out = json!({
-        "CiphertextBlob": B64.encode(new_blob),
-        "SourceKeyId": engine.key_arn(&opened.key),
-        "KeyId": engine.key_arn(&dest),
-        "SourceEncryptionAlgorithm": source_alg.as_str(),
-        "DestinationEncryptionAlgorithm": dest_alg.as_str(),
-    });
-    if let Some(id) = material_id(&opened.key, opened.version) {
-        out["SourceKeyMaterialId"] = json!(id);
-    }
-    if let Some(id) = material_id(&dest, dest.current_version) {
-        out["DestinationKeyMaterialId"] = json!(id);
-    }
-    respond(&out)
+    Ok(ReEncryptResponse {
+        ciphertext_blob: new_blob,
+        source_key_id: engine.key_arn(&opened.key),
+        key_id: engine.key_arn(&dest),
+        source_encryption_algorithm: source_alg,
+        destination_encryption_algorithm: dest_alg,
+        source_key_material_id: material_id(&opened.key, opened.version),
+        destination_key_material_id: material_id(&dest, dest.current_version),
+    })
 }
 
-/// The shared body of GenerateDataKey and GenerateDataKeyWithoutPlaintext.
+/// The shared body of GenerateDataKey and GenerateDataKeyWithoutPlaintext: the data key and
+/// its ciphertext.
 fn data_key(
     engine: &Engine,
     caller: &Principal,
     req: GenerateDataKeyRequest,
     rec: &mut CallRecord,
     with_plaintext: bool,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<GenerateDataKeyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     grant_tokens(&req.grant_tokens)?;
     no_recipient(&req.recipient)?;
@@ -547,15 +542,12 @@ fn data_key(
         &context,
         data_key.expose_secret(),
     )?;
-    let mut out = json!({
-        "CiphertextBlob": B64.encode(ciphertext),
-        "KeyId": engine.key_arn(&key),
-        "KeyMaterialId": key_material_id(&key.key_id, key.current_version),
-    });
-    if with_plaintext {
-        out["Plaintext"] = json!(B64.encode(data_key.expose_secret()));
-    }
-    respond(&out)
+    Ok(GenerateDataKeyResponse {
+        ciphertext_blob: ciphertext,
+        plaintext: data_key,
+        key_id: engine.key_arn(&key),
+        key_material_id: key_material_id(&key.key_id, key.current_version),
+    })
 }
 
 pub(super) fn generate_data_key(
@@ -563,7 +555,7 @@ pub(super) fn generate_data_key(
     caller: &Principal,
     req: GenerateDataKeyRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<GenerateDataKeyResponse, KmsError> {
     data_key(engine, caller, req, rec, true)
 }
 
@@ -572,6 +564,11 @@ pub(super) fn generate_data_key_without_plaintext(
     caller: &Principal,
     req: GenerateDataKeyRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
-    data_key(engine, caller, req, rec, false)
+) -> Result<GenerateDataKeyWithoutPlaintextResponse, KmsError> {
+    let r = data_key(engine, caller, req, rec, false)?;
+    Ok(GenerateDataKeyWithoutPlaintextResponse {
+        ciphertext_blob: r.ciphertext_blob,
+        key_id: r.key_id,
+        key_material_id: r.key_material_id,
+    })
 }

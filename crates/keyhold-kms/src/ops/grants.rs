@@ -5,15 +5,14 @@
 //! (`EncryptionContextEquals`) given pairs. Grants are read when the key policy does not allow
 //! a request; an explicit deny in the policy still wins.
 
-use std::collections::BTreeMap;
-
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
-use keyhold_core::context::EncryptionContext;
+use keyhold_core::grant::GrantConstraint;
 use keyhold_store::{GrantRecord, KeyRecord, StoreError};
 use serde_json::json;
 
 use super::{dry_run_ok, empty, respond};
+use crate::api::JsonResponse;
 use crate::api::{
     epoch_seconds, CreateGrantRequest, GrantConstraintsDto, GrantRefRequest, ListGrantsRequest,
     ListRetirableGrantsRequest,
@@ -126,38 +125,23 @@ const NO_CONSTRAINTS: &[&str] = &[
 /// The prefix of every grant token keyhold issues.
 const TOKEN_PREFIX: &str = "khgt1.";
 
-fn parse_constraints(json: &Option<String>) -> GrantConstraintsDto {
-    json.as_deref()
-        .and_then(|j| serde_json::from_str(j).ok())
-        .unwrap_or_default()
-}
-
-/// True when grant `g` lets `caller` perform `op` with encryption context `ctx`.
-pub(crate) fn grant_allows(
-    g: &GrantRecord,
-    caller: &Principal,
-    op: &str,
-    ctx: Option<&EncryptionContext>,
-) -> bool {
-    let grantee_ok =
-        g.grantee == caller.arn || g.grantee == format!("arn:aws:iam::{}:root", caller.account);
-    if !grantee_ok || !g.operations.iter().any(|o| o == op) {
-        return false;
-    }
-    let c = parse_constraints(&g.constraints);
-    let empty = BTreeMap::new();
-    let request = ctx.map(|c| c.pairs()).unwrap_or(&empty);
-    if let Some(eq) = &c.encryption_context_equals {
-        if eq != request {
-            return false;
+/// The API shape of a stored constraint (an unreadable one shows as none: it allows nothing,
+/// and says so in the log).
+fn constraints_dto(g: &GrantRecord) -> Option<GrantConstraintsDto> {
+    match g.constraints.as_ref()? {
+        GrantConstraint::Subset(m) => Some(GrantConstraintsDto {
+            encryption_context_subset: Some(m.clone()),
+            encryption_context_equals: None,
+        }),
+        GrantConstraint::Equals(m) => Some(GrantConstraintsDto {
+            encryption_context_subset: None,
+            encryption_context_equals: Some(m.clone()),
+        }),
+        GrantConstraint::Unreadable(_) => {
+            tracing::warn!(grant_id = %g.grant_id, "grant constraint in the store is unreadable");
+            None
         }
     }
-    if let Some(sub) = &c.encryption_context_subset {
-        if !sub.iter().all(|(k, v)| request.get(k) == Some(v)) {
-            return false;
-        }
-    }
-    true
 }
 
 /// True for a token that keyhold could have issued.
@@ -233,8 +217,8 @@ fn grant_entry(engine: &Engine, key: &KeyRecord, g: &GrantRecord) -> serde_json:
     if let Some(r) = &g.retiring {
         e["RetiringPrincipal"] = json!(r);
     }
-    if g.constraints.is_some() {
-        e["Constraints"] = json!(parse_constraints(&g.constraints));
+    if let Some(c) = constraints_dto(g) {
+        e["Constraints"] = json!(c);
     }
     e
 }
@@ -244,7 +228,7 @@ pub(super) fn create_grant(
     caller: &Principal,
     req: CreateGrantRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let grantee = required(req.grantee_principal, "granteePrincipal")?;
     check_principal(&grantee, "granteePrincipal")?;
@@ -348,11 +332,13 @@ pub(super) fn create_grant(
     }
     dry_run_ok(req.dry_run)?;
 
-    let constraints_json = constraints
-        .as_ref()
-        .map(serde_json::to_string)
-        .transpose()
-        .map_err(KmsError::internal)?;
+    let constraint =
+        constraints.map(
+            |c| match (c.encryption_context_equals, c.encryption_context_subset) {
+                (Some(eq), _) => GrantConstraint::Equals(eq),
+                (None, sub) => GrantConstraint::Subset(sub.unwrap_or_default()),
+            },
+        );
     let _guard = engine.lock_writes();
     if let Some(name) = &req.name {
         let existing = engine.store().list_grants(&key.key_id)?;
@@ -361,9 +347,9 @@ pub(super) fn create_grant(
                 && g.grantee == grantee
                 && g.retiring == req.retiring_principal
                 && g.operations == ops_sorted
-                && g.constraints == constraints_json
+                && g.constraints == constraint
         }) {
-            return respond(&json!({ "GrantToken": g.token, "GrantId": g.grant_id }));
+            return respond(json!({ "GrantToken": g.token, "GrantId": g.grant_id }));
         }
     }
     let id_bytes = keyhold_core::secret::random_bytes(32).map_err(KmsError::internal)?;
@@ -376,13 +362,13 @@ pub(super) fn create_grant(
         retiring: req.retiring_principal,
         issuing_account: caller.account.clone(),
         operations: ops_sorted,
-        constraints: constraints_json,
+        constraints: constraint,
         token: format!("{TOKEN_PREFIX}{}", B64URL.encode(token_bytes)),
         created_at: engine.now_ms(),
     };
     engine.store().create_grant(&grant)?;
     engine.keyring().invalidate_grants(&key.key_id);
-    respond(&json!({ "GrantToken": grant.token, "GrantId": grant.grant_id }))
+    respond(json!({ "GrantToken": grant.token, "GrantId": grant.grant_id }))
 }
 
 /// Pages a list of grants by grant id.
@@ -391,7 +377,7 @@ fn page_of(
     grants: Vec<(KeyRecord, GrantRecord)>,
     limit: i64,
     marker: &Option<String>,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     int_range(limit, "limit", 1, 100)?;
     let start = match marker {
         Some(m) => {
@@ -413,7 +399,7 @@ fn page_of(
             out["NextMarker"] = json!(last.grant_id);
         }
     }
-    respond(&out)
+    respond(out)
 }
 
 pub(super) fn list_grants(
@@ -421,7 +407,7 @@ pub(super) fn list_grants(
     caller: &Principal,
     req: ListGrantsRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     if let Some(id) = &req.grant_id {
         check_grant_id(id)?;
@@ -457,7 +443,7 @@ pub(super) fn list_retirable_grants(
     caller: &Principal,
     req: ListRetirableGrantsRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let retiring = required(req.retiring_principal, "retiringPrincipal")?;
     check_principal(&retiring, "retiringPrincipal")?;
     // Only principals of the caller's own account may be looked up.
@@ -484,7 +470,7 @@ pub(super) fn retire_grant(
     caller: &Principal,
     req: GrantRefRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     if let Some(t) = &req.grant_token {
         str_len(t, "grantToken", 1, 8192)?;
         if !is_grant_token(t) {
@@ -546,7 +532,7 @@ pub(super) fn revoke_grant(
     caller: &Principal,
     req: GrantRefRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let grant_id = required(req.grant_id, "grantId")?;
     check_grant_id(&grant_id)?;
@@ -567,7 +553,7 @@ pub(super) fn revoke_grant(
     remove(engine, &grant)
 }
 
-fn remove(engine: &Engine, grant: &GrantRecord) -> Result<Vec<u8>, KmsError> {
+fn remove(engine: &Engine, grant: &GrantRecord) -> Result<JsonResponse, KmsError> {
     let _guard = engine.lock_writes();
     engine
         .store()

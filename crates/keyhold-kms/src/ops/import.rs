@@ -16,6 +16,7 @@ use keyhold_store::{KeyRecord, KeyVersionRecord};
 use serde_json::json;
 
 use super::respond;
+use crate::api::JsonResponse;
 use crate::api::{
     epoch_seconds, GetParametersForImportRequest, ImportKeyMaterialRequest, KeyIdRequest,
 };
@@ -78,7 +79,7 @@ pub(super) fn get_parameters_for_import(
     caller: &Principal,
     req: GetParametersForImportRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let alg = enum_value(
         &required(req.wrapping_algorithm, "wrappingAlgorithm")?,
@@ -142,7 +143,7 @@ pub(super) fn get_parameters_for_import(
     payload.extend_from_slice(wrapping.expose_secret());
     let mut token = vec![TOKEN_FORMAT];
     token.extend(engine.root_wrap(&payload, &token_label(&key.key_id))?);
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "ImportToken": B64.encode(token),
         "PublicKey": B64.encode(public),
@@ -191,7 +192,7 @@ pub(super) fn import_key_material(
     caller: &Principal,
     req: ImportKeyMaterialRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let token = blob(
         &required(req.import_token, "importToken")?,
@@ -289,7 +290,7 @@ pub(super) fn import_key_material(
     };
     engine.store().replace_material(&updated, Some(&version))?;
     engine.keyring().forget_material(&key.key_id);
-    respond(&json!({ "KeyId": engine.key_arn(&key), "KeyMaterialId": digest }))
+    respond(json!({ "KeyId": engine.key_arn(&key), "KeyMaterialId": digest }))
 }
 
 pub(super) fn delete_imported_key_material(
@@ -297,7 +298,7 @@ pub(super) fn delete_imported_key_material(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key = engine.requested_key(
         caller,
         rec,
@@ -311,7 +312,7 @@ pub(super) fn delete_imported_key_material(
     if let Some(d) = digest {
         out["KeyMaterialId"] = json!(d);
     }
-    respond(&out)
+    respond(out)
 }
 
 impl Engine {

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::asymmetric::key_for_use;
 use super::{asym_error, dry_run_ok, respond};
+use crate::api::JsonResponse;
 use crate::api::{DecapsulateRequest, EncapsulateRequest};
 use crate::authz::Conditions;
 use crate::error::KmsError;
@@ -62,7 +63,7 @@ pub(super) fn encapsulate(
     caller: &Principal,
     req: EncapsulateRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let (key, material, alg) = ml_kem_key(
         engine,
         (caller, rec),
@@ -73,7 +74,7 @@ pub(super) fn encapsulate(
     )?;
     dry_run_ok(req.dry_run)?;
     let (ciphertext, secret) = asym::encapsulate(key.key_spec, &material).map_err(asym_error)?;
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "SharedSecret": B64.encode(secret.expose_secret()),
         "SharedSecretCiphertextBlob": B64.encode(ciphertext),
@@ -86,7 +87,7 @@ pub(super) fn decapsulate(
     caller: &Principal,
     req: DecapsulateRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let ciphertext = blob(
         &required(
             req.shared_secret_ciphertext_blob,
@@ -106,7 +107,7 @@ pub(super) fn decapsulate(
     )?;
     dry_run_ok(req.dry_run)?;
     let secret = asym::decapsulate(key.key_spec, &material, &ciphertext).map_err(asym_error)?;
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "SharedSecret": B64.encode(secret.expose_secret()),
         "EncapsulationAlgorithm": alg.as_str(),

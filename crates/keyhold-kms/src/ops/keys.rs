@@ -12,8 +12,8 @@ use serde_json::json;
 
 use super::{empty, respond, tags::validate_tags};
 use crate::api::{
-    epoch_seconds, CreateKeyRequest, KeyIdRequest, KeyListEntry, KeyMetadata, ListKeysRequest,
-    ScheduleKeyDeletionRequest, UpdateKeyDescriptionRequest,
+    epoch_seconds, CreateKeyRequest, JsonResponse, KeyIdRequest, KeyListEntry, KeyMetadata,
+    KeyMetadataResponse, ListKeysRequest, ScheduleKeyDeletionRequest, UpdateKeyDescriptionRequest,
 };
 use crate::authz::Conditions;
 use crate::clock::DAY_MS;
@@ -156,7 +156,7 @@ pub(super) fn create_key(
     caller: &Principal,
     req: CreateKeyRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<KeyMetadataResponse, KmsError> {
     let description = req.description.unwrap_or_default();
     str_len(&description, "description", 0, 8192)?;
     if let Some(p) = &req.policy {
@@ -323,7 +323,9 @@ pub(super) fn create_key(
         .store()
         .create_key(&key, version.as_ref(), &tags, None)?;
     rec.resources.push(engine.key_arn(&key));
-    respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
+    Ok(KeyMetadataResponse {
+        key_metadata: metadata(engine, &key),
+    })
 }
 
 pub(super) fn describe_key(
@@ -331,10 +333,12 @@ pub(super) fn describe_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<KeyMetadataResponse, KmsError> {
     grant_tokens(&req.grant_tokens)?;
     let key = engine.requested_key(caller, rec, req.key_id, true, "kms:DescribeKey")?;
-    respond(&json!({ "KeyMetadata": metadata(engine, &key) }))
+    Ok(KeyMetadataResponse {
+        key_metadata: metadata(engine, &key),
+    })
 }
 
 pub(super) fn list_keys(
@@ -342,7 +346,7 @@ pub(super) fn list_keys(
     caller: &Principal,
     req: ListKeysRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
     let after = match &req.marker {
@@ -370,7 +374,7 @@ pub(super) fn list_keys(
             out["NextMarker"] = json!(last.key_id.to_string());
         }
     }
-    respond(&out)
+    respond(out)
 }
 
 pub(super) fn update_key_description(
@@ -378,7 +382,7 @@ pub(super) fn update_key_description(
     caller: &Principal,
     req: UpdateKeyDescriptionRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let description = required(req.description, "description")?;
     str_len(&description, "description", 0, 8192)?;
@@ -404,7 +408,7 @@ pub(super) fn enable_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     set_enabled(engine, caller, req, rec, KeyState::Enabled)
 }
 
@@ -413,7 +417,7 @@ pub(super) fn disable_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     set_enabled(engine, caller, req, rec, KeyState::Disabled)
 }
 
@@ -423,7 +427,7 @@ fn set_enabled(
     req: KeyIdRequest,
     rec: &mut CallRecord,
     to: KeyState,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let action = if to == KeyState::Enabled {
         "kms:EnableKey"
@@ -452,7 +456,7 @@ pub(super) fn schedule_key_deletion(
     caller: &Principal,
     req: ScheduleKeyDeletionRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let days = req.pending_window_in_days.unwrap_or(30);
     int_range(days, "pendingWindowInDays", 7, 30)?;
@@ -477,7 +481,7 @@ pub(super) fn schedule_key_deletion(
             other => Err(KmsError::invalid_state(arn, other.as_str())),
         },
     )?;
-    respond(&json!({
+    respond(json!({
         "KeyId": engine.key_arn(&key),
         "DeletionDate": key.deletion_date.map(epoch_seconds),
         "KeyState": key.state.as_str(),
@@ -490,7 +494,7 @@ pub(super) fn cancel_key_deletion(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let key = engine.update_key(
         caller,
@@ -508,5 +512,5 @@ pub(super) fn cancel_key_deletion(
             Ok(())
         },
     )?;
-    respond(&json!({ "KeyId": engine.key_arn(&key) }))
+    respond(json!({ "KeyId": engine.key_arn(&key) }))
 }

@@ -10,6 +10,7 @@ use keyhold_store::{CustomKeyStoreRecord, StoreError};
 use serde_json::{json, Value};
 
 use super::respond;
+use crate::api::JsonResponse;
 use crate::api::{
     CreateCustomKeyStoreRequest, CustomKeyStoreIdRequest, DescribeCustomKeyStoresRequest,
     UpdateCustomKeyStoreRequest,
@@ -129,7 +130,7 @@ pub(super) fn create_custom_key_store(
     caller: &Principal,
     req: CreateCustomKeyStoreRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let name = required(req.custom_key_store_name, "customKeyStoreName")?;
     str_len(&name, "customKeyStoreName", 1, 256)?;
     match req.custom_key_store_type.as_deref() {
@@ -190,7 +191,7 @@ pub(super) fn create_custom_key_store(
     if let Err(e) = engine.store().create_custom_key_store(&rec) {
         return Err(conflict(engine, &rec, e)?);
     }
-    respond(&json!({ "CustomKeyStoreId": rec.id }))
+    respond(json!({ "CustomKeyStoreId": rec.id }))
 }
 
 fn entry(engine: &Engine, s: &CustomKeyStoreRecord) -> Value {
@@ -215,7 +216,7 @@ pub(super) fn describe_custom_key_stores(
     caller: &Principal,
     req: DescribeCustomKeyStoresRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
     let limit = usize::try_from(limit).unwrap_or(100);
@@ -259,7 +260,7 @@ pub(super) fn describe_custom_key_stores(
             out["NextMarker"] = json!(last.id);
         }
     }
-    respond(&out)
+    respond(out)
 }
 
 pub(super) fn update_custom_key_store(
@@ -267,7 +268,7 @@ pub(super) fn update_custom_key_store(
     caller: &Principal,
     req: UpdateCustomKeyStoreRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if let Some(name) = req.new_custom_key_store_name {
@@ -307,7 +308,7 @@ pub(super) fn update_custom_key_store(
             e => conflict(engine, &s, e)?,
         });
     }
-    respond(&json!({}))
+    respond(json!({}))
 }
 
 pub(super) fn connect_custom_key_store(
@@ -315,7 +316,7 @@ pub(super) fn connect_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     let (state, _) = engine.key_store_state(&s);
@@ -327,13 +328,13 @@ pub(super) fn connect_custom_key_store(
         ));
     }
     if state == "CONNECTED" {
-        return respond(&json!({}));
+        return respond(json!({}));
     }
     s.connected = true;
     engine.store().update_custom_key_store(&s)?;
     // The outcome shows in DescribeCustomKeyStores (CONNECTED, or FAILED with the reason).
     engine.connect_key_store(&s);
-    respond(&json!({}))
+    respond(json!({}))
 }
 
 pub(super) fn disconnect_custom_key_store(
@@ -341,7 +342,7 @@ pub(super) fn disconnect_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if !s.connected {
@@ -354,7 +355,7 @@ pub(super) fn disconnect_custom_key_store(
     s.connected = false;
     engine.store().update_custom_key_store(&s)?;
     engine.disconnect_key_store(&id);
-    respond(&json!({}))
+    respond(json!({}))
 }
 
 pub(super) fn delete_custom_key_store(
@@ -362,7 +363,7 @@ pub(super) fn delete_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if s.connected {
@@ -383,5 +384,5 @@ pub(super) fn delete_custom_key_store(
         ));
     }
     engine.store().delete_custom_key_store(&id)?;
-    respond(&json!({}))
+    respond(json!({}))
 }

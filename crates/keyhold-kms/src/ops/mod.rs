@@ -16,7 +16,7 @@ mod usage;
 
 use serde::de::DeserializeOwned;
 
-pub(crate) use grants::{grant_allows, is_grant_token};
+pub(crate) use grants::is_grant_token;
 
 /// Checks seeded tags with the same rules as TagResource.
 pub(crate) fn seed_tags(
@@ -32,15 +32,29 @@ pub(crate) fn seed_tags(
     )
 }
 
+use crate::api::*;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::{CallRecord, Engine};
 
 macro_rules! operations {
-    ($($(#[$m:meta])* $variant:ident => $run:path, hot = $hot:literal, read_only = $ro:literal;)+) => {
+    ($($(#[$m:meta])* $variant:ident($req:ty) -> $resp:ty => $run:path,
+        hot = $hot:literal, read_only = $ro:literal;)+) => {
         /// Every operation keyhold serves.
         #[derive(Debug, Clone, Copy, PartialEq, Eq)]
         pub enum Operation { $($(#[$m])* $variant),+ }
+
+        /// A request to the engine: the operation and its typed fields, parsed once at the
+        /// front door ([`Request::from_json`] for the KMS JSON wire, or built in-process by a
+        /// service front door).
+        #[derive(Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Request { $($(#[$m])* $variant($req)),+ }
+
+        /// The engine's answer to a [`Request`], of the same operation.
+        #[derive(Debug)]
+        #[allow(clippy::large_enum_variant)]
+        pub enum Response { $($(#[$m])* $variant($resp)),+ }
 
         impl Operation {
             /// The operation named by `X-Amz-Target: TrentService.<name>`.
@@ -61,21 +75,21 @@ macro_rules! operations {
             /// True for the cryptographic operations whose use GetKeyLastUsage reports.
             pub fn tracks_usage(&self) -> bool {
                 matches!(
-                    self.name(),
-                    "Encrypt"
-                        | "Decrypt"
-                        | "ReEncrypt"
-                        | "GenerateDataKey"
-                        | "GenerateDataKeyWithoutPlaintext"
-                        | "GenerateDataKeyPair"
-                        | "GenerateDataKeyPairWithoutPlaintext"
-                        | "Sign"
-                        | "Verify"
-                        | "GenerateMac"
-                        | "VerifyMac"
-                        | "DeriveSharedSecret"
-                        | "Encapsulate"
-                        | "Decapsulate"
+                    self,
+                    Self::Encrypt
+                        | Self::Decrypt
+                        | Self::ReEncrypt
+                        | Self::GenerateDataKey
+                        | Self::GenerateDataKeyWithoutPlaintext
+                        | Self::GenerateDataKeyPair
+                        | Self::GenerateDataKeyPairWithoutPlaintext
+                        | Self::Sign
+                        | Self::Verify
+                        | Self::GenerateMac
+                        | Self::VerifyMac
+                        | Self::DeriveSharedSecret
+                        | Self::Encapsulate
+                        | Self::Decapsulate
                 )
             }
 
@@ -83,16 +97,52 @@ macro_rules! operations {
             pub fn is_read_only(&self) -> bool {
                 match self { $(Self::$variant => $ro),+ }
             }
+        }
+
+        impl Request {
+            /// Decodes the AWS JSON 1.1 body of operation `op`. An empty body is an empty
+            /// request; anything that is not a JSON object of the right field types is a
+            /// `SerializationException` whose message gives the position only, never the
+            /// offending value (it could be a secret).
+            pub fn from_json(op: Operation, body: &[u8]) -> Result<Self, KmsError> {
+                Ok(match op { $(Operation::$variant => Self::$variant(parse(body)?)),+ })
+            }
+
+            /// The operation.
+            pub fn operation(&self) -> Operation {
+                match self { $(Self::$variant(_) => Operation::$variant),+ }
+            }
+
+            /// CloudTrail's `requestParameters`: the fields sent, in camelCase, less anything
+            /// secret (those fields are never serialized).
+            pub fn parameters(&self) -> serde_json::Value {
+                let v = match self { $(Self::$variant(r) => serde_json::to_value(r)),+ };
+                v.unwrap_or(serde_json::Value::Null)
+            }
 
             /// Runs the operation.
             pub(crate) fn run(
-                &self,
+                self,
                 engine: &Engine,
                 caller: &Principal,
-                body: &[u8],
                 rec: &mut CallRecord,
-            ) -> Result<Vec<u8>, KmsError> {
-                match self { $(Self::$variant => $run(engine, caller, parse(body)?, rec)),+ }
+            ) -> Result<Response, KmsError> {
+                match self {
+                    $(Self::$variant(r) => $run(engine, caller, r, rec).map(Response::$variant)),+
+                }
+            }
+        }
+
+        impl Response {
+            /// The operation.
+            pub fn operation(&self) -> Operation {
+                match self { $(Self::$variant(_) => Operation::$variant),+ }
+            }
+
+            /// The AWS JSON 1.1 body.
+            pub fn to_json(&self) -> Result<Vec<u8>, KmsError> {
+                match self { $(Self::$variant(r) => serde_json::to_vec(r)),+ }
+                    .map_err(KmsError::internal)
             }
         }
     };
@@ -100,123 +150,121 @@ macro_rules! operations {
 
 operations! {
     /// CreateKey.
-    CreateKey => keys::create_key, hot = false, read_only = false;
+    CreateKey(CreateKeyRequest) -> KeyMetadataResponse => keys::create_key, hot = false, read_only = false;
     /// DescribeKey.
-    DescribeKey => keys::describe_key, hot = false, read_only = true;
+    DescribeKey(KeyIdRequest) -> KeyMetadataResponse => keys::describe_key, hot = false, read_only = true;
     /// ListKeys.
-    ListKeys => keys::list_keys, hot = false, read_only = true;
+    ListKeys(ListKeysRequest) -> JsonResponse => keys::list_keys, hot = false, read_only = true;
     /// UpdateKeyDescription.
-    UpdateKeyDescription => keys::update_key_description, hot = false, read_only = false;
+    UpdateKeyDescription(UpdateKeyDescriptionRequest) -> JsonResponse => keys::update_key_description, hot = false, read_only = false;
     /// EnableKey.
-    EnableKey => keys::enable_key, hot = false, read_only = false;
+    EnableKey(KeyIdRequest) -> JsonResponse => keys::enable_key, hot = false, read_only = false;
     /// DisableKey.
-    DisableKey => keys::disable_key, hot = false, read_only = false;
+    DisableKey(KeyIdRequest) -> JsonResponse => keys::disable_key, hot = false, read_only = false;
     /// ScheduleKeyDeletion.
-    ScheduleKeyDeletion => keys::schedule_key_deletion, hot = false, read_only = false;
+    ScheduleKeyDeletion(ScheduleKeyDeletionRequest) -> JsonResponse => keys::schedule_key_deletion, hot = false, read_only = false;
     /// CancelKeyDeletion.
-    CancelKeyDeletion => keys::cancel_key_deletion, hot = false, read_only = false;
+    CancelKeyDeletion(KeyIdRequest) -> JsonResponse => keys::cancel_key_deletion, hot = false, read_only = false;
     /// Encrypt.
-    Encrypt => crypto::encrypt, hot = true, read_only = true;
+    Encrypt(EncryptRequest) -> EncryptResponse => crypto::encrypt, hot = true, read_only = true;
     /// Decrypt.
-    Decrypt => crypto::decrypt, hot = true, read_only = true;
+    Decrypt(DecryptRequest) -> DecryptResponse => crypto::decrypt, hot = true, read_only = true;
     /// ReEncrypt.
-    ReEncrypt => crypto::re_encrypt, hot = true, read_only = true;
+    ReEncrypt(ReEncryptRequest) -> ReEncryptResponse => crypto::re_encrypt, hot = true, read_only = true;
     /// GenerateDataKey.
-    GenerateDataKey => crypto::generate_data_key, hot = true, read_only = true;
+    GenerateDataKey(GenerateDataKeyRequest) -> GenerateDataKeyResponse => crypto::generate_data_key, hot = true, read_only = true;
     /// GenerateDataKeyWithoutPlaintext.
-    GenerateDataKeyWithoutPlaintext => crypto::generate_data_key_without_plaintext,
+    GenerateDataKeyWithoutPlaintext(GenerateDataKeyRequest) -> GenerateDataKeyWithoutPlaintextResponse => crypto::generate_data_key_without_plaintext,
         hot = true, read_only = true;
     /// GenerateRandom.
-    GenerateRandom => random::generate_random, hot = true, read_only = true;
+    GenerateRandom(GenerateRandomRequest) -> GenerateRandomResponse => random::generate_random, hot = true, read_only = true;
     /// CreateAlias.
-    CreateAlias => aliases::create_alias, hot = false, read_only = false;
+    CreateAlias(AliasRequest) -> JsonResponse => aliases::create_alias, hot = false, read_only = false;
     /// UpdateAlias.
-    UpdateAlias => aliases::update_alias, hot = false, read_only = false;
+    UpdateAlias(AliasRequest) -> JsonResponse => aliases::update_alias, hot = false, read_only = false;
     /// DeleteAlias.
-    DeleteAlias => aliases::delete_alias, hot = false, read_only = false;
+    DeleteAlias(AliasRequest) -> JsonResponse => aliases::delete_alias, hot = false, read_only = false;
     /// ListAliases.
-    ListAliases => aliases::list_aliases, hot = false, read_only = true;
+    ListAliases(ListAliasesRequest) -> JsonResponse => aliases::list_aliases, hot = false, read_only = true;
     /// TagResource.
-    TagResource => tags::tag_resource, hot = false, read_only = false;
+    TagResource(TagResourceRequest) -> JsonResponse => tags::tag_resource, hot = false, read_only = false;
     /// UntagResource.
-    UntagResource => tags::untag_resource, hot = false, read_only = false;
+    UntagResource(UntagResourceRequest) -> JsonResponse => tags::untag_resource, hot = false, read_only = false;
     /// ListResourceTags.
-    ListResourceTags => tags::list_resource_tags, hot = false, read_only = true;
+    ListResourceTags(ListResourceTagsRequest) -> JsonResponse => tags::list_resource_tags, hot = false, read_only = true;
     /// GetKeyPolicy.
-    GetKeyPolicy => policies::get_key_policy, hot = false, read_only = true;
+    GetKeyPolicy(GetKeyPolicyRequest) -> JsonResponse => policies::get_key_policy, hot = false, read_only = true;
     /// PutKeyPolicy.
-    PutKeyPolicy => policies::put_key_policy, hot = false, read_only = false;
+    PutKeyPolicy(PutKeyPolicyRequest) -> JsonResponse => policies::put_key_policy, hot = false, read_only = false;
     /// ListKeyPolicies.
-    ListKeyPolicies => policies::list_key_policies, hot = false, read_only = true;
+    ListKeyPolicies(ListKeyPoliciesRequest) -> JsonResponse => policies::list_key_policies, hot = false, read_only = true;
     /// EnableKeyRotation.
-    EnableKeyRotation => rotation::enable_key_rotation, hot = false, read_only = false;
+    EnableKeyRotation(EnableKeyRotationRequest) -> JsonResponse => rotation::enable_key_rotation, hot = false, read_only = false;
     /// DisableKeyRotation.
-    DisableKeyRotation => rotation::disable_key_rotation, hot = false, read_only = false;
+    DisableKeyRotation(KeyIdRequest) -> JsonResponse => rotation::disable_key_rotation, hot = false, read_only = false;
     /// GetKeyRotationStatus.
-    GetKeyRotationStatus => rotation::get_key_rotation_status, hot = false, read_only = true;
+    GetKeyRotationStatus(KeyIdRequest) -> JsonResponse => rotation::get_key_rotation_status, hot = false, read_only = true;
     /// RotateKeyOnDemand.
-    RotateKeyOnDemand => rotation::rotate_key_on_demand, hot = false, read_only = false;
+    RotateKeyOnDemand(KeyIdRequest) -> JsonResponse => rotation::rotate_key_on_demand, hot = false, read_only = false;
     /// ListKeyRotations.
-    ListKeyRotations => rotation::list_key_rotations, hot = false, read_only = true;
+    ListKeyRotations(ListKeyRotationsRequest) -> JsonResponse => rotation::list_key_rotations, hot = false, read_only = true;
     /// CreateGrant.
-    CreateGrant => grants::create_grant, hot = false, read_only = false;
+    CreateGrant(CreateGrantRequest) -> JsonResponse => grants::create_grant, hot = false, read_only = false;
     /// ListGrants.
-    ListGrants => grants::list_grants, hot = false, read_only = true;
+    ListGrants(ListGrantsRequest) -> JsonResponse => grants::list_grants, hot = false, read_only = true;
     /// ListRetirableGrants.
-    ListRetirableGrants => grants::list_retirable_grants, hot = false, read_only = true;
+    ListRetirableGrants(ListRetirableGrantsRequest) -> JsonResponse => grants::list_retirable_grants, hot = false, read_only = true;
     /// RetireGrant.
-    RetireGrant => grants::retire_grant, hot = false, read_only = false;
+    RetireGrant(GrantRefRequest) -> JsonResponse => grants::retire_grant, hot = false, read_only = false;
     /// RevokeGrant.
-    RevokeGrant => grants::revoke_grant, hot = false, read_only = false;
+    RevokeGrant(GrantRefRequest) -> JsonResponse => grants::revoke_grant, hot = false, read_only = false;
     /// GetKeyLastUsage.
-    GetKeyLastUsage => usage::get_key_last_usage, hot = false, read_only = true;
+    GetKeyLastUsage(KeyIdRequest) -> JsonResponse => usage::get_key_last_usage, hot = false, read_only = true;
     /// Sign.
-    Sign => asymmetric::sign, hot = true, read_only = true;
+    Sign(SignRequest) -> JsonResponse => asymmetric::sign, hot = true, read_only = true;
     /// Verify.
-    Verify => asymmetric::verify, hot = true, read_only = true;
+    Verify(SignRequest) -> JsonResponse => asymmetric::verify, hot = true, read_only = true;
     /// GetPublicKey.
-    GetPublicKey => asymmetric::get_public_key, hot = true, read_only = true;
+    GetPublicKey(KeyIdRequest) -> JsonResponse => asymmetric::get_public_key, hot = true, read_only = true;
     /// GenerateMac.
-    GenerateMac => asymmetric::generate_mac, hot = true, read_only = true;
+    GenerateMac(MacRequest) -> JsonResponse => asymmetric::generate_mac, hot = true, read_only = true;
     /// VerifyMac.
-    VerifyMac => asymmetric::verify_mac, hot = true, read_only = true;
+    VerifyMac(MacRequest) -> JsonResponse => asymmetric::verify_mac, hot = true, read_only = true;
     /// GenerateDataKeyPair.
-    GenerateDataKeyPair => asymmetric::generate_data_key_pair, hot = false, read_only = true;
+    GenerateDataKeyPair(DataKeyPairRequest) -> JsonResponse => asymmetric::generate_data_key_pair, hot = false, read_only = true;
     /// GenerateDataKeyPairWithoutPlaintext.
-    GenerateDataKeyPairWithoutPlaintext => asymmetric::generate_data_key_pair_without_plaintext,
+    GenerateDataKeyPairWithoutPlaintext(DataKeyPairRequest) -> JsonResponse => asymmetric::generate_data_key_pair_without_plaintext,
         hot = false, read_only = true;
     /// DeriveSharedSecret.
-    DeriveSharedSecret => asymmetric::derive_shared_secret, hot = true, read_only = true;
+    DeriveSharedSecret(DeriveSharedSecretRequest) -> JsonResponse => asymmetric::derive_shared_secret, hot = true, read_only = true;
     /// Encapsulate.
-    Encapsulate => kem::encapsulate, hot = true, read_only = true;
+    Encapsulate(EncapsulateRequest) -> JsonResponse => kem::encapsulate, hot = true, read_only = true;
     /// Decapsulate.
-    Decapsulate => kem::decapsulate, hot = true, read_only = true;
+    Decapsulate(DecapsulateRequest) -> JsonResponse => kem::decapsulate, hot = true, read_only = true;
     /// CreateCustomKeyStore.
-    CreateCustomKeyStore => keystores::create_custom_key_store, hot = false, read_only = false;
+    CreateCustomKeyStore(CreateCustomKeyStoreRequest) -> JsonResponse => keystores::create_custom_key_store, hot = false, read_only = false;
     /// DescribeCustomKeyStores.
-    DescribeCustomKeyStores => keystores::describe_custom_key_stores,
+    DescribeCustomKeyStores(DescribeCustomKeyStoresRequest) -> JsonResponse => keystores::describe_custom_key_stores,
         hot = false, read_only = true;
     /// UpdateCustomKeyStore.
-    UpdateCustomKeyStore => keystores::update_custom_key_store, hot = false, read_only = false;
+    UpdateCustomKeyStore(UpdateCustomKeyStoreRequest) -> JsonResponse => keystores::update_custom_key_store, hot = false, read_only = false;
     /// ConnectCustomKeyStore.
-    ConnectCustomKeyStore => keystores::connect_custom_key_store, hot = false, read_only = false;
+    ConnectCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::connect_custom_key_store, hot = false, read_only = false;
     /// DisconnectCustomKeyStore.
-    DisconnectCustomKeyStore => keystores::disconnect_custom_key_store,
+    DisconnectCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::disconnect_custom_key_store,
         hot = false, read_only = false;
     /// DeleteCustomKeyStore.
-    DeleteCustomKeyStore => keystores::delete_custom_key_store, hot = false, read_only = false;
+    DeleteCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::delete_custom_key_store, hot = false, read_only = false;
     /// GetParametersForImport.
-    GetParametersForImport => import::get_parameters_for_import, hot = false, read_only = true;
+    GetParametersForImport(GetParametersForImportRequest) -> JsonResponse => import::get_parameters_for_import, hot = false, read_only = true;
     /// ImportKeyMaterial.
-    ImportKeyMaterial => import::import_key_material, hot = false, read_only = false;
+    ImportKeyMaterial(ImportKeyMaterialRequest) -> JsonResponse => import::import_key_material, hot = false, read_only = false;
     /// DeleteImportedKeyMaterial.
-    DeleteImportedKeyMaterial => import::delete_imported_key_material,
+    DeleteImportedKeyMaterial(KeyIdRequest) -> JsonResponse => import::delete_imported_key_material,
         hot = false, read_only = false;
 }
 
-/// Decodes a request body. An empty body is an empty request; anything that is not a JSON
-/// object of the right field types is a `SerializationException` whose message gives the
-/// position only, never the offending value (it could be a secret).
+/// Decodes a request body (see [`Request::from_json`]).
 fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, KmsError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
@@ -234,14 +282,14 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, KmsError> {
     })
 }
 
-/// Serialises a response.
-fn respond(v: &serde_json::Value) -> Result<Vec<u8>, KmsError> {
-    serde_json::to_vec(v).map_err(KmsError::internal)
+/// A response of an operation that has no typed response yet.
+fn respond(v: serde_json::Value) -> Result<JsonResponse, KmsError> {
+    Ok(JsonResponse(v))
 }
 
 /// The empty response of operations that return nothing.
-fn empty() -> Result<Vec<u8>, KmsError> {
-    Ok(b"{}".to_vec())
+fn empty() -> Result<JsonResponse, KmsError> {
+    respond(serde_json::Value::Object(serde_json::Map::new()))
 }
 
 /// The AWS error of an asymmetric-crypto refusal.

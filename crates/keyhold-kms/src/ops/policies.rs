@@ -4,6 +4,7 @@ use serde_json::json;
 
 use super::keys::{check_policy, lockout_check};
 use super::{empty, respond};
+use crate::api::JsonResponse;
 use crate::api::{GetKeyPolicyRequest, ListKeyPoliciesRequest, PutKeyPolicyRequest};
 use crate::authz::Conditions;
 use crate::error::KmsError;
@@ -36,7 +37,7 @@ pub(super) fn get_key_policy(
     caller: &Principal,
     req: GetKeyPolicyRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     policy_name(req.policy_name)?;
     let key = engine.key_for(
@@ -47,7 +48,7 @@ pub(super) fn get_key_policy(
         "kms:GetKeyPolicy",
         &Conditions::default(),
     )?;
-    respond(&json!({ "Policy": key.policy, "PolicyName": DEFAULT }))
+    respond(json!({ "Policy": key.policy, "PolicyName": DEFAULT }))
 }
 
 pub(super) fn put_key_policy(
@@ -55,7 +56,7 @@ pub(super) fn put_key_policy(
     caller: &Principal,
     req: PutKeyPolicyRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let policy = required(req.policy, "policy")?;
     policy_name(req.policy_name)?;
@@ -68,6 +69,7 @@ pub(super) fn put_key_policy(
     let probe = CallRecord {
         source_ip: rec.source_ip.clone(),
         via_service: rec.via_service.clone(),
+        secure_transport: rec.secure_transport,
         ..CallRecord::default()
     };
     engine.update_key(
@@ -92,7 +94,7 @@ pub(super) fn list_key_policies(
     caller: &Principal,
     req: ListKeyPoliciesRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     int_range(req.limit.unwrap_or(100), "limit", 1, 1000)?;
     if let Some(m) = &req.marker {
@@ -110,5 +112,5 @@ pub(super) fn list_key_policies(
         "kms:ListKeyPolicies",
         &Conditions::default(),
     )?;
-    respond(&json!({ "PolicyNames": [DEFAULT], "Truncated": false }))
+    respond(json!({ "PolicyNames": [DEFAULT], "Truncated": false }))
 }

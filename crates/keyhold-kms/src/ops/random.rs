@@ -1,12 +1,8 @@
 //! GenerateRandom.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use keyhold_core::secret::SecretBytes;
-use serde_json::json;
 
-use super::respond;
-use crate::api::GenerateRandomRequest;
+use crate::api::{GenerateRandomRequest, GenerateRandomResponse};
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::validate::{int_range, required};
@@ -17,7 +13,7 @@ pub(super) fn generate_random(
     caller: &Principal,
     req: GenerateRandomRequest,
     _rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<GenerateRandomResponse, KmsError> {
     let n = required(req.number_of_bytes, "numberOfBytes")?;
     int_range(n, "numberOfBytes", 1, 1024)?;
     if req.recipient.is_some() {
@@ -36,5 +32,7 @@ pub(super) fn generate_random(
         }
         None => SecretBytes::random(len).map_err(KmsError::internal)?,
     };
-    respond(&json!({ "Plaintext": B64.encode(bytes.expose_secret()) }))
+    Ok(GenerateRandomResponse {
+        plaintext: Some(bytes),
+    })
 }

@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::keys::key_material_id;
 use super::{empty, respond};
+use crate::api::JsonResponse;
 use crate::api::{epoch_seconds, EnableKeyRotationRequest, KeyIdRequest, ListKeyRotationsRequest};
 use crate::authz::Conditions;
 use crate::clock::DAY_MS;
@@ -49,7 +50,7 @@ pub(super) fn enable_key_rotation(
     caller: &Principal,
     req: EnableKeyRotationRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let days = req.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
     int_range(days, "rotationPeriodInDays", 90, 2560)?;
@@ -77,7 +78,7 @@ pub(super) fn disable_key_rotation(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let conds = Conditions::default();
     engine.update_key(
@@ -102,7 +103,7 @@ pub(super) fn get_key_rotation_status(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyRotationStatus")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
@@ -114,7 +115,7 @@ pub(super) fn get_key_rotation_status(
         out["RotationPeriodInDays"] = json!(days);
         out["NextRotationDate"] = json!(epoch_seconds(next));
     }
-    respond(&out)
+    respond(out)
 }
 
 pub(super) fn rotate_key_on_demand(
@@ -122,7 +123,7 @@ pub(super) fn rotate_key_on_demand(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:RotateKeyOnDemand")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
@@ -140,7 +141,7 @@ pub(super) fn rotate_key_on_demand(
         ));
     }
     engine.rotate(&key.key_id, "ON_DEMAND")?;
-    respond(&json!({ "KeyId": arn }))
+    respond(json!({ "KeyId": arn }))
 }
 
 pub(super) fn list_key_rotations(
@@ -148,7 +149,7 @@ pub(super) fn list_key_rotations(
     caller: &Principal,
     req: ListKeyRotationsRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
@@ -207,7 +208,7 @@ pub(super) fn list_key_rotations(
             out["NextMarker"] = json!(last.version.to_string());
         }
     }
-    respond(&out)
+    respond(out)
 }
 
 impl Engine {

@@ -6,6 +6,7 @@ use keyhold_store::Tag;
 use serde_json::json;
 
 use super::{empty, respond};
+use crate::api::JsonResponse;
 use crate::api::{ListResourceTagsRequest, TagDto, TagResourceRequest, UntagResourceRequest};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
@@ -52,7 +53,7 @@ pub(super) fn tag_resource(
     caller: &Principal,
     req: TagResourceRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let tags = validate_tags(required(req.tags, "tags")?)?;
     let key = engine.resolve_for_change(caller, &key_id, rec, "kms:TagResource")?;
@@ -77,7 +78,7 @@ pub(super) fn untag_resource(
     caller: &Principal,
     req: UntagResourceRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let keys = required(req.tag_keys, "tagKeys")?;
     for k in &keys {
@@ -94,7 +95,7 @@ pub(super) fn list_resource_tags(
     caller: &Principal,
     req: ListResourceTagsRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let limit = req.limit.unwrap_or(50);
     int_range(limit, "limit", 1, 50)?;
@@ -126,5 +127,5 @@ pub(super) fn list_resource_tags(
             out["NextMarker"] = json!(last.key);
         }
     }
-    respond(&out)
+    respond(out)
 }

@@ -3,6 +3,7 @@
 use serde_json::json;
 
 use super::respond;
+use crate::api::JsonResponse;
 use crate::api::{epoch_seconds, KeyIdRequest};
 use crate::error::KmsError;
 use crate::principal::Principal;
@@ -13,7 +14,7 @@ pub(super) fn get_key_last_usage(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<Vec<u8>, KmsError> {
+) -> Result<JsonResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyLastUsage")?;
     // keyhold tracks every key from its creation.
     let mut out = json!({
@@ -28,5 +29,5 @@ pub(super) fn get_key_last_usage(
             "CloudTrailEventId": u.event_id,
         });
     }
-    respond(&out)
+    respond(out)
 }

@@ -182,3 +182,87 @@ async fn principals_in_other_accounts_sign_their_own_requests() {
     assert_eq!(md.aws_account_id.as_deref(), Some(OTHER_ACCOUNT));
     s.stop().await;
 }
+
+/// Headers of a ListKeys request signed by the dev principal.
+fn signed_list_keys(s: &TestServer) -> Vec<(String, String)> {
+    let mut h = base_headers(s);
+    h.extend(sign_headers(
+        &s.endpoint,
+        &h,
+        b"{}",
+        "test",
+        "test",
+        REGION,
+        SystemTime::now(),
+    ));
+    h
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_an_incomplete_signature() {
+    let s = TestServer::start().await;
+    let mut h = signed_list_keys(&s);
+    let auth = h
+        .iter()
+        .find(|(k, _)| k == "authorization")
+        .unwrap()
+        .clone();
+    h.push(auth);
+    let (status, body) = s.send(&h, b"{}").await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("IncompleteSignatureException")),
+        "{body}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_credential_is_an_incomplete_signature() {
+    let s = TestServer::start().await;
+    let mut h = signed_list_keys(&s);
+    let auth = h.iter_mut().find(|(k, _)| k == "authorization").unwrap();
+    let credential = auth
+        .1
+        .split(", ")
+        .find(|p| p.contains("Credential="))
+        .unwrap()
+        .trim_start_matches("AWS4-HMAC-SHA256 ")
+        .to_string();
+    auth.1 = auth.1.replacen(
+        &credential,
+        &format!("{credential}, {}", credential.replace("test/", "other/")),
+        1,
+    );
+    let (status, body) = s.send(&h, b"{}").await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("IncompleteSignatureException")),
+        "{body}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_session_token_is_an_unrecognized_client() {
+    let s = TestServer::start().await;
+    // Signed with the token, as an SDK with session credentials does.
+    let mut h = base_headers(&s);
+    h.push(("x-amz-security-token".into(), "FwoGZXIvYXdzEBYaDH".into()));
+    h.extend(sign_headers(
+        &s.endpoint,
+        &h,
+        b"{}",
+        "test",
+        "test",
+        REGION,
+        SystemTime::now(),
+    ));
+    let (status, body) = s.send(&h, b"{}").await;
+    assert_eq!(
+        (status, body["__type"].as_str()),
+        (400, Some("UnrecognizedClientException")),
+        "{body}"
+    );
+    s.stop().await;
+}

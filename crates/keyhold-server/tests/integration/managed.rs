@@ -1,8 +1,9 @@
 //! AWS managed keys: made on first use, usable only through their service, never changeable.
 
 use aws_sdk_kms::types::{GrantOperation, KeyManagerType, KeyState};
+use keyhold_kms::api::EncryptRequest;
 use keyhold_kms::principal::Principal;
-use keyhold_kms::RequestMeta;
+use keyhold_kms::{Request, RequestMeta, Response};
 
 use crate::common::*;
 
@@ -104,30 +105,24 @@ async fn managed_keys_are_used_only_through_their_service() {
         via_service: Some(format!("ec2.{REGION}.amazonaws.com")),
         ..RequestMeta::default()
     };
-    let out = s
-        .engine
-        .handle(
-            &dev,
-            &meta,
-            "Encrypt",
-            br#"{"KeyId":"alias/aws/ebs","Plaintext":"aGk="}"#,
-        )
-        .unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert!(v["KeyId"].as_str().unwrap().ends_with(&md.key_id));
+    // A service front door calls the engine in-process with a typed request.
+    let encrypt = || {
+        Request::Encrypt(EncryptRequest {
+            key_id: Some("alias/aws/ebs".into()),
+            plaintext: Some("aGk=".into()),
+            ..EncryptRequest::default()
+        })
+    };
+    let out = s.engine.call(&dev, &meta, encrypt()).unwrap();
+    let Response::Encrypt(out) = out else {
+        panic!("not an Encrypt response: {out:?}")
+    };
+    assert!(out.key_id.ends_with(&md.key_id));
     let wrong = RequestMeta {
         via_service: Some(format!("s3.{REGION}.amazonaws.com")),
         ..meta
     };
-    let e = s
-        .engine
-        .handle(
-            &dev,
-            &wrong,
-            "Encrypt",
-            br#"{"KeyId":"alias/aws/ebs","Plaintext":"aGk="}"#,
-        )
-        .unwrap_err();
+    let e = s.engine.call(&dev, &wrong, encrypt()).unwrap_err();
     assert_eq!(e.code.as_str(), "AccessDeniedException");
     s.stop().await;
 }

@@ -58,6 +58,101 @@ async fn served_leaf(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
+/// A Rust SDK client for `https://localhost:PORT` that trusts only `ca_pem`.
+fn https_client(ca_pem: &str, port: u16) -> aws_sdk_kms::Client {
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(
+            tls::TlsContext::builder()
+                .with_trust_store(
+                    tls::TrustStore::empty()
+                        .with_native_roots(false)
+                        .with_pem_certificate(ca_pem.as_bytes().to_vec()),
+                )
+                .build()
+                .unwrap(),
+        )
+        .build_https();
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(REGION))
+        .endpoint_url(format!("https://localhost:{port}"))
+        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+        .http_client(http)
+        .build();
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
+/// A key policy that allows the account everything, but only over TLS.
+fn tls_only_policy() -> String {
+    serde_json::json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "TLS only",
+            "Effect": "Allow",
+            "Principal": {"AWS": format!("arn:aws:iam::{ACCOUNT}:root")},
+            "Action": "kms:*",
+            "Resource": "*",
+            "Condition": {"Bool": {"aws:SecureTransport": "true"}}
+        }]
+    })
+    .to_string()
+}
+
+/// Creates a key with the TLS-only policy and tries to encrypt with it.
+async fn encrypt_under_tls_only_policy(c: &aws_sdk_kms::Client) -> Result<(), String> {
+    let key = c
+        .create_key()
+        .policy(tls_only_policy())
+        .bypass_policy_lockout_safety_check(true)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    c.encrypt()
+        .key_id(key)
+        .plaintext(blob(b"x"))
+        .send()
+        .await
+        .map(|_| ())
+        .map_err(|e| code(&e))
+}
+
+#[tokio::test]
+async fn secure_transport_comes_from_the_connection() {
+    // Over HTTPS the condition holds.
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootWrapper(FileRootKey::create(&dir.path().join("root.key")).unwrap());
+    let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    let ca = PrivateCa::create(&dir.path().join("tls"), &names, 30, &root, now() - 60).unwrap();
+    let store = Arc::new(CertStore::new(ca.server_cert(&root, now() - 60).unwrap()));
+    let options = ServerOptions {
+        tls: Some(server_config(store, None).unwrap()),
+        ..ServerOptions::default()
+    };
+    let s = TestServer::start_with(dir.path(), options).await;
+    let c = https_client(ca.cert_pem(), s.addr.port());
+    assert_eq!(encrypt_under_tls_only_policy(&c).await, Ok(()));
+    s.stop().await;
+    // Over plain HTTP the same policy denies.
+    let s = TestServer::start().await;
+    assert_eq!(
+        encrypt_under_tls_only_policy(&s.client()).await,
+        Err("AccessDeniedException".to_string())
+    );
+    let events = s.audit_events();
+    let denied = events
+        .iter()
+        .rfind(|e| e["eventName"] == "Encrypt")
+        .unwrap();
+    assert_eq!(denied["errorCode"], "AccessDeniedException");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn the_rust_sdk_trusts_the_private_ca_and_renewal_swaps_the_certificate() {
     let dir = tempfile::tempdir().unwrap();
@@ -75,29 +170,7 @@ async fn the_rust_sdk_trusts_the_private_ca_and_renewal_swaps_the_certificate() 
     let s = TestServer::start_with(dir.path(), options).await;
     assert!(s.endpoint.starts_with("https://"));
 
-    let http = aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(
-            tls::TlsContext::builder()
-                .with_trust_store(
-                    tls::TrustStore::empty()
-                        .with_native_roots(false)
-                        .with_pem_certificate(ca.cert_pem().as_bytes().to_vec()),
-                )
-                .build()
-                .unwrap(),
-        )
-        .build_https();
-    let conf = aws_sdk_kms::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .endpoint_url(format!("https://localhost:{}", s.addr.port()))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .http_client(http)
-        .build();
-    let c = aws_sdk_kms::Client::from_conf(conf);
+    let c = https_client(ca.cert_pem(), s.addr.port());
     let k = new_key(&c).await;
     let ct = seal(&c, &k, b"over tls").await;
 
