@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //! - [`RootKey`]: the one trait every root-key provider implements: wrap and unwrap secrets.
-//! - [`file`]: the key-file provider (32 random bytes in a 0600 file).
+//! - [`mod@file`]: the key-file provider (32 random bytes in a 0600 file).
 //! - [`passphrase`]: a key derived from an operator passphrase with Argon2id.
 //! - [`pkcs11`]: a non-extractable AES-256 key in an HSM token (PKCS#11).
 //!

@@ -8,7 +8,9 @@
 //!   [`Response`] enums that name them ([`Request::from_json`] is the AWS JSON 1.1 decoder).
 //! - [`api`]: request and response shapes with AWS's field names; [`validate`]: turning
 //!   request fields into typed values with AWS's validation errors.
-//! - `authz`: key policies applied to each request (`Engine::authorize`).
+//! - `authz`: key policies and grants applied to each request (`Engine::authorize`; the
+//!   grant rule, `grant_allows`, lives here too).
+//! - [`keystores`]: this node's connections to the PKCS#11 tokens of custom key stores.
 //! - `managed`: AWS managed keys (`alias/aws/<service>`), made on first use.
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
 //! - [`seed`]: keys declared in a seed file, created idempotently at start.

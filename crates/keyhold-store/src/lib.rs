@@ -3,16 +3,22 @@
 //! # Layout
 //! - [`records`]: the rows the engine reads and writes (keys, key versions, aliases, tags,
 //!   principals). Secrets in them are always wrapped under the root key.
+//! - `sql`: the one SQL layer both backends share: the versioned schema (one template,
+//!   dialect column types), every statement, fallible row decoding, and the [`Store`]
+//!   implementation over a small `Backend` trait; the dialect differences in one place.
 //! - [`sqlite`]: the embedded SQLite backend (WAL, `synchronous=FULL`: a commit is fsynced
-//!   before the call returns) and its versioned migrations.
-//! - [`postgres`]: the PostgreSQL backend, for several nodes sharing one state.
+//!   before the call returns): its connection, transactions and errors.
+//! - [`postgres`]: the PostgreSQL backend, for several nodes sharing one state: its pool,
+//!   transactions, LISTEN/NOTIFY and errors.
 //! - [`Store`]: the trait every backend implements; calls are blocking and short.
+//! - `conformance` (tests): one suite of checks run on both backends.
 #![forbid(unsafe_code)]
 
 #[cfg(test)]
 mod conformance;
 pub mod postgres;
 pub mod records;
+mod sql;
 pub mod sqlite;
 
 use keyhold_core::ids::{AliasName, KeyId};
