@@ -6,7 +6,7 @@
 //! [`CALL_TIMEOUT`] for a connection (`Unavailable`, which the engine answers as
 //! `DependencyTimeoutException`). A lost connection is re-established on the next call.
 //! Migrations run under an advisory lock, so nodes starting together do not race. Statements,
-//! schema and rows are the shared SQL layer's ([`crate::sql`]); this file holds the pool,
+//! schema and rows are the shared SQL layer's (`crate::sql`); this file holds the pool,
 //! transactions, LISTEN/NOTIFY and the error mapping.
 
 use std::sync::mpsc::{self, Receiver, SyncSender};

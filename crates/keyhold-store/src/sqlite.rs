@@ -1,7 +1,7 @@
 //! The embedded SQLite backend: one connection behind a mutex (SQLite serialises writers
 //! anyway, and every call is a short indexed statement), WAL with `synchronous=FULL` (a commit
 //! is fsynced before the call returns). Statements, schema and rows are the shared SQL layer's
-//! ([`crate::sql`]); this file holds the connection, transactions and the error mapping.
+//! (`crate::sql`); this file holds the connection, transactions and the error mapping.
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
