@@ -729,12 +729,6 @@ pub struct AliasListEntry {
     pub last_updated_date: f64,
 }
 
-/// The response of an operation that has no typed response of its own yet: the JSON object
-/// the operation built, with AWS's field names.
-#[derive(Debug, Serialize)]
-#[serde(transparent)]
-pub struct JsonResponse(pub serde_json::Value);
-
 /// Serializes bytes as base64, as AWS JSON carries blobs.
 fn base64_bytes<S: serde::Serializer>(b: &[u8], s: S) -> Result<S::Ok, S::Error> {
     use base64::Engine as _;
@@ -856,6 +850,433 @@ pub struct GenerateRandomResponse {
 pub struct KeyMetadataResponse {
     /// The key's metadata.
     pub key_metadata: KeyMetadata,
+}
+
+/// The empty response (`{}`) of operations that return nothing.
+#[derive(Debug, Default, Serialize)]
+pub struct EmptyResponse {}
+
+/// ListKeys.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeysResponse {
+    /// The page of keys.
+    pub keys: Vec<KeyListEntry>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// ScheduleKeyDeletion.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ScheduleKeyDeletionResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// When the key will be deleted, epoch seconds.
+    pub deletion_date: Option<f64>,
+    /// The key's state (`PendingDeletion`).
+    pub key_state: &'static str,
+    /// The waiting period.
+    pub pending_window_in_days: i64,
+}
+
+/// CancelKeyDeletion, RotateKeyOnDemand: the key's ARN.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyIdResponse {
+    /// Key ARN.
+    pub key_id: String,
+}
+
+/// ListAliases.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListAliasesResponse {
+    /// The page of aliases.
+    pub aliases: Vec<AliasListEntry>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// ListResourceTags.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListResourceTagsResponse {
+    /// The page of tags.
+    pub tags: Vec<TagDto>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// GetKeyPolicy.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyPolicyResponse {
+    /// The policy document.
+    pub policy: String,
+    /// Its name (`default`).
+    pub policy_name: &'static str,
+}
+
+/// ListKeyPolicies.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyPoliciesResponse {
+    /// Policy names (only `default`).
+    pub policy_names: Vec<&'static str>,
+    /// Always false.
+    pub truncated: bool,
+}
+
+/// GetKeyRotationStatus.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyRotationStatusResponse {
+    /// Whether automatic rotation is on.
+    pub key_rotation_enabled: bool,
+    /// Key ARN.
+    pub key_id: String,
+    /// The rotation period, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_period_in_days: Option<u32>,
+    /// The next automatic rotation, when on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_rotation_date: Option<f64>,
+}
+
+/// One entry of ListKeyRotations.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RotationEntry {
+    /// Key id.
+    pub key_id: String,
+    /// The material's id.
+    pub key_material_id: String,
+    /// `CURRENT` or `NON_CURRENT`.
+    pub key_material_state: &'static str,
+    /// When the rotation that made it happened (rotations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_date: Option<f64>,
+    /// `AUTOMATIC` or `ON_DEMAND` (rotations only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation_type: Option<String>,
+}
+
+/// ListKeyRotations.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListKeyRotationsResponse {
+    /// The page of rotations.
+    pub rotations: Vec<RotationEntry>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// CreateGrant.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateGrantResponse {
+    /// The grant token.
+    pub grant_token: String,
+    /// The grant id.
+    pub grant_id: String,
+}
+
+/// One grant of ListGrants and ListRetirableGrants.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GrantListEntry {
+    /// Key ARN.
+    pub key_id: String,
+    /// Grant id.
+    pub grant_id: String,
+    /// Creation time.
+    pub creation_date: f64,
+    /// Who may use the key.
+    pub grantee_principal: String,
+    /// The account that made the grant.
+    pub issuing_account: String,
+    /// The operations allowed.
+    pub operations: Vec<String>,
+    /// The grant's name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Who may retire it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_principal: Option<String>,
+    /// Its encryption context constraint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<GrantConstraintsDto>,
+}
+
+/// ListGrants and ListRetirableGrants.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListGrantsResponse {
+    /// The page of grants.
+    pub grants: Vec<GrantListEntry>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+}
+
+/// GetKeyLastUsage's `KeyLastUsage`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyLastUsageEntry {
+    /// The operation.
+    pub operation: String,
+    /// When.
+    pub timestamp: f64,
+    /// The audit event of that use.
+    pub cloud_trail_event_id: String,
+}
+
+/// GetKeyLastUsage.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetKeyLastUsageResponse {
+    /// Key id.
+    pub key_id: String,
+    /// Since when uses are tracked.
+    pub tracking_start_date: f64,
+    /// When the key was made.
+    pub key_creation_date: f64,
+    /// The last use, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_last_usage: Option<KeyLastUsageEntry>,
+}
+
+/// Sign.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SignResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The signature.
+    #[serde(serialize_with = "base64_bytes")]
+    pub signature: Vec<u8>,
+    /// The algorithm.
+    pub signing_algorithm: &'static str,
+}
+
+/// Verify.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// Always true (an invalid signature is an error).
+    pub signature_valid: bool,
+    /// The algorithm.
+    pub signing_algorithm: &'static str,
+}
+
+/// GenerateMac.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GenerateMacResponse {
+    /// The MAC.
+    #[serde(serialize_with = "base64_bytes")]
+    pub mac: Vec<u8>,
+    /// The algorithm.
+    pub mac_algorithm: &'static str,
+    /// Key ARN.
+    pub key_id: String,
+}
+
+/// VerifyMac.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct VerifyMacResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// Always true (an invalid MAC is an error).
+    pub mac_valid: bool,
+    /// The algorithm.
+    pub mac_algorithm: &'static str,
+}
+
+/// GetPublicKey.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetPublicKeyResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// DER SubjectPublicKeyInfo.
+    #[serde(serialize_with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    /// Deprecated twin of KeySpec.
+    pub customer_master_key_spec: &'static str,
+    /// Key spec.
+    pub key_spec: &'static str,
+    /// Key usage.
+    pub key_usage: &'static str,
+    /// For signing keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_algorithms: Option<Vec<&'static str>>,
+    /// For encryption keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_algorithms: Option<Vec<&'static str>>,
+    /// For key agreement keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_agreement_algorithms: Option<Vec<&'static str>>,
+    /// For ML-KEM keys.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encapsulation_algorithms: Option<Vec<&'static str>>,
+}
+
+/// GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DataKeyPairResponse {
+    /// The private key, encrypted.
+    #[serde(serialize_with = "base64_bytes")]
+    pub private_key_ciphertext_blob: Vec<u8>,
+    /// The public key (DER SubjectPublicKeyInfo).
+    #[serde(serialize_with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    /// ARN of the key that encrypted the private key.
+    pub key_id: String,
+    /// The pair's spec.
+    pub key_pair_spec: &'static str,
+    /// The key material that encrypted it.
+    pub key_material_id: String,
+    /// The private key (PKCS#8), GenerateDataKeyPair only.
+    #[serde(
+        serialize_with = "base64_secret_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub private_key_plaintext: Option<SecretBytes>,
+}
+
+/// DeriveSharedSecret.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeriveSharedSecretResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The shared secret.
+    #[serde(serialize_with = "base64_secret")]
+    pub shared_secret: SecretBytes,
+    /// `ECDH`.
+    pub key_agreement_algorithm: String,
+    /// The key's origin.
+    pub key_origin: &'static str,
+}
+
+/// Encapsulate.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EncapsulateResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The shared secret.
+    #[serde(serialize_with = "base64_secret")]
+    pub shared_secret: SecretBytes,
+    /// The ciphertext to send to the key's holder.
+    #[serde(serialize_with = "base64_bytes")]
+    pub shared_secret_ciphertext_blob: Vec<u8>,
+    /// `ML_KEM`.
+    pub encapsulation_algorithm: &'static str,
+}
+
+/// Decapsulate.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DecapsulateResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The shared secret.
+    #[serde(serialize_with = "base64_secret")]
+    pub shared_secret: SecretBytes,
+    /// `ML_KEM`.
+    pub encapsulation_algorithm: &'static str,
+}
+
+/// GetParametersForImport.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetParametersForImportResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The import token.
+    #[serde(serialize_with = "base64_bytes")]
+    pub import_token: Vec<u8>,
+    /// The RSA wrapping public key (DER).
+    #[serde(serialize_with = "base64_bytes")]
+    pub public_key: Vec<u8>,
+    /// When the token and wrapping key expire.
+    pub parameters_valid_to: f64,
+}
+
+/// ImportKeyMaterial and DeleteImportedKeyMaterial.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyMaterialResponse {
+    /// Key ARN.
+    pub key_id: String,
+    /// The material's id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_id: Option<String>,
+}
+
+/// CreateCustomKeyStore.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateCustomKeyStoreResponse {
+    /// The new store's id.
+    pub custom_key_store_id: String,
+}
+
+/// One store of DescribeCustomKeyStores.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CustomKeyStoreEntry {
+    /// Store id.
+    pub custom_key_store_id: String,
+    /// Store name.
+    pub custom_key_store_name: String,
+    /// The token label.
+    pub cloud_hsm_cluster_id: String,
+    /// The trust anchor certificate as given.
+    pub trust_anchor_certificate: String,
+    /// `CONNECTED`, `DISCONNECTED`, `FAILED`, ...
+    pub connection_state: &'static str,
+    /// Creation time.
+    pub creation_date: f64,
+    /// `AWS_CLOUDHSM`.
+    pub custom_key_store_type: &'static str,
+    /// Why a connection failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_error_code: Option<&'static str>,
+}
+
+/// DescribeCustomKeyStores.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DescribeCustomKeyStoresResponse {
+    /// The page of stores.
+    pub custom_key_stores: Vec<CustomKeyStoreEntry>,
+    /// True when more follow.
+    pub truncated: bool,
+    /// Where the next page starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
 }
 
 /// Epoch seconds with millisecond precision, as AWS JSON timestamps are.

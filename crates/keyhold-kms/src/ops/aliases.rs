@@ -4,11 +4,12 @@ use keyhold_core::ids::{alias_arn, AliasName};
 use std::sync::Arc;
 
 use keyhold_store::{AliasRecord, KeyRecord, StoreError};
-use serde_json::json;
 
-use super::{empty, respond};
-use crate::api::JsonResponse;
-use crate::api::{epoch_seconds, AliasListEntry, AliasRequest, ListAliasesRequest};
+use super::empty;
+use crate::api::{
+    epoch_seconds, AliasListEntry, AliasRequest, EmptyResponse, ListAliasesRequest,
+    ListAliasesResponse,
+};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -70,7 +71,7 @@ pub(super) fn create_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let (name, key) = name_and_target(engine, caller, req, rec, "kms:CreateAlias")?;
     let now = engine.now_ms();
     let _guard = engine.lock_writes();
@@ -102,7 +103,7 @@ pub(super) fn update_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let (name, key) = name_and_target(engine, caller, req, rec, "kms:UpdateAlias")?;
     let _guard = engine.lock_writes();
     let current = engine
@@ -134,7 +135,7 @@ pub(super) fn delete_alias(
     caller: &Principal,
     req: AliasRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let name = alias_name(&required(req.alias_name, "aliasName")?)?;
     if name.is_reserved() {
         return Err(reserved(&name));
@@ -163,7 +164,7 @@ pub(super) fn list_aliases(
     caller: &Principal,
     req: ListAliasesRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListAliasesResponse, KmsError> {
     let limit = req.limit.unwrap_or(50);
     int_range(limit, "limit", 1, 100)?;
     let target = match &req.key_id {
@@ -196,11 +197,12 @@ pub(super) fn list_aliases(
             last_updated_date: epoch_seconds(a.updated_at),
         })
         .collect();
-    let mut out = json!({ "Aliases": entries, "Truncated": truncated });
-    if truncated {
-        if let Some(last) = aliases.last() {
-            out["NextMarker"] = json!(last.name.as_str());
-        }
-    }
-    respond(out)
+    Ok(ListAliasesResponse {
+        aliases: entries,
+        truncated,
+        next_marker: aliases
+            .last()
+            .filter(|_| truncated)
+            .map(|a| a.name.to_string()),
+    })
 }

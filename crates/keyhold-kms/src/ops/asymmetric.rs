@@ -4,8 +4,6 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use keyhold_core::asym;
 use keyhold_core::key::{
     EncapsulationAlgorithm, EncryptionAlgorithm, KeyPairSpec, KeySpec, KeyUsage, MacAlgorithm,
@@ -13,13 +11,13 @@ use keyhold_core::key::{
 };
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::KeyRecord;
-use serde_json::json;
 
 use super::keys::key_material_id;
-use super::{asym_error, dry_run_ok, respond};
-use crate::api::JsonResponse;
+use super::{asym_error, dry_run_ok};
 use crate::api::{
-    DataKeyPairRequest, DeriveSharedSecretRequest, KeyIdRequest, MacRequest, SignRequest,
+    DataKeyPairRequest, DataKeyPairResponse, DeriveSharedSecretRequest, DeriveSharedSecretResponse,
+    GenerateMacResponse, GetPublicKeyResponse, KeyIdRequest, MacRequest, SignRequest, SignResponse,
+    VerifyMacResponse, VerifyResponse,
 };
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
@@ -100,7 +98,7 @@ pub(super) fn sign(
     caller: &Principal,
     req: SignRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<SignResponse, KmsError> {
     let (key_id, message, message_type, alg) = signing_parts(&req)?;
     let conds = Conditions::default()
         .and("kms:SigningAlgorithm", vec![alg.as_str().into()])
@@ -117,11 +115,11 @@ pub(super) fn sign(
     dry_run_ok(req.dry_run)?;
     let signature =
         asym::sign(key.key_spec, &material, alg, message_type, &message).map_err(asym_error)?;
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "Signature": B64.encode(signature),
-        "SigningAlgorithm": alg.as_str(),
-    }))
+    Ok(SignResponse {
+        key_id: engine.key_arn(&key),
+        signature,
+        signing_algorithm: alg.as_str(),
+    })
 }
 
 pub(super) fn verify(
@@ -129,7 +127,7 @@ pub(super) fn verify(
     caller: &Principal,
     req: SignRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<VerifyResponse, KmsError> {
     let (key_id, message, message_type, alg) = signing_parts(&req)?;
     let signature = blob(&required(req.signature, "signature")?, "signature", 1, 6144)?;
     let conds = Conditions::default()
@@ -160,11 +158,11 @@ pub(super) fn verify(
             "The signature is not valid for this message, key and signing algorithm.",
         ));
     }
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "SignatureValid": true,
-        "SigningAlgorithm": alg.as_str(),
-    }))
+    Ok(VerifyResponse {
+        key_id: engine.key_arn(&key),
+        signature_valid: true,
+        signing_algorithm: alg.as_str(),
+    })
 }
 
 pub(super) fn get_public_key(
@@ -172,7 +170,7 @@ pub(super) fn get_public_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<GetPublicKeyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     grant_tokens(&req.grant_tokens)?;
     let key = engine.key_for(
@@ -195,36 +193,40 @@ pub(super) fn get_public_key(
     }
     let material = engine.current_material(&key)?;
     let public = asym::public_key_der(key.key_spec, &material).map_err(asym_error)?;
-    let mut out = json!({
-        "KeyId": arn,
-        "PublicKey": B64.encode(public),
-        "CustomerMasterKeySpec": key.key_spec.as_str(),
-        "KeySpec": key.key_spec.as_str(),
-        "KeyUsage": key.key_usage.as_str(),
-    });
+    let mut out = GetPublicKeyResponse {
+        key_id: arn,
+        public_key: public,
+        customer_master_key_spec: key.key_spec.as_str(),
+        key_spec: key.key_spec.as_str(),
+        key_usage: key.key_usage.as_str(),
+        signing_algorithms: None,
+        encryption_algorithms: None,
+        key_agreement_algorithms: None,
+        encapsulation_algorithms: None,
+    };
     match key.key_usage {
         KeyUsage::SignVerify => {
-            let algs: Vec<&str> = key
-                .key_spec
-                .signing_algorithms()
-                .iter()
-                .map(|a| a.as_str())
-                .collect();
-            out["SigningAlgorithms"] = json!(algs);
+            out.signing_algorithms = Some(
+                key.key_spec
+                    .signing_algorithms()
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect(),
+            );
         }
         KeyUsage::EncryptDecrypt => {
-            out["EncryptionAlgorithms"] = json!([
+            out.encryption_algorithms = Some(vec![
                 EncryptionAlgorithm::RsaesOaepSha1.as_str(),
-                EncryptionAlgorithm::RsaesOaepSha256.as_str()
+                EncryptionAlgorithm::RsaesOaepSha256.as_str(),
             ]);
         }
-        KeyUsage::KeyAgreement => out["KeyAgreementAlgorithms"] = json!(["ECDH"]),
+        KeyUsage::KeyAgreement => out.key_agreement_algorithms = Some(vec!["ECDH"]),
         KeyUsage::EncapsulateDecapsulate => {
-            out["EncapsulationAlgorithms"] = json!([EncapsulationAlgorithm::MlKem.as_str()]);
+            out.encapsulation_algorithms = Some(vec![EncapsulationAlgorithm::MlKem.as_str()]);
         }
         KeyUsage::GenerateVerifyMac => {}
     }
-    respond(out)
+    Ok(out)
 }
 
 fn mac_parts(req: &MacRequest) -> Result<(String, Vec<u8>, MacAlgorithm), KmsError> {
@@ -251,7 +253,7 @@ pub(super) fn generate_mac(
     caller: &Principal,
     req: MacRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<GenerateMacResponse, KmsError> {
     let (key_id, message, alg) = mac_parts(&req)?;
     let conds = Conditions::default().and("kms:MacAlgorithm", vec![alg.as_str().into()]);
     let (key, material) = key_for_use(
@@ -265,11 +267,11 @@ pub(super) fn generate_mac(
     )?;
     dry_run_ok(req.dry_run)?;
     let tag = asym::mac(key.key_spec, &material, alg, &message).map_err(asym_error)?;
-    respond(json!({
-        "Mac": B64.encode(tag),
-        "MacAlgorithm": alg.as_str(),
-        "KeyId": engine.key_arn(&key),
-    }))
+    Ok(GenerateMacResponse {
+        mac: tag,
+        mac_algorithm: alg.as_str(),
+        key_id: engine.key_arn(&key),
+    })
 }
 
 pub(super) fn verify_mac(
@@ -277,7 +279,7 @@ pub(super) fn verify_mac(
     caller: &Principal,
     req: MacRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<VerifyMacResponse, KmsError> {
     let (key_id, message, alg) = mac_parts(&req)?;
     let tag = blob(&required(req.mac, "mac")?, "mac", 1, 6144)?;
     let conds = Conditions::default().and("kms:MacAlgorithm", vec![alg.as_str().into()]);
@@ -297,11 +299,11 @@ pub(super) fn verify_mac(
             "The MAC is not valid for this message, key and MAC algorithm.",
         ));
     }
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "MacValid": true,
-        "MacAlgorithm": alg.as_str(),
-    }))
+    Ok(VerifyMacResponse {
+        key_id: engine.key_arn(&key),
+        mac_valid: true,
+        mac_algorithm: alg.as_str(),
+    })
 }
 
 /// The shared body of GenerateDataKeyPair and GenerateDataKeyPairWithoutPlaintext.
@@ -311,7 +313,7 @@ fn data_key_pair(
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
     with_plaintext: bool,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DataKeyPairResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let spec = enum_value(
         &required(req.key_pair_spec, "keyPairSpec")?,
@@ -359,17 +361,14 @@ fn data_key_pair(
         &context,
         private.expose_secret(),
     )?;
-    let mut out = json!({
-        "PrivateKeyCiphertextBlob": B64.encode(sealed),
-        "PublicKey": B64.encode(public),
-        "KeyId": engine.key_arn(&key),
-        "KeyPairSpec": spec.as_str(),
-        "KeyMaterialId": key_material_id(&key.key_id, key.current_version),
-    });
-    if with_plaintext {
-        out["PrivateKeyPlaintext"] = json!(B64.encode(private.expose_secret()));
-    }
-    respond(out)
+    Ok(DataKeyPairResponse {
+        private_key_ciphertext_blob: sealed,
+        public_key: public,
+        key_id: engine.key_arn(&key),
+        key_pair_spec: spec.as_str(),
+        key_material_id: key_material_id(&key.key_id, key.current_version),
+        private_key_plaintext: with_plaintext.then_some(private),
+    })
 }
 
 pub(super) fn generate_data_key_pair(
@@ -377,7 +376,7 @@ pub(super) fn generate_data_key_pair(
     caller: &Principal,
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DataKeyPairResponse, KmsError> {
     data_key_pair(engine, caller, req, rec, true)
 }
 
@@ -386,7 +385,7 @@ pub(super) fn generate_data_key_pair_without_plaintext(
     caller: &Principal,
     req: DataKeyPairRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DataKeyPairResponse, KmsError> {
     data_key_pair(engine, caller, req, rec, false)
 }
 
@@ -395,7 +394,7 @@ pub(super) fn derive_shared_secret(
     caller: &Principal,
     req: DeriveSharedSecretRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DeriveSharedSecretResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let alg = required(req.key_agreement_algorithm, "keyAgreementAlgorithm")?;
     if alg != "ECDH" {
@@ -429,10 +428,10 @@ pub(super) fn derive_shared_secret(
     )?;
     dry_run_ok(req.dry_run)?;
     let secret = asym::derive_shared_secret(key.key_spec, &material, &peer).map_err(asym_error)?;
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "SharedSecret": B64.encode(secret.expose_secret()),
-        "KeyAgreementAlgorithm": alg,
-        "KeyOrigin": key.origin.as_str(),
-    }))
+    Ok(DeriveSharedSecretResponse {
+        key_id: engine.key_arn(&key),
+        shared_secret: secret,
+        key_agreement_algorithm: alg,
+        key_origin: key.origin.as_str(),
+    })
 }

@@ -9,12 +9,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64URL;
 use base64::Engine as _;
 use keyhold_core::grant::GrantConstraint;
 use keyhold_store::{GrantRecord, KeyRecord, StoreError};
-use serde_json::json;
 
-use super::{dry_run_ok, empty, respond};
-use crate::api::JsonResponse;
+use super::{dry_run_ok, empty};
 use crate::api::{
-    epoch_seconds, CreateGrantRequest, GrantConstraintsDto, GrantRefRequest, ListGrantsRequest,
+    epoch_seconds, CreateGrantRequest, CreateGrantResponse, EmptyResponse, GrantConstraintsDto,
+    GrantListEntry, GrantRefRequest, ListGrantsRequest, ListGrantsResponse,
     ListRetirableGrantsRequest,
 };
 use crate::authz::{Allowed, Conditions};
@@ -202,25 +201,18 @@ fn check_principal(p: &str, field: &str) -> Result<(), KmsError> {
     })
 }
 
-fn grant_entry(engine: &Engine, key: &KeyRecord, g: &GrantRecord) -> serde_json::Value {
-    let mut e = json!({
-        "KeyId": engine.key_arn(key),
-        "GrantId": g.grant_id,
-        "CreationDate": epoch_seconds(g.created_at),
-        "GranteePrincipal": g.grantee,
-        "IssuingAccount": format!("arn:aws:iam::{}:root", g.issuing_account),
-        "Operations": g.operations,
-    });
-    if let Some(n) = &g.name {
-        e["Name"] = json!(n);
+fn grant_entry(engine: &Engine, key: &KeyRecord, g: &GrantRecord) -> GrantListEntry {
+    GrantListEntry {
+        key_id: engine.key_arn(key),
+        grant_id: g.grant_id.clone(),
+        creation_date: epoch_seconds(g.created_at),
+        grantee_principal: g.grantee.clone(),
+        issuing_account: format!("arn:aws:iam::{}:root", g.issuing_account),
+        operations: g.operations.clone(),
+        name: g.name.clone(),
+        retiring_principal: g.retiring.clone(),
+        constraints: constraints_dto(g),
     }
-    if let Some(r) = &g.retiring {
-        e["RetiringPrincipal"] = json!(r);
-    }
-    if let Some(c) = constraints_dto(g) {
-        e["Constraints"] = json!(c);
-    }
-    e
 }
 
 pub(super) fn create_grant(
@@ -228,7 +220,7 @@ pub(super) fn create_grant(
     caller: &Principal,
     req: CreateGrantRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<CreateGrantResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let grantee = required(req.grantee_principal, "granteePrincipal")?;
     check_principal(&grantee, "granteePrincipal")?;
@@ -349,7 +341,10 @@ pub(super) fn create_grant(
                 && g.operations == ops_sorted
                 && g.constraints == constraint
         }) {
-            return respond(json!({ "GrantToken": g.token, "GrantId": g.grant_id }));
+            return Ok(CreateGrantResponse {
+                grant_token: g.token.clone(),
+                grant_id: g.grant_id.clone(),
+            });
         }
     }
     let id_bytes = keyhold_core::secret::random_bytes(32).map_err(KmsError::internal)?;
@@ -368,7 +363,10 @@ pub(super) fn create_grant(
     };
     engine.store().create_grant(&grant)?;
     engine.keyring().invalidate_grants(&key.key_id);
-    respond(json!({ "GrantToken": grant.token, "GrantId": grant.grant_id }))
+    Ok(CreateGrantResponse {
+        grant_token: grant.token,
+        grant_id: grant.grant_id,
+    })
 }
 
 /// Pages a list of grants by grant id.
@@ -377,7 +375,7 @@ fn page_of(
     grants: Vec<(KeyRecord, GrantRecord)>,
     limit: i64,
     marker: &Option<String>,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListGrantsResponse, KmsError> {
     int_range(limit, "limit", 1, 100)?;
     let start = match marker {
         Some(m) => {
@@ -393,13 +391,14 @@ fn page_of(
         .iter()
         .map(|(k, g)| grant_entry(engine, k, g))
         .collect();
-    let mut out = json!({ "Grants": entries, "Truncated": truncated });
-    if truncated {
-        if let Some((_, last)) = page.last() {
-            out["NextMarker"] = json!(last.grant_id);
-        }
-    }
-    respond(out)
+    Ok(ListGrantsResponse {
+        grants: entries,
+        truncated,
+        next_marker: page
+            .last()
+            .filter(|_| truncated)
+            .map(|(_, g)| g.grant_id.clone()),
+    })
 }
 
 pub(super) fn list_grants(
@@ -407,7 +406,7 @@ pub(super) fn list_grants(
     caller: &Principal,
     req: ListGrantsRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListGrantsResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     if let Some(id) = &req.grant_id {
         check_grant_id(id)?;
@@ -443,7 +442,7 @@ pub(super) fn list_retirable_grants(
     caller: &Principal,
     req: ListRetirableGrantsRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListGrantsResponse, KmsError> {
     let retiring = required(req.retiring_principal, "retiringPrincipal")?;
     check_principal(&retiring, "retiringPrincipal")?;
     // Only principals of the caller's own account may be looked up.
@@ -470,7 +469,7 @@ pub(super) fn retire_grant(
     caller: &Principal,
     req: GrantRefRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     if let Some(t) = &req.grant_token {
         str_len(t, "grantToken", 1, 8192)?;
         if !is_grant_token(t) {
@@ -532,7 +531,7 @@ pub(super) fn revoke_grant(
     caller: &Principal,
     req: GrantRefRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let grant_id = required(req.grant_id, "grantId")?;
     check_grant_id(&grant_id)?;
@@ -553,7 +552,7 @@ pub(super) fn revoke_grant(
     remove(engine, &grant)
 }
 
-fn remove(engine: &Engine, grant: &GrantRecord) -> Result<JsonResponse, KmsError> {
+fn remove(engine: &Engine, grant: &GrantRecord) -> Result<EmptyResponse, KmsError> {
     let _guard = engine.lock_writes();
     engine
         .store()

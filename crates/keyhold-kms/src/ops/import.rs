@@ -5,20 +5,16 @@
 //! expiry, wrapped under the root key with a label that names the key: it is useless for any
 //! other key, and keyhold keeps no state between the two calls.
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use keyhold_core::asym;
 use keyhold_core::ids::KeyId;
 use keyhold_core::import::{self, WrappingAlgorithm};
 use keyhold_core::key::{KeySpec, KeyState, Origin};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::{KeyRecord, KeyVersionRecord};
-use serde_json::json;
 
-use super::respond;
-use crate::api::JsonResponse;
 use crate::api::{
-    epoch_seconds, GetParametersForImportRequest, ImportKeyMaterialRequest, KeyIdRequest,
+    epoch_seconds, GetParametersForImportRequest, GetParametersForImportResponse,
+    ImportKeyMaterialRequest, KeyIdRequest, KeyMaterialResponse,
 };
 use crate::authz::Conditions;
 use crate::clock::DAY_MS;
@@ -79,7 +75,7 @@ pub(super) fn get_parameters_for_import(
     caller: &Principal,
     req: GetParametersForImportRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<GetParametersForImportResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let alg = enum_value(
         &required(req.wrapping_algorithm, "wrappingAlgorithm")?,
@@ -143,12 +139,12 @@ pub(super) fn get_parameters_for_import(
     payload.extend_from_slice(wrapping.expose_secret());
     let mut token = vec![TOKEN_FORMAT];
     token.extend(engine.root_wrap(&payload, &token_label(&key.key_id))?);
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "ImportToken": B64.encode(token),
-        "PublicKey": B64.encode(public),
-        "ParametersValidTo": epoch_seconds(expires),
-    }))
+    Ok(GetParametersForImportResponse {
+        key_id: engine.key_arn(&key),
+        import_token: token,
+        public_key: public,
+        parameters_valid_to: epoch_seconds(expires),
+    })
 }
 
 /// Opens an import token for `key`: the wrapping key, its spec and the wrapping algorithm.
@@ -192,7 +188,7 @@ pub(super) fn import_key_material(
     caller: &Principal,
     req: ImportKeyMaterialRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<KeyMaterialResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let token = blob(
         &required(req.import_token, "importToken")?,
@@ -290,7 +286,10 @@ pub(super) fn import_key_material(
     };
     engine.store().replace_material(&updated, Some(&version))?;
     engine.keyring().forget_material(&key.key_id);
-    respond(json!({ "KeyId": engine.key_arn(&key), "KeyMaterialId": digest }))
+    Ok(KeyMaterialResponse {
+        key_id: engine.key_arn(&key),
+        key_material_id: Some(digest),
+    })
 }
 
 pub(super) fn delete_imported_key_material(
@@ -298,7 +297,7 @@ pub(super) fn delete_imported_key_material(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<KeyMaterialResponse, KmsError> {
     let key = engine.requested_key(
         caller,
         rec,
@@ -308,11 +307,10 @@ pub(super) fn delete_imported_key_material(
     )?;
     check_external(engine, &key)?;
     let digest = engine.remove_imported_material(&key.key_id)?;
-    let mut out = json!({ "KeyId": engine.key_arn(&key) });
-    if let Some(d) = digest {
-        out["KeyMaterialId"] = json!(d);
-    }
-    respond(out)
+    Ok(KeyMaterialResponse {
+        key_id: engine.key_arn(&key),
+        key_material_id: digest,
+    })
 }
 
 impl Engine {

@@ -2,18 +2,16 @@
 
 use std::sync::Arc;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine as _;
 use keyhold_core::asym;
 use keyhold_core::key::{EncapsulationAlgorithm, KeyUsage};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::KeyRecord;
-use serde_json::json;
 
 use super::asymmetric::key_for_use;
-use super::{asym_error, dry_run_ok, respond};
-use crate::api::JsonResponse;
-use crate::api::{DecapsulateRequest, EncapsulateRequest};
+use super::{asym_error, dry_run_ok};
+use crate::api::{
+    DecapsulateRequest, DecapsulateResponse, EncapsulateRequest, EncapsulateResponse,
+};
 use crate::authz::Conditions;
 use crate::error::KmsError;
 use crate::principal::Principal;
@@ -63,7 +61,7 @@ pub(super) fn encapsulate(
     caller: &Principal,
     req: EncapsulateRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EncapsulateResponse, KmsError> {
     let (key, material, alg) = ml_kem_key(
         engine,
         (caller, rec),
@@ -74,12 +72,12 @@ pub(super) fn encapsulate(
     )?;
     dry_run_ok(req.dry_run)?;
     let (ciphertext, secret) = asym::encapsulate(key.key_spec, &material).map_err(asym_error)?;
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "SharedSecret": B64.encode(secret.expose_secret()),
-        "SharedSecretCiphertextBlob": B64.encode(ciphertext),
-        "EncapsulationAlgorithm": alg.as_str(),
-    }))
+    Ok(EncapsulateResponse {
+        key_id: engine.key_arn(&key),
+        shared_secret: secret,
+        shared_secret_ciphertext_blob: ciphertext,
+        encapsulation_algorithm: alg.as_str(),
+    })
 }
 
 pub(super) fn decapsulate(
@@ -87,7 +85,7 @@ pub(super) fn decapsulate(
     caller: &Principal,
     req: DecapsulateRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DecapsulateResponse, KmsError> {
     let ciphertext = blob(
         &required(
             req.shared_secret_ciphertext_blob,
@@ -107,9 +105,9 @@ pub(super) fn decapsulate(
     )?;
     dry_run_ok(req.dry_run)?;
     let secret = asym::decapsulate(key.key_spec, &material, &ciphertext).map_err(asym_error)?;
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "SharedSecret": B64.encode(secret.expose_secret()),
-        "EncapsulationAlgorithm": alg.as_str(),
-    }))
+    Ok(DecapsulateResponse {
+        key_id: engine.key_arn(&key),
+        shared_secret: secret,
+        encapsulation_algorithm: alg.as_str(),
+    })
 }

@@ -8,12 +8,12 @@ use keyhold_core::key::{
 use keyhold_core::policy::{default_key_policy, Decision, PolicyDocument};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::{KeyRecord, KeyVersionRecord};
-use serde_json::json;
 
-use super::{empty, respond, tags::validate_tags};
+use super::{empty, tags::validate_tags};
 use crate::api::{
-    epoch_seconds, CreateKeyRequest, JsonResponse, KeyIdRequest, KeyListEntry, KeyMetadata,
-    KeyMetadataResponse, ListKeysRequest, ScheduleKeyDeletionRequest, UpdateKeyDescriptionRequest,
+    epoch_seconds, CreateKeyRequest, EmptyResponse, KeyIdRequest, KeyIdResponse, KeyListEntry,
+    KeyMetadata, KeyMetadataResponse, ListKeysRequest, ListKeysResponse,
+    ScheduleKeyDeletionRequest, ScheduleKeyDeletionResponse, UpdateKeyDescriptionRequest,
 };
 use crate::authz::Conditions;
 use crate::clock::DAY_MS;
@@ -346,7 +346,7 @@ pub(super) fn list_keys(
     caller: &Principal,
     req: ListKeysRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListKeysResponse, KmsError> {
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
     let after = match &req.marker {
@@ -368,13 +368,14 @@ pub(super) fn list_keys(
             key_arn: key_arn(engine.region(), &k.account, &k.key_id),
         })
         .collect();
-    let mut out = json!({ "Keys": entries, "Truncated": truncated });
-    if truncated {
-        if let Some(last) = keys.last() {
-            out["NextMarker"] = json!(last.key_id.to_string());
-        }
-    }
-    respond(out)
+    Ok(ListKeysResponse {
+        keys: entries,
+        truncated,
+        next_marker: keys
+            .last()
+            .filter(|_| truncated)
+            .map(|k| k.key_id.to_string()),
+    })
 }
 
 pub(super) fn update_key_description(
@@ -382,7 +383,7 @@ pub(super) fn update_key_description(
     caller: &Principal,
     req: UpdateKeyDescriptionRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let description = required(req.description, "description")?;
     str_len(&description, "description", 0, 8192)?;
@@ -408,7 +409,7 @@ pub(super) fn enable_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     set_enabled(engine, caller, req, rec, KeyState::Enabled)
 }
 
@@ -417,7 +418,7 @@ pub(super) fn disable_key(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     set_enabled(engine, caller, req, rec, KeyState::Disabled)
 }
 
@@ -427,7 +428,7 @@ fn set_enabled(
     req: KeyIdRequest,
     rec: &mut CallRecord,
     to: KeyState,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let action = if to == KeyState::Enabled {
         "kms:EnableKey"
@@ -456,7 +457,7 @@ pub(super) fn schedule_key_deletion(
     caller: &Principal,
     req: ScheduleKeyDeletionRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ScheduleKeyDeletionResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let days = req.pending_window_in_days.unwrap_or(30);
     int_range(days, "pendingWindowInDays", 7, 30)?;
@@ -481,12 +482,12 @@ pub(super) fn schedule_key_deletion(
             other => Err(KmsError::invalid_state(arn, other.as_str())),
         },
     )?;
-    respond(json!({
-        "KeyId": engine.key_arn(&key),
-        "DeletionDate": key.deletion_date.map(epoch_seconds),
-        "KeyState": key.state.as_str(),
-        "PendingWindowInDays": days,
-    }))
+    Ok(ScheduleKeyDeletionResponse {
+        key_id: engine.key_arn(&key),
+        deletion_date: key.deletion_date.map(epoch_seconds),
+        key_state: key.state.as_str(),
+        pending_window_in_days: days,
+    })
 }
 
 pub(super) fn cancel_key_deletion(
@@ -494,7 +495,7 @@ pub(super) fn cancel_key_deletion(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<KeyIdResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let key = engine.update_key(
         caller,
@@ -512,5 +513,7 @@ pub(super) fn cancel_key_deletion(
             Ok(())
         },
     )?;
-    respond(json!({ "KeyId": engine.key_arn(&key) }))
+    Ok(KeyIdResponse {
+        key_id: engine.key_arn(&key),
+    })
 }

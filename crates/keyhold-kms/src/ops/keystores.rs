@@ -7,13 +7,12 @@
 //! account may call them (keyhold has no IAM policies), no one of another account.
 
 use keyhold_store::{CustomKeyStoreRecord, StoreError};
-use serde_json::{json, Value};
 
-use super::respond;
-use crate::api::JsonResponse;
+use super::empty;
 use crate::api::{
-    CreateCustomKeyStoreRequest, CustomKeyStoreIdRequest, DescribeCustomKeyStoresRequest,
-    UpdateCustomKeyStoreRequest,
+    epoch_seconds, CreateCustomKeyStoreRequest, CreateCustomKeyStoreResponse, CustomKeyStoreEntry,
+    CustomKeyStoreIdRequest, DescribeCustomKeyStoresRequest, DescribeCustomKeyStoresResponse,
+    EmptyResponse, UpdateCustomKeyStoreRequest,
 };
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -130,7 +129,7 @@ pub(super) fn create_custom_key_store(
     caller: &Principal,
     req: CreateCustomKeyStoreRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<CreateCustomKeyStoreResponse, KmsError> {
     let name = required(req.custom_key_store_name, "customKeyStoreName")?;
     str_len(&name, "customKeyStoreName", 1, 256)?;
     match req.custom_key_store_type.as_deref() {
@@ -191,24 +190,23 @@ pub(super) fn create_custom_key_store(
     if let Err(e) = engine.store().create_custom_key_store(&rec) {
         return Err(conflict(engine, &rec, e)?);
     }
-    respond(json!({ "CustomKeyStoreId": rec.id }))
+    Ok(CreateCustomKeyStoreResponse {
+        custom_key_store_id: rec.id,
+    })
 }
 
-fn entry(engine: &Engine, s: &CustomKeyStoreRecord) -> Value {
+fn entry(engine: &Engine, s: &CustomKeyStoreRecord) -> CustomKeyStoreEntry {
     let (state, code) = engine.key_store_state(s);
-    let mut v = json!({
-        "CustomKeyStoreId": s.id,
-        "CustomKeyStoreName": s.name,
-        "CloudHsmClusterId": s.cluster_id,
-        "TrustAnchorCertificate": s.trust_anchor,
-        "ConnectionState": state,
-        "CreationDate": s.created_at as f64 / 1000.0,
-        "CustomKeyStoreType": "AWS_CLOUDHSM",
-    });
-    if let Some(code) = code {
-        v["ConnectionErrorCode"] = json!(code);
+    CustomKeyStoreEntry {
+        custom_key_store_id: s.id.clone(),
+        custom_key_store_name: s.name.clone(),
+        cloud_hsm_cluster_id: s.cluster_id.clone(),
+        trust_anchor_certificate: s.trust_anchor.clone(),
+        connection_state: state,
+        creation_date: epoch_seconds(s.created_at),
+        custom_key_store_type: "AWS_CLOUDHSM",
+        connection_error_code: code,
     }
-    v
 }
 
 pub(super) fn describe_custom_key_stores(
@@ -216,7 +214,7 @@ pub(super) fn describe_custom_key_stores(
     caller: &Principal,
     req: DescribeCustomKeyStoresRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<DescribeCustomKeyStoresResponse, KmsError> {
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
     let limit = usize::try_from(limit).unwrap_or(100);
@@ -251,16 +249,11 @@ pub(super) fn describe_custom_key_stores(
     }
     let truncated = stores.len() > limit;
     stores.truncate(limit);
-    let mut out = json!({
-        "CustomKeyStores": stores.iter().map(|s| entry(engine, s)).collect::<Vec<_>>(),
-        "Truncated": truncated,
-    });
-    if truncated {
-        if let Some(last) = stores.last() {
-            out["NextMarker"] = json!(last.id);
-        }
-    }
-    respond(out)
+    Ok(DescribeCustomKeyStoresResponse {
+        custom_key_stores: stores.iter().map(|s| entry(engine, s)).collect(),
+        truncated,
+        next_marker: stores.last().filter(|_| truncated).map(|s| s.id.clone()),
+    })
 }
 
 pub(super) fn update_custom_key_store(
@@ -268,7 +261,7 @@ pub(super) fn update_custom_key_store(
     caller: &Principal,
     req: UpdateCustomKeyStoreRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if let Some(name) = req.new_custom_key_store_name {
@@ -308,7 +301,7 @@ pub(super) fn update_custom_key_store(
             e => conflict(engine, &s, e)?,
         });
     }
-    respond(json!({}))
+    empty()
 }
 
 pub(super) fn connect_custom_key_store(
@@ -316,7 +309,7 @@ pub(super) fn connect_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     let (state, _) = engine.key_store_state(&s);
@@ -328,13 +321,13 @@ pub(super) fn connect_custom_key_store(
         ));
     }
     if state == "CONNECTED" {
-        return respond(json!({}));
+        return empty();
     }
     s.connected = true;
     engine.store().update_custom_key_store(&s)?;
     // The outcome shows in DescribeCustomKeyStores (CONNECTED, or FAILED with the reason).
     engine.connect_key_store(&s);
-    respond(json!({}))
+    empty()
 }
 
 pub(super) fn disconnect_custom_key_store(
@@ -342,7 +335,7 @@ pub(super) fn disconnect_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let mut s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if !s.connected {
@@ -355,7 +348,7 @@ pub(super) fn disconnect_custom_key_store(
     s.connected = false;
     engine.store().update_custom_key_store(&s)?;
     engine.disconnect_key_store(&id);
-    respond(json!({}))
+    empty()
 }
 
 pub(super) fn delete_custom_key_store(
@@ -363,7 +356,7 @@ pub(super) fn delete_custom_key_store(
     caller: &Principal,
     req: CustomKeyStoreIdRequest,
     _rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let s = requested_store(engine, caller, req.custom_key_store_id)?;
     let id = s.id.clone();
     if s.connected {
@@ -384,5 +377,5 @@ pub(super) fn delete_custom_key_store(
         ));
     }
     engine.store().delete_custom_key_store(&id)?;
-    respond(json!({}))
+    empty()
 }

@@ -154,17 +154,17 @@ operations! {
     /// DescribeKey.
     DescribeKey(KeyIdRequest) -> KeyMetadataResponse => keys::describe_key, hot = false, read_only = true;
     /// ListKeys.
-    ListKeys(ListKeysRequest) -> JsonResponse => keys::list_keys, hot = false, read_only = true;
+    ListKeys(ListKeysRequest) -> ListKeysResponse => keys::list_keys, hot = false, read_only = true;
     /// UpdateKeyDescription.
-    UpdateKeyDescription(UpdateKeyDescriptionRequest) -> JsonResponse => keys::update_key_description, hot = false, read_only = false;
+    UpdateKeyDescription(UpdateKeyDescriptionRequest) -> EmptyResponse => keys::update_key_description, hot = false, read_only = false;
     /// EnableKey.
-    EnableKey(KeyIdRequest) -> JsonResponse => keys::enable_key, hot = false, read_only = false;
+    EnableKey(KeyIdRequest) -> EmptyResponse => keys::enable_key, hot = false, read_only = false;
     /// DisableKey.
-    DisableKey(KeyIdRequest) -> JsonResponse => keys::disable_key, hot = false, read_only = false;
+    DisableKey(KeyIdRequest) -> EmptyResponse => keys::disable_key, hot = false, read_only = false;
     /// ScheduleKeyDeletion.
-    ScheduleKeyDeletion(ScheduleKeyDeletionRequest) -> JsonResponse => keys::schedule_key_deletion, hot = false, read_only = false;
+    ScheduleKeyDeletion(ScheduleKeyDeletionRequest) -> ScheduleKeyDeletionResponse => keys::schedule_key_deletion, hot = false, read_only = false;
     /// CancelKeyDeletion.
-    CancelKeyDeletion(KeyIdRequest) -> JsonResponse => keys::cancel_key_deletion, hot = false, read_only = false;
+    CancelKeyDeletion(KeyIdRequest) -> KeyIdResponse => keys::cancel_key_deletion, hot = false, read_only = false;
     /// Encrypt.
     Encrypt(EncryptRequest) -> EncryptResponse => crypto::encrypt, hot = true, read_only = true;
     /// Decrypt.
@@ -179,88 +179,88 @@ operations! {
     /// GenerateRandom.
     GenerateRandom(GenerateRandomRequest) -> GenerateRandomResponse => random::generate_random, hot = true, read_only = true;
     /// CreateAlias.
-    CreateAlias(AliasRequest) -> JsonResponse => aliases::create_alias, hot = false, read_only = false;
+    CreateAlias(AliasRequest) -> EmptyResponse => aliases::create_alias, hot = false, read_only = false;
     /// UpdateAlias.
-    UpdateAlias(AliasRequest) -> JsonResponse => aliases::update_alias, hot = false, read_only = false;
+    UpdateAlias(AliasRequest) -> EmptyResponse => aliases::update_alias, hot = false, read_only = false;
     /// DeleteAlias.
-    DeleteAlias(AliasRequest) -> JsonResponse => aliases::delete_alias, hot = false, read_only = false;
+    DeleteAlias(AliasRequest) -> EmptyResponse => aliases::delete_alias, hot = false, read_only = false;
     /// ListAliases.
-    ListAliases(ListAliasesRequest) -> JsonResponse => aliases::list_aliases, hot = false, read_only = true;
+    ListAliases(ListAliasesRequest) -> ListAliasesResponse => aliases::list_aliases, hot = false, read_only = true;
     /// TagResource.
-    TagResource(TagResourceRequest) -> JsonResponse => tags::tag_resource, hot = false, read_only = false;
+    TagResource(TagResourceRequest) -> EmptyResponse => tags::tag_resource, hot = false, read_only = false;
     /// UntagResource.
-    UntagResource(UntagResourceRequest) -> JsonResponse => tags::untag_resource, hot = false, read_only = false;
+    UntagResource(UntagResourceRequest) -> EmptyResponse => tags::untag_resource, hot = false, read_only = false;
     /// ListResourceTags.
-    ListResourceTags(ListResourceTagsRequest) -> JsonResponse => tags::list_resource_tags, hot = false, read_only = true;
+    ListResourceTags(ListResourceTagsRequest) -> ListResourceTagsResponse => tags::list_resource_tags, hot = false, read_only = true;
     /// GetKeyPolicy.
-    GetKeyPolicy(GetKeyPolicyRequest) -> JsonResponse => policies::get_key_policy, hot = false, read_only = true;
+    GetKeyPolicy(GetKeyPolicyRequest) -> GetKeyPolicyResponse => policies::get_key_policy, hot = false, read_only = true;
     /// PutKeyPolicy.
-    PutKeyPolicy(PutKeyPolicyRequest) -> JsonResponse => policies::put_key_policy, hot = false, read_only = false;
+    PutKeyPolicy(PutKeyPolicyRequest) -> EmptyResponse => policies::put_key_policy, hot = false, read_only = false;
     /// ListKeyPolicies.
-    ListKeyPolicies(ListKeyPoliciesRequest) -> JsonResponse => policies::list_key_policies, hot = false, read_only = true;
+    ListKeyPolicies(ListKeyPoliciesRequest) -> ListKeyPoliciesResponse => policies::list_key_policies, hot = false, read_only = true;
     /// EnableKeyRotation.
-    EnableKeyRotation(EnableKeyRotationRequest) -> JsonResponse => rotation::enable_key_rotation, hot = false, read_only = false;
+    EnableKeyRotation(EnableKeyRotationRequest) -> EmptyResponse => rotation::enable_key_rotation, hot = false, read_only = false;
     /// DisableKeyRotation.
-    DisableKeyRotation(KeyIdRequest) -> JsonResponse => rotation::disable_key_rotation, hot = false, read_only = false;
+    DisableKeyRotation(KeyIdRequest) -> EmptyResponse => rotation::disable_key_rotation, hot = false, read_only = false;
     /// GetKeyRotationStatus.
-    GetKeyRotationStatus(KeyIdRequest) -> JsonResponse => rotation::get_key_rotation_status, hot = false, read_only = true;
+    GetKeyRotationStatus(KeyIdRequest) -> GetKeyRotationStatusResponse => rotation::get_key_rotation_status, hot = false, read_only = true;
     /// RotateKeyOnDemand.
-    RotateKeyOnDemand(KeyIdRequest) -> JsonResponse => rotation::rotate_key_on_demand, hot = false, read_only = false;
+    RotateKeyOnDemand(KeyIdRequest) -> KeyIdResponse => rotation::rotate_key_on_demand, hot = false, read_only = false;
     /// ListKeyRotations.
-    ListKeyRotations(ListKeyRotationsRequest) -> JsonResponse => rotation::list_key_rotations, hot = false, read_only = true;
+    ListKeyRotations(ListKeyRotationsRequest) -> ListKeyRotationsResponse => rotation::list_key_rotations, hot = false, read_only = true;
     /// CreateGrant.
-    CreateGrant(CreateGrantRequest) -> JsonResponse => grants::create_grant, hot = false, read_only = false;
+    CreateGrant(CreateGrantRequest) -> CreateGrantResponse => grants::create_grant, hot = false, read_only = false;
     /// ListGrants.
-    ListGrants(ListGrantsRequest) -> JsonResponse => grants::list_grants, hot = false, read_only = true;
+    ListGrants(ListGrantsRequest) -> ListGrantsResponse => grants::list_grants, hot = false, read_only = true;
     /// ListRetirableGrants.
-    ListRetirableGrants(ListRetirableGrantsRequest) -> JsonResponse => grants::list_retirable_grants, hot = false, read_only = true;
+    ListRetirableGrants(ListRetirableGrantsRequest) -> ListGrantsResponse => grants::list_retirable_grants, hot = false, read_only = true;
     /// RetireGrant.
-    RetireGrant(GrantRefRequest) -> JsonResponse => grants::retire_grant, hot = false, read_only = false;
+    RetireGrant(GrantRefRequest) -> EmptyResponse => grants::retire_grant, hot = false, read_only = false;
     /// RevokeGrant.
-    RevokeGrant(GrantRefRequest) -> JsonResponse => grants::revoke_grant, hot = false, read_only = false;
+    RevokeGrant(GrantRefRequest) -> EmptyResponse => grants::revoke_grant, hot = false, read_only = false;
     /// GetKeyLastUsage.
-    GetKeyLastUsage(KeyIdRequest) -> JsonResponse => usage::get_key_last_usage, hot = false, read_only = true;
+    GetKeyLastUsage(KeyIdRequest) -> GetKeyLastUsageResponse => usage::get_key_last_usage, hot = false, read_only = true;
     /// Sign.
-    Sign(SignRequest) -> JsonResponse => asymmetric::sign, hot = true, read_only = true;
+    Sign(SignRequest) -> SignResponse => asymmetric::sign, hot = true, read_only = true;
     /// Verify.
-    Verify(SignRequest) -> JsonResponse => asymmetric::verify, hot = true, read_only = true;
+    Verify(SignRequest) -> VerifyResponse => asymmetric::verify, hot = true, read_only = true;
     /// GetPublicKey.
-    GetPublicKey(KeyIdRequest) -> JsonResponse => asymmetric::get_public_key, hot = true, read_only = true;
+    GetPublicKey(KeyIdRequest) -> GetPublicKeyResponse => asymmetric::get_public_key, hot = true, read_only = true;
     /// GenerateMac.
-    GenerateMac(MacRequest) -> JsonResponse => asymmetric::generate_mac, hot = true, read_only = true;
+    GenerateMac(MacRequest) -> GenerateMacResponse => asymmetric::generate_mac, hot = true, read_only = true;
     /// VerifyMac.
-    VerifyMac(MacRequest) -> JsonResponse => asymmetric::verify_mac, hot = true, read_only = true;
+    VerifyMac(MacRequest) -> VerifyMacResponse => asymmetric::verify_mac, hot = true, read_only = true;
     /// GenerateDataKeyPair.
-    GenerateDataKeyPair(DataKeyPairRequest) -> JsonResponse => asymmetric::generate_data_key_pair, hot = false, read_only = true;
+    GenerateDataKeyPair(DataKeyPairRequest) -> DataKeyPairResponse => asymmetric::generate_data_key_pair, hot = false, read_only = true;
     /// GenerateDataKeyPairWithoutPlaintext.
-    GenerateDataKeyPairWithoutPlaintext(DataKeyPairRequest) -> JsonResponse => asymmetric::generate_data_key_pair_without_plaintext,
+    GenerateDataKeyPairWithoutPlaintext(DataKeyPairRequest) -> DataKeyPairResponse => asymmetric::generate_data_key_pair_without_plaintext,
         hot = false, read_only = true;
     /// DeriveSharedSecret.
-    DeriveSharedSecret(DeriveSharedSecretRequest) -> JsonResponse => asymmetric::derive_shared_secret, hot = true, read_only = true;
+    DeriveSharedSecret(DeriveSharedSecretRequest) -> DeriveSharedSecretResponse => asymmetric::derive_shared_secret, hot = true, read_only = true;
     /// Encapsulate.
-    Encapsulate(EncapsulateRequest) -> JsonResponse => kem::encapsulate, hot = true, read_only = true;
+    Encapsulate(EncapsulateRequest) -> EncapsulateResponse => kem::encapsulate, hot = true, read_only = true;
     /// Decapsulate.
-    Decapsulate(DecapsulateRequest) -> JsonResponse => kem::decapsulate, hot = true, read_only = true;
+    Decapsulate(DecapsulateRequest) -> DecapsulateResponse => kem::decapsulate, hot = true, read_only = true;
     /// CreateCustomKeyStore.
-    CreateCustomKeyStore(CreateCustomKeyStoreRequest) -> JsonResponse => keystores::create_custom_key_store, hot = false, read_only = false;
+    CreateCustomKeyStore(CreateCustomKeyStoreRequest) -> CreateCustomKeyStoreResponse => keystores::create_custom_key_store, hot = false, read_only = false;
     /// DescribeCustomKeyStores.
-    DescribeCustomKeyStores(DescribeCustomKeyStoresRequest) -> JsonResponse => keystores::describe_custom_key_stores,
+    DescribeCustomKeyStores(DescribeCustomKeyStoresRequest) -> DescribeCustomKeyStoresResponse => keystores::describe_custom_key_stores,
         hot = false, read_only = true;
     /// UpdateCustomKeyStore.
-    UpdateCustomKeyStore(UpdateCustomKeyStoreRequest) -> JsonResponse => keystores::update_custom_key_store, hot = false, read_only = false;
+    UpdateCustomKeyStore(UpdateCustomKeyStoreRequest) -> EmptyResponse => keystores::update_custom_key_store, hot = false, read_only = false;
     /// ConnectCustomKeyStore.
-    ConnectCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::connect_custom_key_store, hot = false, read_only = false;
+    ConnectCustomKeyStore(CustomKeyStoreIdRequest) -> EmptyResponse => keystores::connect_custom_key_store, hot = false, read_only = false;
     /// DisconnectCustomKeyStore.
-    DisconnectCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::disconnect_custom_key_store,
+    DisconnectCustomKeyStore(CustomKeyStoreIdRequest) -> EmptyResponse => keystores::disconnect_custom_key_store,
         hot = false, read_only = false;
     /// DeleteCustomKeyStore.
-    DeleteCustomKeyStore(CustomKeyStoreIdRequest) -> JsonResponse => keystores::delete_custom_key_store, hot = false, read_only = false;
+    DeleteCustomKeyStore(CustomKeyStoreIdRequest) -> EmptyResponse => keystores::delete_custom_key_store, hot = false, read_only = false;
     /// GetParametersForImport.
-    GetParametersForImport(GetParametersForImportRequest) -> JsonResponse => import::get_parameters_for_import, hot = false, read_only = true;
+    GetParametersForImport(GetParametersForImportRequest) -> GetParametersForImportResponse => import::get_parameters_for_import, hot = false, read_only = true;
     /// ImportKeyMaterial.
-    ImportKeyMaterial(ImportKeyMaterialRequest) -> JsonResponse => import::import_key_material, hot = false, read_only = false;
+    ImportKeyMaterial(ImportKeyMaterialRequest) -> KeyMaterialResponse => import::import_key_material, hot = false, read_only = false;
     /// DeleteImportedKeyMaterial.
-    DeleteImportedKeyMaterial(KeyIdRequest) -> JsonResponse => import::delete_imported_key_material,
+    DeleteImportedKeyMaterial(KeyIdRequest) -> KeyMaterialResponse => import::delete_imported_key_material,
         hot = false, read_only = false;
 }
 
@@ -282,14 +282,9 @@ fn parse<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, KmsError> {
     })
 }
 
-/// A response of an operation that has no typed response yet.
-fn respond(v: serde_json::Value) -> Result<JsonResponse, KmsError> {
-    Ok(JsonResponse(v))
-}
-
 /// The empty response of operations that return nothing.
-fn empty() -> Result<JsonResponse, KmsError> {
-    respond(serde_json::Value::Object(serde_json::Map::new()))
+fn empty() -> Result<EmptyResponse, KmsError> {
+    Ok(EmptyResponse {})
 }
 
 /// The AWS error of an asymmetric-crypto refusal.

@@ -1,11 +1,11 @@
 //! Key policies: GetKeyPolicy, PutKeyPolicy, ListKeyPolicies.
 
-use serde_json::json;
-
+use super::empty;
 use super::keys::{check_policy, lockout_check};
-use super::{empty, respond};
-use crate::api::JsonResponse;
-use crate::api::{GetKeyPolicyRequest, ListKeyPoliciesRequest, PutKeyPolicyRequest};
+use crate::api::{
+    EmptyResponse, GetKeyPolicyRequest, GetKeyPolicyResponse, ListKeyPoliciesRequest,
+    ListKeyPoliciesResponse, PutKeyPolicyRequest,
+};
 use crate::authz::Conditions;
 use crate::error::KmsError;
 use crate::principal::Principal;
@@ -37,7 +37,7 @@ pub(super) fn get_key_policy(
     caller: &Principal,
     req: GetKeyPolicyRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<GetKeyPolicyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     policy_name(req.policy_name)?;
     let key = engine.key_for(
@@ -48,7 +48,10 @@ pub(super) fn get_key_policy(
         "kms:GetKeyPolicy",
         &Conditions::default(),
     )?;
-    respond(json!({ "Policy": key.policy, "PolicyName": DEFAULT }))
+    Ok(GetKeyPolicyResponse {
+        policy: key.policy.clone(),
+        policy_name: DEFAULT,
+    })
 }
 
 pub(super) fn put_key_policy(
@@ -56,7 +59,7 @@ pub(super) fn put_key_policy(
     caller: &Principal,
     req: PutKeyPolicyRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let policy = required(req.policy, "policy")?;
     policy_name(req.policy_name)?;
@@ -94,7 +97,7 @@ pub(super) fn list_key_policies(
     caller: &Principal,
     req: ListKeyPoliciesRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListKeyPoliciesResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     int_range(req.limit.unwrap_or(100), "limit", 1, 1000)?;
     if let Some(m) = &req.marker {
@@ -112,5 +115,8 @@ pub(super) fn list_key_policies(
         "kms:ListKeyPolicies",
         &Conditions::default(),
     )?;
-    respond(json!({ "PolicyNames": [DEFAULT], "Truncated": false }))
+    Ok(ListKeyPoliciesResponse {
+        policy_names: vec![DEFAULT],
+        truncated: false,
+    })
 }

@@ -4,12 +4,13 @@
 
 use keyhold_core::key::{KeySpec, Origin};
 use keyhold_store::KeyRecord;
-use serde_json::json;
 
+use super::empty;
 use super::keys::key_material_id;
-use super::{empty, respond};
-use crate::api::JsonResponse;
-use crate::api::{epoch_seconds, EnableKeyRotationRequest, KeyIdRequest, ListKeyRotationsRequest};
+use crate::api::{
+    epoch_seconds, EmptyResponse, EnableKeyRotationRequest, GetKeyRotationStatusResponse,
+    KeyIdRequest, KeyIdResponse, ListKeyRotationsRequest, ListKeyRotationsResponse, RotationEntry,
+};
 use crate::authz::Conditions;
 use crate::clock::DAY_MS;
 use crate::error::{ErrorCode, KmsError};
@@ -50,7 +51,7 @@ pub(super) fn enable_key_rotation(
     caller: &Principal,
     req: EnableKeyRotationRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let days = req.rotation_period_days.unwrap_or(DEFAULT_PERIOD_DAYS);
     int_range(days, "rotationPeriodInDays", 90, 2560)?;
@@ -78,7 +79,7 @@ pub(super) fn disable_key_rotation(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let conds = Conditions::default();
     engine.update_key(
@@ -103,19 +104,17 @@ pub(super) fn get_key_rotation_status(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<GetKeyRotationStatusResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyRotationStatus")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
-    let mut out = json!({
-        "KeyRotationEnabled": key.rotation_period_days.is_some(),
-        "KeyId": arn,
-    });
-    if let (Some(days), Some(next)) = (key.rotation_period_days, key.next_rotation_at) {
-        out["RotationPeriodInDays"] = json!(days);
-        out["NextRotationDate"] = json!(epoch_seconds(next));
-    }
-    respond(out)
+    let schedule = key.rotation_period_days.zip(key.next_rotation_at);
+    Ok(GetKeyRotationStatusResponse {
+        key_rotation_enabled: key.rotation_period_days.is_some(),
+        key_id: arn,
+        rotation_period_in_days: schedule.map(|(days, _)| days),
+        next_rotation_date: schedule.map(|(_, next)| epoch_seconds(next)),
+    })
 }
 
 pub(super) fn rotate_key_on_demand(
@@ -123,7 +122,7 @@ pub(super) fn rotate_key_on_demand(
     caller: &Principal,
     req: KeyIdRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<KeyIdResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:RotateKeyOnDemand")?;
     let arn = engine.key_arn(&key);
     check_rotatable(&key, &arn)?;
@@ -141,7 +140,7 @@ pub(super) fn rotate_key_on_demand(
         ));
     }
     engine.rotate(&key.key_id, "ON_DEMAND")?;
-    respond(json!({ "KeyId": arn }))
+    Ok(KeyIdResponse { key_id: arn })
 }
 
 pub(super) fn list_key_rotations(
@@ -149,7 +148,7 @@ pub(super) fn list_key_rotations(
     caller: &Principal,
     req: ListKeyRotationsRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListKeyRotationsResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let limit = req.limit.unwrap_or(100);
     int_range(limit, "limit", 1, 1000)?;
@@ -189,26 +188,29 @@ pub(super) fn list_key_rotations(
     let page = &versions[..versions.len().min(limit as usize)];
     let entries: Vec<_> = page
         .iter()
-        .map(|v| {
-            let mut e = json!({
-                "KeyId": key.key_id.to_string(),
-                "KeyMaterialId": key_material_id(&key.key_id, v.version),
-                "KeyMaterialState": if v.version == key.current_version { "CURRENT" } else { "NON_CURRENT" },
-            });
-            if let Some(t) = &v.rotation_type {
-                e["RotationDate"] = json!(epoch_seconds(v.created_at));
-                e["RotationType"] = json!(t);
-            }
-            e
+        .map(|v| RotationEntry {
+            key_id: key.key_id.to_string(),
+            key_material_id: key_material_id(&key.key_id, v.version),
+            key_material_state: if v.version == key.current_version {
+                "CURRENT"
+            } else {
+                "NON_CURRENT"
+            },
+            rotation_date: v
+                .rotation_type
+                .as_ref()
+                .map(|_| epoch_seconds(v.created_at)),
+            rotation_type: v.rotation_type.clone(),
         })
         .collect();
-    let mut out = json!({ "Rotations": entries, "Truncated": truncated });
-    if truncated {
-        if let Some(last) = page.last() {
-            out["NextMarker"] = json!(last.version.to_string());
-        }
-    }
-    respond(out)
+    Ok(ListKeyRotationsResponse {
+        rotations: entries,
+        truncated,
+        next_marker: page
+            .last()
+            .filter(|_| truncated)
+            .map(|v| v.version.to_string()),
+    })
 }
 
 impl Engine {

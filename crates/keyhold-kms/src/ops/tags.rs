@@ -3,11 +3,12 @@
 use std::collections::BTreeMap;
 
 use keyhold_store::Tag;
-use serde_json::json;
 
-use super::{empty, respond};
-use crate::api::JsonResponse;
-use crate::api::{ListResourceTagsRequest, TagDto, TagResourceRequest, UntagResourceRequest};
+use super::empty;
+use crate::api::{
+    EmptyResponse, ListResourceTagsRequest, ListResourceTagsResponse, TagDto, TagResourceRequest,
+    UntagResourceRequest,
+};
 use crate::authz::Conditions;
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
@@ -53,7 +54,7 @@ pub(super) fn tag_resource(
     caller: &Principal,
     req: TagResourceRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let tags = validate_tags(required(req.tags, "tags")?)?;
     let key = engine.resolve_for_change(caller, &key_id, rec, "kms:TagResource")?;
@@ -78,7 +79,7 @@ pub(super) fn untag_resource(
     caller: &Principal,
     req: UntagResourceRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let keys = required(req.tag_keys, "tagKeys")?;
     for k in &keys {
@@ -95,7 +96,7 @@ pub(super) fn list_resource_tags(
     caller: &Principal,
     req: ListResourceTagsRequest,
     rec: &mut CallRecord,
-) -> Result<JsonResponse, KmsError> {
+) -> Result<ListResourceTagsResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let limit = req.limit.unwrap_or(50);
     int_range(limit, "limit", 1, 50)?;
@@ -121,11 +122,9 @@ pub(super) fn list_resource_tags(
             tag_value: Some(t.value.clone()),
         })
         .collect();
-    let mut out = json!({ "Tags": entries, "Truncated": truncated });
-    if truncated {
-        if let Some(last) = page.last() {
-            out["NextMarker"] = json!(last.key);
-        }
-    }
-    respond(out)
+    Ok(ListResourceTagsResponse {
+        tags: entries,
+        truncated,
+        next_marker: page.last().filter(|_| truncated).map(|t| t.key.clone()),
+    })
 }
