@@ -90,6 +90,23 @@ pub struct ServeArgs {
     /// Requests worked on at once; beyond it requests get ThrottlingException at once.
     #[arg(long, env = "KEYHOLD_MAX_INFLIGHT", default_value_t = 1024)]
     max_inflight: usize,
+    /// Most connections from one client address at once (0: no cap), so one address cannot
+    /// hold the whole connection cap. Raise it behind a load balancer that connects from few
+    /// addresses.
+    #[arg(long, env = "KEYHOLD_MAX_CONNECTIONS_PER_IP", default_value_t = 256)]
+    max_connections_per_ip: usize,
+    /// Seconds a client may take to send a complete HTTP/1 request head, from the
+    /// connection's start or the end of the previous response (an idle keep-alive connection
+    /// is closed after it).
+    #[arg(long, env = "KEYHOLD_HEADER_TIMEOUT_SECS", default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a connection may go without a byte read or written (TLS and HTTP/2 included)
+    /// before it is closed.
+    #[arg(long, env = "KEYHOLD_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    idle_timeout_secs: u64,
+    /// Seconds a client may take to send a request body.
+    #[arg(long, env = "KEYHOLD_BODY_TIMEOUT_SECS", default_value_t = 10)]
+    body_timeout_secs: u64,
     /// Seconds between checks for keys whose deletion window has passed or whose automatic
     /// rotation is due.
     #[arg(long, env = "KEYHOLD_MAINTENANCE_SECS", default_value_t = 60)]
@@ -312,6 +329,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         );
         let mut options = ServerOptions {
             max_inflight: args.max_inflight,
+            max_connections_per_ip: args.max_connections_per_ip,
+            header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+            idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
+            body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
             ..ServerOptions::default()
         };
         if let Some(t) = tls {

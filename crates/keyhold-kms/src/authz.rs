@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use keyhold_core::context::EncryptionContext;
+use keyhold_core::grant::GrantConstraint;
 use keyhold_core::policy::{Decision, PolicyDocument, RequestContext};
 use keyhold_store::{GrantRecord, KeyRecord};
 
@@ -93,10 +94,24 @@ pub(crate) fn grant_allows(
             .strip_prefix("arn:aws:iam::")
             .and_then(|r| r.strip_suffix(":root"))
             .is_some_and(|account| account == caller.account);
-    grantee_ok
-        && g.operations.iter().any(|o| o == op)
-        && g.constraints.as_ref().is_none_or(|c| c.allows(ctx))
+    if !grantee_ok || !g.operations.iter().any(|o| o == op) {
+        return false;
+    }
+    match &g.constraints {
+        None => true,
+        // Fail closed whatever the operation.
+        Some(c @ GrantConstraint::Unreadable(_)) => c.allows(ctx),
+        // Constraints bind operations that take an encryption context; DescribeKey,
+        // RetireGrant and CreateGrant take none (CreateGrant checks the child's constraint).
+        Some(_) if CONTEXT_FREE_GRANT_OPERATIONS.contains(&op) => true,
+        Some(c) => c.allows(ctx),
+    }
 }
+
+/// Grant operations that take no encryption context, so a grant's constraint does not apply
+/// to them.
+pub(crate) const CONTEXT_FREE_GRANT_OPERATIONS: &[&str] =
+    &["DescribeKey", "RetireGrant", "CreateGrant"];
 
 fn denied(caller: &Principal, action: &str, key_arn: &str, explicit: bool) -> KmsError {
     let why = if explicit {
@@ -300,7 +315,6 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_core::grant::GrantConstraint;
     use keyhold_core::ids::KeyId;
 
     fn grant(constraints: Option<GrantConstraint>) -> GrantRecord {
@@ -349,9 +363,15 @@ mod tests {
         assert!(grant_allows(&sub, &app, "Encrypt", Some(&ctx)));
         assert!(!grant_allows(&sub, &app, "Encrypt", None));
         for stored in ["{", r#"{"EncryptionContextSubset":5}"#, "{}"] {
-            let bad = grant(Some(GrantConstraint::from_json(stored)));
+            let mut bad = grant(Some(GrantConstraint::from_json(stored)));
             assert!(!grant_allows(&bad, &app, "Encrypt", Some(&ctx)), "{stored}");
             assert!(!grant_allows(&bad, &app, "Encrypt", None), "{stored}");
+            bad.operations.push("DescribeKey".into());
+            assert!(!grant_allows(&bad, &app, "DescribeKey", None), "{stored}");
         }
+        // The constraint does not bind operations without an encryption context.
+        let mut sub = sub;
+        sub.operations.push("DescribeKey".into());
+        assert!(grant_allows(&sub, &app, "DescribeKey", None));
     }
 }

@@ -95,6 +95,8 @@ error_codes!(
     NotFoundException = 400,
     /// The request body is larger than allowed.
     RequestEntityTooLargeException = 413,
+    /// The request body did not arrive in time.
+    RequestTimeoutException = 408,
     /// The request body is not valid JSON of the right shape.
     SerializationException = 400,
     /// A tag is not valid.
@@ -237,6 +239,7 @@ mod tests {
             ("MissingAuthenticationTokenException", 403),
             ("NotFoundException", 400),
             ("RequestEntityTooLargeException", 413),
+            ("RequestTimeoutException", 408),
             ("SerializationException", 400),
             ("TagException", 400),
             ("ThrottlingException", 400),

@@ -83,8 +83,6 @@ pub struct Refused<'a> {
     pub principal: Option<&'a Principal>,
     /// The access key id claimed, when authentication failed.
     pub claimed_access_key_id: Option<&'a str>,
-    /// The body as received.
-    pub body: &'a [u8],
 }
 
 /// The engine.
@@ -248,7 +246,8 @@ impl Engine {
 
     /// Audits a request refused before it became a typed call: authentication or framing
     /// (no `principal`), or an unknown operation or a body that does not parse (with the
-    /// authenticated `principal`).
+    /// authenticated `principal`). Its body is not recorded (`requestParameters` is null):
+    /// the event's size does not depend on what the client sent.
     pub fn audit_refused(&self, meta: &RequestMeta, refused: Refused<'_>, error: &KmsError) {
         let _ = self.audit(&CallInfo {
             event_id: &uuid::Uuid::new_v4().to_string(),
@@ -258,7 +257,7 @@ impl Engine {
             source_ip: &meta.source_ip,
             user_agent: &meta.user_agent,
             request_id: &meta.request_id,
-            parameters: Parameters::Raw(refused.body),
+            parameters: Parameters::Raw(b""),
             error: Some((error.code.as_str(), error.message.as_str())),
             resources: &[],
             decision: None,

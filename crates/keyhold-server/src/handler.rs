@@ -92,7 +92,10 @@ pub(crate) async fn handle(
         .unwrap_or("")
         .to_string();
     let claimed = keyhold_sigv4::claimed_access_key_id(&parts.headers);
-    let refuse = |e: KmsError, principal: Option<&Principal>, body: &[u8]| {
+    // A refusal before the request became a typed call is audited without its body: what
+    // an unauthenticated client sends never reaches the log (it could fill the disk), and
+    // requestParameters come only from an operation's known fields.
+    let refuse = |e: KmsError, principal: Option<&Principal>| {
         let refused = Refused {
             op_name: &target,
             principal,
@@ -101,18 +104,9 @@ pub(crate) async fn handle(
             } else {
                 claimed.as_deref()
             },
-            body,
         };
         engine.audit_refused(&meta, refused, &e);
         error_response(&meta.request_id, &e)
-    };
-    // Overload: answer at once instead of queueing without bound.
-    let Ok(_permit) = inflight.try_acquire_owned() else {
-        return Ok(refuse(
-            KmsError::new(ErrorCode::ThrottlingException, "Rate exceeded"),
-            None,
-            b"",
-        ));
     };
 
     // Framing: refuse oversized bodies before reading them.
@@ -129,15 +123,18 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > options.max_body_bytes as u64) {
-        return Ok(refuse(too_large, None, b""));
+        return Ok(refuse(too_large, None));
     }
-    let body = match Limited::new(body, options.max_body_bytes).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
+    // The body is read under a deadline, and before the request takes an in-flight slot, so
+    // slow senders hold no slot that real work needs.
+    let read = Limited::new(body, options.max_body_bytes).collect();
+    let body = match tokio::time::timeout(options.body_timeout, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) => {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                return Ok(refuse(too_large, None, b""));
+                return Ok(refuse(too_large, None));
             }
             tracing::debug!(error = %e, "request body read failed");
             return Ok(refuse(
@@ -146,9 +143,30 @@ pub(crate) async fn handle(
                     "Could not read request body",
                 ),
                 None,
-                b"",
             ));
         }
+        Err(_) => {
+            let mut r = refuse(
+                KmsError::new(
+                    ErrorCode::RequestTimeoutException,
+                    format!(
+                        "The request body did not arrive within {} seconds",
+                        options.body_timeout.as_secs()
+                    ),
+                ),
+                None,
+            );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return Ok(r);
+        }
+    };
+    // Overload: answer at once instead of queueing without bound.
+    let Ok(_permit) = inflight.try_acquire_owned() else {
+        return Ok(refuse(
+            KmsError::new(ErrorCode::ThrottlingException, "Rate exceeded"),
+            None,
+        ));
     };
     if parts.method != Method::POST || parts.uri.path() != "/" {
         return Ok(refuse(
@@ -157,7 +175,6 @@ pub(crate) async fn handle(
                 format!("No operation at {} {}", parts.method, parts.uri.path()),
             ),
             None,
-            &body,
         ));
     }
 
@@ -179,7 +196,7 @@ pub(crate) async fn handle(
     });
     let cred = match verified {
         Ok(c) => c,
-        Err(e) => return Ok(refuse(auth_error(e), None, &body)),
+        Err(e) => return Ok(refuse(auth_error(e), None)),
     };
     if target.is_empty() {
         return Ok(refuse(
@@ -188,7 +205,6 @@ pub(crate) async fn handle(
                 "Missing or malformed X-Amz-Target header",
             ),
             Some(&cred.principal),
-            &body,
         ));
     }
     let Some(op) = Operation::from_name(&target) else {
@@ -198,12 +214,11 @@ pub(crate) async fn handle(
                 format!("Unknown operation {target}"),
             ),
             Some(&cred.principal),
-            &body,
         ));
     };
     let request = match KmsRequest::from_json(op, &body) {
         Ok(r) => r,
-        Err(e) => return Ok(refuse(e, Some(&cred.principal), &body)),
+        Err(e) => return Ok(refuse(e, Some(&cred.principal))),
     };
 
     let result = if op.is_hot() {

@@ -5,6 +5,7 @@
 //! - [`run`]: serves a bound listener until a shutdown future resolves, then drains.
 //! - `handler`: one request: framing limits, SigV4 (keyhold-sigv4), the AWS JSON 1.1 codec
 //!   (the operation name and body parsed once into a typed request), `Engine::call`.
+//! - `limits`: the idle bound on every connection's I/O and the per-address connection cap.
 //! - [`wire`]: the JSON error bodies (the error table is `ErrorCode::http_status`).
 //! - [`tls`]: rustls configuration, the swappable certificate, and the private CA.
 //! - [`spawn_maintenance_task`]: destroys keys whose deletion window has passed and performs
@@ -12,6 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod handler;
+mod limits;
 pub mod tls;
 pub mod wire;
 
@@ -19,7 +21,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use keyhold_kms::Engine;
 use tokio::net::TcpListener;
@@ -35,8 +37,20 @@ pub struct ServerOptions {
     /// TLS configuration; plain HTTP when `None`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Requests worked on at once; more are answered `ThrottlingException` at once rather
-    /// than queued without bound.
+    /// than queued without bound. A request takes its slot only once its body has arrived.
     pub max_inflight: usize,
+    /// Most connections from one client address at once (0: no cap), so one address cannot
+    /// hold the whole connection cap.
+    pub max_connections_per_ip: usize,
+    /// How long a client may take to send a complete HTTP/1 request head, counted from the
+    /// connection's start or the end of the previous response: a keep-alive connection idle
+    /// for longer is closed.
+    pub header_timeout: Duration,
+    /// How long any connection may go without a byte read or written (TLS handshakes and
+    /// HTTP/2 included) before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a client may take to send a request body.
+    pub body_timeout: Duration,
 }
 
 impl Default for ServerOptions {
@@ -46,6 +60,10 @@ impl Default for ServerOptions {
             max_connections: 4096,
             tls: None,
             max_inflight: 1024,
+            max_connections_per_ip: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -73,6 +91,13 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let inflight = Arc::new(Semaphore::new(options.max_inflight.max(1)));
+    let per_address = limits::PerAddress::new(options.max_connections_per_ip);
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_timeout);
+    builder.http2().timer(TokioTimer::new());
     let options = Arc::new(options);
     tokio::pin!(shutdown);
     loop {
@@ -94,7 +119,15 @@ pub async fn run(
                 }
             },
         };
+        // One address may not hold more than its share of the connection cap.
+        let Some(slot) = per_address.take(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: too many from this address");
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let stream =
+            limits::IdleIo::new(stream, options.idle_timeout, Some(options.idle_timeout));
+        let header_timeout = options.header_timeout;
         let engine = engine.clone();
         let opts = options.clone();
         let gate = inflight.clone();
@@ -105,16 +138,18 @@ pub async fn run(
         let service = hyper::service::service_fn(move |req| {
             handler::handle(engine.clone(), opts.clone(), gate.clone(), conn, req)
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let builder = builder.clone();
         match &options.tls {
             None => {
+                // The first byte of a request is due within the head bound.
+                let stream = limits::IdleIo::new(stream, header_timeout, None);
                 let conn = builder.serve_connection(TokioIo::new(stream), service);
                 let conn = graceful.watch(conn.into_owned());
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    drop(permit);
+                    drop((permit, slot));
                 });
             }
             Some(config) => {
@@ -134,11 +169,14 @@ pub async fn run(
                             return;
                         }
                     };
+                    // After the handshake, the first byte of a request is due within the head
+                    // bound.
+                    let tls = limits::IdleIo::new(tls, header_timeout, None);
                     let conn = builder.serve_connection(TokioIo::new(tls), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
-                    drop(permit);
+                    drop((permit, slot));
                 });
             }
         }

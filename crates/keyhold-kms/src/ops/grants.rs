@@ -16,7 +16,7 @@ use crate::api::{
     GrantListEntry, GrantRefRequest, ListGrantsRequest, ListGrantsResponse,
     ListRetirableGrantsRequest,
 };
-use crate::authz::{Allowed, Conditions};
+use crate::authz::{Allowed, Conditions, CONTEXT_FREE_GRANT_OPERATIONS};
 use crate::error::{ErrorCode, KmsError};
 use crate::principal::Principal;
 use crate::validate::{grant_tokens, int_range, required, str_len};
@@ -108,9 +108,9 @@ const SYMMETRIC_OPERATIONS: &[&str] = &[
     "GenerateDataKeyPairWithoutPlaintext",
 ];
 
-/// Operations that may not be combined with encryption context constraints.
+/// Operations that may not be combined with encryption context constraints (those of
+/// asymmetric and HMAC keys, which take no encryption context).
 const NO_CONSTRAINTS: &[&str] = &[
-    "DescribeKey",
     "GetPublicKey",
     "Sign",
     "Verify",
@@ -256,15 +256,25 @@ pub(super) fn create_grant(
         }
     }
     grant_tokens(&req.grant_tokens)?;
-    let constraints = req
-        .constraints
-        .filter(|c| *c != GrantConstraintsDto::default());
-    if let Some(c) = &constraints {
-        if c.encryption_context_equals.is_some() && c.encryption_context_subset.is_some() {
+    // An empty map is the same as none (the Terraform AWS provider sends both maps, the
+    // unused one empty).
+    let (subset, equals) = req.constraints.map_or((None, None), |c| {
+        (
+            c.encryption_context_subset.filter(|m| !m.is_empty()),
+            c.encryption_context_equals.filter(|m| !m.is_empty()),
+        )
+    });
+    let constraint = match (subset, equals) {
+        (Some(_), Some(_)) => {
             return Err(KmsError::validation(
                 "Specify EncryptionContextEquals or EncryptionContextSubset, not both.",
-            ));
+            ))
         }
+        (Some(sub), None) => Some(GrantConstraint::Subset(sub)),
+        (None, Some(eq)) => Some(GrantConstraint::Equals(eq)),
+        (None, None) => None,
+    };
+    if constraint.is_some() {
         if let Some(op) = operations
             .iter()
             .find(|o| NO_CONSTRAINTS.contains(&o.as_str()))
@@ -272,6 +282,15 @@ pub(super) fn create_grant(
             return Err(KmsError::validation(format!(
                 "Grant constraints cannot be used with the {op} operation."
             )));
+        }
+        if operations
+            .iter()
+            .all(|o| CONTEXT_FREE_GRANT_OPERATIONS.contains(&o.as_str()))
+        {
+            return Err(KmsError::validation(
+                "Grant constraints apply only to operations that take an encryption context; \
+                 none of the grant's operations does.",
+            ));
         }
     }
     let mut ops_sorted = operations.clone();
@@ -288,11 +307,10 @@ pub(super) fn create_grant(
     if let Some(r) = &req.retiring_principal {
         conds = conds.and("kms:RetiringPrincipal", vec![r.clone()]);
     }
-    if let Some(c) = &constraints {
-        let kind = if c.encryption_context_equals.is_some() {
-            "EncryptionContextEquals"
-        } else {
-            "EncryptionContextSubset"
+    if let Some(c) = &constraint {
+        let kind = match c {
+            GrantConstraint::Equals(_) => "EncryptionContextEquals",
+            _ => "EncryptionContextSubset",
         };
         conds = conds.and("kms:GrantConstraintType", vec![kind.into()]);
     }
@@ -309,6 +327,19 @@ pub(super) fn create_grant(
                 ),
             ));
         }
+        // A grant made through a constrained grant is at least as strict as its parent.
+        if let Some(limit) = &parent.constraints {
+            if !constraint.as_ref().is_some_and(|c| c.within(limit)) {
+                return Err(KmsError::new(
+                    ErrorCode::AccessDeniedException,
+                    format!(
+                        "User: {} may not create a grant less constrained than grant {}: its \
+                         encryption context constraint must be equally strict or stricter",
+                        caller.arn, parent.grant_id
+                    ),
+                ));
+            }
+        }
     }
     if let Some(r) = key.state.crypto_refusal() {
         return Err(KmsError::from_state(r, &arn, key.state.as_str()));
@@ -324,13 +355,6 @@ pub(super) fn create_grant(
     }
     dry_run_ok(req.dry_run)?;
 
-    let constraint =
-        constraints.map(
-            |c| match (c.encryption_context_equals, c.encryption_context_subset) {
-                (Some(eq), _) => GrantConstraint::Equals(eq),
-                (None, sub) => GrantConstraint::Subset(sub.unwrap_or_default()),
-            },
-        );
     let _guard = engine.lock_writes();
     if let Some(name) = &req.name {
         let existing = engine.store().list_grants(&key.key_id)?;

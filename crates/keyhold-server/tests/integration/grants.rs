@@ -415,3 +415,145 @@ async fn bad_grants_are_refused_and_change_nothing() {
         .is_empty());
     t.s.stop().await;
 }
+
+#[tokio::test]
+async fn a_grant_made_through_a_grant_is_at_least_as_strict_as_its_parent() {
+    let t = two_accounts().await;
+    // The other account may decrypt only with repo=r-1, and may pass that on.
+    t.owner
+        .create_grant()
+        .key_id(&t.key)
+        .grantee_principal(&t.other_arn)
+        .operations(GrantOperation::Decrypt)
+        .operations(GrantOperation::CreateGrant)
+        .constraints(
+            GrantConstraints::builder()
+                .encryption_context_subset("repo", "r-1")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let third = format!("arn:aws:iam::{OTHER_ACCOUNT}:user/third");
+    let child = |c: Option<GrantConstraints>| {
+        let mut r = t
+            .other
+            .create_grant()
+            .key_id(&t.arn)
+            .grantee_principal(&third)
+            .operations(GrantOperation::Decrypt);
+        if let Some(c) = c {
+            r = r.constraints(c);
+        }
+        r.send()
+    };
+    // No constraint, another pair, a different value, or an empty map: wider than the parent.
+    for c in [
+        None,
+        Some(
+            GrantConstraints::builder()
+                .encryption_context_subset("other", "x")
+                .build(),
+        ),
+        Some(
+            GrantConstraints::builder()
+                .encryption_context_subset("repo", "R-1")
+                .build(),
+        ),
+        Some(
+            GrantConstraints::builder()
+                .set_encryption_context_equals(Some(Default::default()))
+                .build(),
+        ),
+    ] {
+        let e = child(c.clone()).await.unwrap_err();
+        assert_eq!(code(&e), "AccessDeniedException", "{c:?}");
+    }
+    // As strict (keys compare case-insensitively) or stricter: allowed.
+    for c in [
+        GrantConstraints::builder()
+            .encryption_context_subset("REPO", "r-1")
+            .build(),
+        GrantConstraints::builder()
+            .encryption_context_subset("repo", "r-1")
+            .encryption_context_subset("branch", "main")
+            .build(),
+        GrantConstraints::builder()
+            .encryption_context_equals("repo", "r-1")
+            .build(),
+    ] {
+        child(Some(c.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{c:?}: {e:?}"));
+    }
+    t.s.stop().await;
+}
+
+#[tokio::test]
+async fn an_empty_constraint_map_is_no_constraint() {
+    let t = two_accounts().await;
+    // As the Terraform AWS provider sends it: both maps, the unused one empty.
+    t.owner
+        .create_grant()
+        .key_id(&t.key)
+        .grantee_principal(&t.other_arn)
+        .operations(GrantOperation::Encrypt)
+        .constraints(
+            GrantConstraints::builder()
+                .encryption_context_equals("app", "x")
+                .set_encryption_context_subset(Some(Default::default()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    t.other
+        .encrypt()
+        .key_id(&t.arn)
+        .plaintext(blob(b"x"))
+        .encryption_context("App", "x")
+        .send()
+        .await
+        .unwrap();
+    let e = t
+        .other
+        .encrypt()
+        .key_id(&t.arn)
+        .plaintext(blob(b"x"))
+        .encryption_context("app", "X")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "AccessDeniedException");
+    // Both maps empty: no constraint at all.
+    t.owner
+        .create_grant()
+        .key_id(&t.key)
+        .grantee_principal(&t.other_arn)
+        .operations(GrantOperation::GenerateDataKey)
+        .constraints(
+            GrantConstraints::builder()
+                .set_encryption_context_equals(Some(Default::default()))
+                .set_encryption_context_subset(Some(Default::default()))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    t.other
+        .generate_data_key()
+        .key_id(&t.arn)
+        .number_of_bytes(16)
+        .encryption_context("any", "thing")
+        .send()
+        .await
+        .unwrap();
+    let grants = t.owner.list_grants().key_id(&t.key).send().await.unwrap();
+    let unconstrained = grants
+        .grants()
+        .iter()
+        .filter(|g| g.constraints().is_none())
+        .count();
+    assert_eq!(unconstrained, 1);
+    t.s.stop().await;
+}

@@ -10,6 +10,7 @@ mod auth;
 mod bad_input;
 mod crypto;
 mod grants;
+mod hostile;
 mod import;
 mod keys;
 mod managed;
