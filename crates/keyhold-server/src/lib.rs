@@ -125,8 +125,7 @@ pub async fn run(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let stream =
-            limits::IdleIo::new(stream, options.idle_timeout, Some(options.idle_timeout));
+        let stream = limits::IdleIo::new(stream, options.idle_timeout, Some(options.idle_timeout));
         let header_timeout = options.header_timeout;
         let engine = engine.clone();
         let opts = options.clone();

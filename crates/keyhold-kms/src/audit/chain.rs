@@ -82,6 +82,14 @@ pub trait SegmentIo: Send {
     fn sync(&mut self) -> std::io::Result<()>;
     /// Writes a digest file durably (all or nothing).
     fn write_digest(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()>;
+    /// Cuts the current segment back to `len` bytes (what a failed append may have left
+    /// half-written goes), so writing can resume after a failure.
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        let _ = len;
+        Err(std::io::Error::other(
+            "this audit file layer cannot recover",
+        ))
+    }
 }
 
 /// Segments and digests as files in a directory.
@@ -122,6 +130,13 @@ impl SegmentIo for FsSegments {
     fn sync(&mut self) -> std::io::Result<()> {
         match &self.file {
             Some(f) => f.sync_data(),
+            None => Ok(()),
+        }
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        match &self.file {
+            Some(f) => f.set_len(len),
             None => Ok(()),
         }
     }
@@ -277,6 +292,8 @@ struct State {
     last_written: u64,
     /// Hash of the last event added, hex (the next event's `keyholdPrev`).
     prev_hash: String,
+    /// Hash of the last event written, hex (where the chain resumes after a failed write).
+    written_hash: String,
     /// Written-and-covered state of the current segment.
     segment: SegmentState,
     /// Number of the last digest, and the hash of its payload.
@@ -402,6 +419,7 @@ impl ChainedAuditLog {
                 buf: Vec::with_capacity(64 * 1024),
                 last_added: seq,
                 last_written: seq,
+                written_hash: prev_hash.clone(),
                 prev_hash,
                 segment: SegmentState {
                     number,
@@ -512,10 +530,9 @@ impl ChainedAuditLog {
                 if st.segment.first_seq == 0 {
                     st.segment.first_seq = st.last_written + 1;
                 }
-                st.segment.tail = Some(Tail {
-                    seq: upto,
-                    hash: last_line_hash(&batch),
-                });
+                let hash = last_line_hash(&batch);
+                st.written_hash.clone_from(&hash);
+                st.segment.tail = Some(Tail { seq: upto, hash });
                 st.last_written = upto;
                 st.dirty = self.options.fsync != FsyncMode::Always;
                 let rollover = st.segment.bytes >= self.options.segment_max_bytes;
@@ -551,13 +568,35 @@ impl ChainedAuditLog {
         st
     }
 
-    /// Periodic work: fsync in interval mode, digests every interval. Returns true once closed.
+    /// After a failed write: cuts the segment back to what was written whole and, when that
+    /// and an fsync succeed, lets events in again. The events refused meanwhile were never
+    /// acknowledged, so the chain resumes from the last event written.
+    fn try_recover(&self, st: &mut State) {
+        let Some(mut io) = st.io.take() else {
+            return;
+        };
+        let result = io.truncate(st.segment.bytes).and_then(|()| io.sync());
+        st.io = Some(io);
+        if result.is_ok() {
+            st.buf.clear();
+            st.last_added = st.last_written;
+            st.prev_hash.clone_from(&st.written_hash);
+            if let Some(was) = st.broken.take() {
+                tracing::warn!(%was, "the audit log can be written again; requests are served");
+            }
+        }
+    }
+
+    /// Periodic work: fsync in interval mode, digests every interval, recovery after a
+    /// failed write. Returns true once closed.
     fn background_tick(&self) -> bool {
         let mut st = self.lock();
         if st.closed {
             return true;
         }
         if st.broken.is_some() {
+            self.try_recover(&mut st);
+            self.written.notify_all();
             return false;
         }
         let digest_due = st.last_digest_at.elapsed() >= self.options.digest_interval

@@ -210,6 +210,69 @@ fn a_write_error_fails_closed() {
 }
 
 #[test]
+fn the_log_resumes_by_itself_once_it_can_write_again() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// A disk that fills up: appends then write half their bytes and fail.
+    struct FillingDisk(FsSegments, Arc<AtomicBool>);
+    impl SegmentIo for FillingDisk {
+        fn open_segment(&mut self, name: &str) -> std::io::Result<()> {
+            self.0.open_segment(name)
+        }
+        fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+            if self.1.load(Ordering::SeqCst) {
+                self.0.append(&bytes[..bytes.len() / 2])?;
+                return Err(std::io::Error::other("No space left on device"));
+            }
+            self.0.append(bytes)
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            self.0.sync()
+        }
+        fn write_digest(&mut self, name: &str, bytes: &[u8]) -> std::io::Result<()> {
+            self.0.write_digest(name, bytes)
+        }
+        fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+            self.0.truncate(len)
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = FileRootKey::ephemeral().unwrap();
+    let full = Arc::new(AtomicBool::new(false));
+    let opts = AuditOptions {
+        fsync: FsyncMode::Interval(Duration::from_millis(20)),
+        ..options()
+    };
+    let io = Box::new(FillingDisk(FsSegments::new(dir.path()), full.clone()));
+    let log = ChainedAuditLog::open_with(dir.path(), &root, opts, io).unwrap();
+    log.record(&event(1)).unwrap();
+    full.store(true, Ordering::SeqCst);
+    assert!(log.record(&event(2)).is_err());
+    assert!(log.failure().is_some());
+    // Space returns: within a few ticks events are taken again, without a restart.
+    full.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.failure().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the log never resumed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log.record(&event(3)).unwrap();
+    log.record(&event(4)).unwrap();
+    log.close().unwrap();
+    // The torn half-line is gone and the chain verifies: events 1, 3 and 4, in sequence.
+    assert_eq!(problems(dir.path()), "");
+    let mut seqs = Vec::new();
+    query(dir.path(), &Query::default(), |line| {
+        let v: serde_json::Value = serde_json::from_slice(line).unwrap();
+        seqs.push(v["keyholdSeq"].as_u64().unwrap());
+    })
+    .unwrap();
+    assert_eq!(seqs, [1, 2, 3]);
+}
+
+#[test]
 fn concurrent_events_are_all_chained() {
     let dir = tempfile::tempdir().unwrap();
     let root = FileRootKey::ephemeral().unwrap();
