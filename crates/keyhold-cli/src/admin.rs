@@ -285,12 +285,53 @@ pub fn seed_keys(
     Ok(())
 }
 
+/// Refuses a backup whose secrets this data dir's root key cannot open, before anything is
+/// written: restoring it would leave a server that cannot use any key or credential.
+fn check_backup_opens(
+    snapshot: &keyhold_store::Snapshot,
+    root: &dyn keyhold_hsm::RootKey,
+    dir: &std::path::Path,
+) -> Result<(), String> {
+    let wrapped = snapshot
+        .principals
+        .iter()
+        .map(|p| {
+            (
+                &p.wrapped_secret,
+                keyhold_store::PrincipalRecord::wrap_label(&p.access_key_id),
+            )
+        })
+        .chain(snapshot.versions.iter().map(|v| {
+            (
+                &v.wrapped_material,
+                keyhold_store::KeyVersionRecord::wrap_label(&v.key_id, v.version),
+            )
+        }))
+        .chain(snapshot.custom_key_stores.iter().map(|c| {
+            (
+                &c.password_wrapped,
+                keyhold_store::CustomKeyStoreRecord::wrap_label(&c.id),
+            )
+        }));
+    for (bytes, label) in wrapped {
+        if root.unwrap(bytes, &label).is_err() {
+            return Err(format!(
+                "the backup's secrets are wrapped under another root key than {}'s: give it the \
+                 root key of the data dir the backup came from (nothing was restored)",
+                dir.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// `keyhold admin restore`.
 pub fn restore(dir: &DataDirArg, from: &std::path::Path) -> Result<(), String> {
     let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
     let snapshot: keyhold_store::Snapshot = serde_json::from_slice(&bytes)
         .map_err(|e| format!("{}: not a keyhold backup ({e})", from.display()))?;
-    let (_root, store) = dir.open().open()?;
+    let (root, store) = dir.open().open_for_restore()?;
+    check_backup_opens(&snapshot, root.as_ref(), &dir.open().root)?;
     store.import(&snapshot).map_err(|e| match e {
         keyhold_store::StoreError::NotEmpty => {
             "refusing to restore into a store that already holds keys or principals".to_string()

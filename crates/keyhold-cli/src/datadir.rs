@@ -91,6 +91,7 @@ impl DataDir {
             ));
         }
         create_private_dir(&self.root)?;
+        self.record_store_kind()?;
         let root = create_root(
             provider,
             hsm,
@@ -119,6 +120,81 @@ impl DataDir {
                 self.root.display()
             ));
         }
+        self.check_store_kind()?;
+        self.open_checked()
+    }
+
+    /// Opens a data dir to restore a backup into: its store is the one the flags name (the
+    /// restore records it), and its root key must already be there.
+    pub fn open_for_restore(&self) -> Result<Opened, String> {
+        if !self.is_initialised() {
+            return Err(format!(
+                "{} has no root key to restore into: create the directory and copy the backed-up \
+                 data dir's root key into it (root.key and root.json; or the same passphrase \
+                 or HSM key, with its root.json), and its tls/ directory for the same CA; do not \
+                 run `keyhold init`, which makes a new root key that cannot open the backup",
+                self.root.display()
+            ));
+        }
+        self.record_store_kind()?;
+        self.open_checked()
+    }
+
+    /// The file that records which store the data dir belongs to.
+    fn store_record(&self) -> PathBuf {
+        self.root.join("store.json")
+    }
+
+    /// The store kind the flags name: `postgres` or `sqlite`.
+    fn store_kind(&self) -> &'static str {
+        if self.store.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
+    /// Records the store kind the flags name.
+    fn record_store_kind(&self) -> Result<(), String> {
+        let text = serde_json::json!({ "store": self.store_kind() }).to_string();
+        write_synced(&self.store_record(), text.as_bytes())
+    }
+
+    /// Refuses to open a data dir with another store than the one it was made for (a
+    /// PostgreSQL data dir started without `--store` would otherwise serve a new, empty
+    /// SQLite store). A data dir made before the kind was recorded gets it recorded now.
+    pub(crate) fn check_store_kind(&self) -> Result<(), String> {
+        let recorded = match std::fs::read(self.store_record()) {
+            Ok(bytes) => serde_json::from_slice::<serde_json::Value>(&bytes)
+                .ok()
+                .and_then(|v| v["store"].as_str().map(str::to_string))
+                .ok_or_else(|| format!("{}: not a store record", self.store_record().display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if self.store.is_none() && !self.database().exists() {
+                    "postgres".to_string()
+                } else {
+                    return self.record_store_kind();
+                }
+            }
+            Err(e) => return Err(format!("{}: {e}", self.store_record().display())),
+        };
+        match (recorded.as_str(), self.store_kind()) {
+            (r, want) if r == want => Ok(()),
+            ("postgres", _) => Err(format!(
+                "{} belongs to a PostgreSQL store: pass --store URL (or set KEYHOLD_STORE); \
+                 without it keyhold would serve a new, empty SQLite store",
+                self.root.display()
+            )),
+            _ => Err(format!(
+                "{} keeps its state in its own SQLite database (keyhold.db): drop --store (to \
+                 move the state to PostgreSQL, back it up and restore it into a new data dir)",
+                self.root.display()
+            )),
+        }
+    }
+
+    /// Opens the store and root key, and checks the root opens the store's secrets.
+    fn open_checked(&self) -> Result<Opened, String> {
         let store = self.open_store()?;
         crate::rotate::settle(self, store.as_ref())?;
         let root = self.open_root(&self.read_config()?)?;
@@ -146,6 +222,28 @@ impl DataDir {
             // Data dirs made before the provider was recorded use the key file.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(RootConfig::File),
             Err(e) => Err(format!("{}: {e}", self.root_config().display())),
+        }
+    }
+
+    /// Takes the data dir's serving lock: one `keyhold serve` per data dir at a time (two
+    /// would interleave one audit chain), whatever their flags. Held until the file returned
+    /// is dropped.
+    pub fn lock_serving(&self) -> Result<std::fs::File, String> {
+        let path = self.root.join("serve.lock");
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        match f.try_lock() {
+            Ok(()) => Ok(f),
+            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+                "{} is already served by another keyhold process: a data dir is served by one \
+                 process at a time (another node needs a data dir of its own)",
+                self.root.display()
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
         }
     }
 

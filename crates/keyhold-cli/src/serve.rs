@@ -180,6 +180,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 d
             }
         };
+        // A dev data dir is made for the store the flags name.
+        let dir = dir.with_store(args.store.clone());
         if !dir.is_initialised() {
             dir.initialise()?;
         }
@@ -207,9 +209,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     };
     let dir = dir.with_store(args.store.clone());
     let shared = dir.store.is_some();
-    // Held while serving: `admin rotate-root` refuses to run under a live server.
+    // Held while serving: `admin rotate-root` refuses to run under a live server, and a
+    // second server on the same data dir refuses to start.
     let _lock = if dir.root.exists() {
-        Some(dir.lock(false)?)
+        Some((dir.lock_serving()?, dir.lock(false)?))
     } else {
         None
     };
