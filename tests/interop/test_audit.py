@@ -53,3 +53,33 @@ def test_query_filters(data_dir):
     assert p.stdout == ""
     p = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--from", "yesterday")
     assert p.returncode != 0 and "RFC 3339" in p.stderr
+
+
+def test_a_crash_is_a_recovery_not_tampering(data_dir):
+    creds = json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)
+    args = ["--data-dir", str(data_dir), "--insecure-http", "--audit-fsync", "always"]
+    s = Server(args)
+    kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    for _ in range(3):
+        kms.encrypt(KeyId=key, Plaintext=b"x")
+    s.proc.kill()  # kill -9: no shutdown digest
+    s.proc.wait()
+    # Unsealed and no server: reported.
+    p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+    assert p.returncode == 1, p.stdout
+    # The next start seals what the crashed run wrote; while it runs its own new events are
+    # pending, not tampering.
+    s = Server(args)
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        kms.encrypt(KeyId=key, Plaintext=b"y")
+        p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+        assert p.returncode == 0, p.stdout
+        assert "recovered" in p.stdout and "unclean stop" in p.stdout, p.stdout
+        assert "pending" in p.stdout, p.stdout
+    finally:
+        s.stop()
+    p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+    assert p.returncode == 0 and "the audit log is intact" in p.stdout, p.stdout
+    assert "pending" not in p.stdout

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use keyhold_kms::audit::chain::PUBLIC_KEY_FILE;
-use keyhold_kms::audit::verify::{query, verify, Query};
+use keyhold_kms::audit::verify::{query, verify_with, Query};
 
 use crate::datadir::DataDir;
 use crate::DataDirArg;
@@ -90,18 +90,21 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
         } => {
             let from = normalize(&from, "--from")?;
             let to = normalize(&to, "--to")?;
-            let mut dirs = vec![audit_dir(&dir)];
-            dirs.extend(nodes.iter().map(|d| DataDir::new(d).audit_dir()));
+            let mut dirs = vec![DataDir::new(&dir.data_dir)];
+            dirs.extend(nodes.iter().map(DataDir::new));
             let several = dirs.len() > 1;
             let mut ok = true;
-            for adir in &dirs {
+            for data_dir in &dirs {
+                let adir = &data_dir.audit_dir();
+                // A server holding the data dir is still writing: its unsealed tail is pending.
+                let live = data_dir.root.exists() && data_dir.lock_serving().is_err();
                 // Each node signs its own chain with its own key, unless one key is given.
                 let key_path = public_key
                     .clone()
                     .unwrap_or_else(|| adir.join(PUBLIC_KEY_FILE));
                 let key =
                     std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-                let report = verify(adir, &key, from.as_deref(), to.as_deref())
+                let report = verify_with(adir, &key, from.as_deref(), to.as_deref(), live)
                     .map_err(|e| format!("{}: {e}", adir.display()))?;
                 let at = if several {
                     format!("{}/", adir.display())
@@ -110,6 +113,12 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
                 };
                 for p in &report.digest_problems {
                     println!("INVALID {at}digests: {p}");
+                }
+                for r in &report.recoveries {
+                    println!("recovered {at}{r}");
+                }
+                if let Some(p) = &report.pending {
+                    println!("pending {at}{p}");
                 }
                 for s in &report.segments {
                     let range = s

@@ -207,6 +207,138 @@ pub struct DigestPayload {
     /// The node whose chain this is.
     #[serde(default)]
     pub node: Option<String>,
+    /// True for the digest a clean shutdown writes: nothing may follow it.
+    #[serde(default, rename = "final", skip_serializing_if = "std::ops::Not::not")]
+    pub final_digest: bool,
+    /// Set on the digest a start writes to seal a segment that an unclean stop (a crash,
+    /// kill -9, power loss) left without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recovery: Option<Recovery>,
+}
+
+/// What a start found when it sealed a segment left without a digest.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovery {
+    /// Bytes of a last, incomplete line that were cut away (an event whose write the stop
+    /// interrupted; it was never acknowledged).
+    pub torn_bytes: u64,
+    /// Bytes of the segment an earlier digest had already signed.
+    pub previously_covered: u64,
+    /// True when the digest before this one was a clean shutdown's: events written after it
+    /// were not written by keyhold, so `audit verify` reports them as tampering.
+    pub after_clean_shutdown: bool,
+}
+
+/// Signs a digest payload and writes it as digest file `payload.digest`; returns the hash of
+/// the payload (the next digest's `previousDigestHash`).
+fn write_signed_digest(
+    signer: &EcdsaKeyPair,
+    io: &mut dyn SegmentIo,
+    payload: &DigestPayload,
+) -> std::io::Result<String> {
+    let bytes = serde_json::to_vec(payload)?;
+    let sig = signer
+        .sign(&aws_lc_rs::rand::SystemRandom::new(), &bytes)
+        .map_err(|_| std::io::Error::other("cannot sign the audit digest"))?;
+    let mut file = bytes.clone();
+    file.push(b'\n');
+    file.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(sig.as_ref())
+            .as_bytes(),
+    );
+    file.push(b'\n');
+    io.write_digest(&digest_name(payload.digest), &file)?;
+    Ok(sha256_hex(&bytes))
+}
+
+/// Seals the newest segment of an earlier run when that run stopped without its shutdown
+/// digest: cuts a torn last line away and signs a recovery digest over the rest. Returns the
+/// new digest's number and hash, or `None` when the log was closed cleanly.
+fn seal_after_unclean_stop(
+    dir: &Path,
+    signer: &EcdsaKeyPair,
+    node: &str,
+    segments: &[u64],
+    last: Option<(u64, Option<String>, Option<DigestPayload>)>,
+) -> std::io::Result<Option<(u64, String)>> {
+    // The newest segment holding bytes (a run may have opened an empty one and stopped).
+    let mut newest = None;
+    for n in segments.iter().rev() {
+        if std::fs::metadata(dir.join(segment_name(*n)))?.len() > 0 {
+            newest = Some(*n);
+            break;
+        }
+    }
+    let Some(n) = newest else {
+        return Ok(None);
+    };
+    let name = segment_name(n);
+    let path = dir.join(&name);
+    let (last_number, last_hash, last_payload) = last.unwrap_or((0, None, None));
+    let covered = last_payload
+        .as_ref()
+        .filter(|d| d.segment == name)
+        .map_or(0, |d| d.segment_bytes);
+    let mut bytes = Vec::new();
+    File::open(&path)?.read_to_end(&mut bytes)?;
+    let len = bytes.len() as u64;
+    if len <= covered {
+        return Ok(None);
+    }
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |p| p + 1);
+    let torn = bytes.len() - whole;
+    if torn > 0 {
+        OpenOptions::new()
+            .write(true)
+            .open(&path)?
+            .set_len(whole as u64)?;
+        bytes.truncate(whole);
+        tracing::warn!(segment = %name, torn, "cut an incomplete audit event left by an unclean stop");
+    }
+    let lines: Vec<&[u8]> = bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let seq_of = |line: &[u8]| {
+        serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("keyholdSeq").and_then(serde_json::Value::as_u64))
+            .unwrap_or(0)
+    };
+    let (first_seq, last_seq, last_event_hash) = match (lines.first(), lines.last()) {
+        (Some(f), Some(l)) => (seq_of(f), seq_of(l), sha256_hex(l)),
+        _ => (0, 0, String::new()),
+    };
+    let payload = DigestPayload {
+        digest_version: 1,
+        digest: last_number + 1,
+        segment: name.clone(),
+        segment_bytes: whole as u64,
+        segment_hash: sha256_hex(&bytes),
+        first_seq,
+        last_seq,
+        last_event_hash,
+        previous_digest_hash: last_hash,
+        time: super::iso8601(crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
+        signature_algorithm: "ECDSA_SHA_384".into(),
+        node: Some(node.to_string()),
+        final_digest: false,
+        recovery: Some(Recovery {
+            torn_bytes: torn as u64,
+            previously_covered: covered,
+            after_clean_shutdown: last_payload.is_some_and(|d| d.final_digest),
+        }),
+    };
+    let mut io = FsSegments::new(dir);
+    let hash = write_signed_digest(signer, &mut io, &payload)?;
+    tracing::warn!(
+        segment = %name,
+        digest = payload.digest,
+        "sealed the audit segment an unclean stop left without a digest"
+    );
+    Ok(Some((payload.digest, hash)))
 }
 
 /// The SHA-256 of `bytes`, hex.
@@ -390,6 +522,21 @@ impl ChainedAuditLog {
         let signer = signing_key(dir, root)?;
         let segments = numbered(dir, "segment-", ".jsonl")?;
         let digests = numbered(dir, "digest-", ".json")?;
+        let last_digest = match digests.last() {
+            Some(n) => {
+                let text = std::fs::read(dir.join(digest_name(*n)))?;
+                let payload = text.split(|b| *b == b'\n').next().unwrap_or_default();
+                Some((
+                    *n,
+                    Some(sha256_hex(payload)),
+                    serde_json::from_slice::<DigestPayload>(payload).ok(),
+                ))
+            }
+            None => None,
+        };
+        // An earlier run that stopped without its shutdown digest: seal what it wrote.
+        let sealed =
+            seal_after_unclean_stop(dir, &signer, &options.node, &segments, last_digest.clone())?;
         // The chain continues from the last event of the newest segment that has one (a
         // segment opened just before a shutdown may be empty).
         let mut tail = None;
@@ -400,13 +547,10 @@ impl ChainedAuditLog {
             }
         }
         let (seq, prev_hash) = tail.map_or((0, String::new()), |t| (t.seq, t.hash));
-        let digest = match digests.last() {
-            Some(n) => {
-                let text = std::fs::read(dir.join(digest_name(*n)))?;
-                let payload = text.split(|b| *b == b'\n').next().unwrap_or_default();
-                (*n, Some(sha256_hex(payload)))
-            }
-            None => (0, None),
+        let digest = match (sealed, last_digest) {
+            (Some((n, hash)), _) => (n, Some(hash)),
+            (None, Some((n, hash, _))) => (n, hash),
+            (None, None) => (0, None),
         };
         let number = segments.last().map_or(1, |n| n + 1);
         io.open_segment(&segment_name(number))?;
@@ -465,11 +609,17 @@ impl ChainedAuditLog {
 
     /// Writes a digest covering everything written to the open segment. Called with the files
     /// held by the caller.
-    fn write_digest(&self, st: &mut State, io: &mut dyn SegmentIo) -> std::io::Result<()> {
+    fn write_digest(
+        &self,
+        st: &mut State,
+        io: &mut dyn SegmentIo,
+        final_digest: bool,
+    ) -> std::io::Result<()> {
         let Some(tail) = &st.segment.tail else {
             return Ok(());
         };
-        if st.segment.covered == st.segment.bytes {
+        // A shutdown marks the end with a final digest even when nothing new needs covering.
+        if st.segment.covered == st.segment.bytes && !final_digest {
             return Ok(());
         }
         let number = st.digest.0 + 1;
@@ -486,23 +636,12 @@ impl ChainedAuditLog {
             time: super::iso8601(crate::clock::Clock::now_ms(&crate::clock::SystemClock)),
             signature_algorithm: "ECDSA_SHA_384".into(),
             node: Some(self.options.node.clone()),
+            final_digest,
+            recovery: None,
         };
-        let bytes = serde_json::to_vec(&payload)?;
-        let sig = self
-            .signer
-            .sign(&aws_lc_rs::rand::SystemRandom::new(), &bytes)
-            .map_err(|_| std::io::Error::other("cannot sign the audit digest"))?;
-        let mut file = bytes.clone();
-        file.push(b'\n');
-        file.extend_from_slice(
-            base64::engine::general_purpose::STANDARD
-                .encode(sig.as_ref())
-                .as_bytes(),
-        );
-        file.push(b'\n');
         io.sync()?;
-        io.write_digest(&digest_name(number), &file)?;
-        st.digest = (number, Some(sha256_hex(&bytes)));
+        let hash = write_signed_digest(&self.signer, io, &payload)?;
+        st.digest = (number, Some(hash));
         st.segment.covered = st.segment.bytes;
         st.last_digest_at = Instant::now();
         st.dirty = false;
@@ -538,7 +677,7 @@ impl ChainedAuditLog {
                 let rollover = st.segment.bytes >= self.options.segment_max_bytes;
                 let digest_due = st.last_digest_at.elapsed() >= self.options.digest_interval;
                 if rollover || digest_due {
-                    if let Err(e) = self.write_digest(&mut st, io.as_mut()) {
+                    if let Err(e) = self.write_digest(&mut st, io.as_mut(), false) {
                         st.broken = Some(format!("writing an audit digest failed: {e}"));
                     }
                 }
@@ -608,7 +747,7 @@ impl ChainedAuditLog {
             return false;
         };
         let result = if digest_due {
-            self.write_digest(&mut st, io.as_mut())
+            self.write_digest(&mut st, io.as_mut(), false)
         } else {
             io.sync().map(|()| st.dirty = false)
         };
@@ -674,7 +813,7 @@ impl AuditSink for ChainedAuditLog {
         let Some(mut io) = st.io.take() else {
             return Ok(());
         };
-        let result = self.write_digest(&mut st, io.as_mut());
+        let result = self.write_digest(&mut st, io.as_mut(), true);
         st.io = Some(io);
         st.closed = true;
         self.written.notify_all();

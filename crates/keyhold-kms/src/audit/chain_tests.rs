@@ -321,3 +321,119 @@ fn query_filters_events() {
     query(dir.path(), &q, |_| m += 1).unwrap();
     assert_eq!(m, 4);
 }
+
+/// Writes `n` events and stops without closing, as kill -9 does; `torn` bytes of a half-written
+/// event are left at the end of the segment.
+fn crash_after(dir: &Path, root: &FileRootKey, n: u32, torn: &[u8]) {
+    let log = ChainedAuditLog::open(dir, root, options()).unwrap();
+    for i in 0..n {
+        log.record(&event(i)).unwrap();
+    }
+    drop(log);
+    let newest = super::chain::numbered(dir, "segment-", ".jsonl")
+        .unwrap()
+        .into_iter()
+        .rev()
+        .find(|n| std::fs::metadata(dir.join(segment_name(*n))).unwrap().len() > 0)
+        .unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(segment_name(newest)))
+        .unwrap();
+    std::io::Write::write_all(&mut f, torn).unwrap();
+}
+
+#[test]
+fn a_crash_is_sealed_at_the_next_start_and_verifies_as_a_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = FileRootKey::ephemeral().unwrap();
+    crash_after(dir.path(), &root, 5, b"{\"eventTime\":\"2026-11-");
+    // Before the restart the crashed tail is not sealed.
+    assert!(problems(dir.path()).contains("not covered"));
+    // Restart, more events, a second crash without a torn line, another restart.
+    crash_after(dir.path(), &root, 3, b"");
+    write_log(dir.path(), &root, 2);
+    let r = check(dir.path());
+    assert!(r.is_valid(), "{}", problems(dir.path()));
+    assert_eq!(r.recoveries.len(), 2, "{:?}", r.recoveries);
+    assert!(r.recoveries[0].contains("cut"), "{:?}", r.recoveries);
+    let events: u64 = r.segments.iter().map(|s| s.events).sum();
+    assert_eq!(events, 10);
+}
+
+#[test]
+fn tampering_after_a_crash_is_still_caught() {
+    // Cases that are caught on a log that went through crashes and recoveries.
+    let fresh = || {
+        let dir = tempfile::tempdir().unwrap();
+        let root = FileRootKey::ephemeral().unwrap();
+        crash_after(dir.path(), &root, 5, b"{\"torn");
+        write_log(dir.path(), &root, 3);
+        assert!(check(dir.path()).is_valid());
+        dir
+    };
+    // An edited byte in a sealed segment.
+    let dir = fresh();
+    let p = dir.path().join(segment_name(1));
+    let text = std::fs::read_to_string(&p).unwrap().replacen("u1", "u9", 1);
+    std::fs::write(&p, text).unwrap();
+    assert!(!check(dir.path()).is_valid());
+    // A deleted recovery digest.
+    let dir = fresh();
+    std::fs::remove_file(dir.path().join(digest_name(1))).unwrap();
+    assert!(!check(dir.path()).is_valid());
+    // A truncated sealed segment.
+    let dir = fresh();
+    let p = dir.path().join(segment_name(1));
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(!check(dir.path()).is_valid());
+}
+
+#[test]
+fn events_added_after_a_clean_shutdown_are_caught_even_once_sealed() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = FileRootKey::ephemeral().unwrap();
+    write_log(dir.path(), &root, 4);
+    // Someone adds a line to the closed log, then the server starts again.
+    let p = dir.path().join(segment_name(1));
+    let mut bytes = std::fs::read(&p).unwrap();
+    let last = bytes[..bytes.len() - 1]
+        .split(|b| *b == b'\n')
+        .next_back()
+        .unwrap()
+        .to_vec();
+    bytes.extend_from_slice(&last);
+    bytes.push(b'\n');
+    std::fs::write(&p, &bytes).unwrap();
+    write_log(dir.path(), &root, 1);
+    let r = check(dir.path());
+    assert!(
+        r.digest_problems
+            .iter()
+            .any(|p| p.contains("after the clean shutdown")),
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_running_servers_unsealed_tail_is_pending_not_tampering() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = FileRootKey::ephemeral().unwrap();
+    write_log(dir.path(), &root, 3);
+    let log = ChainedAuditLog::open(dir.path(), &root, options()).unwrap();
+    for i in 0..4 {
+        log.record(&event(i)).unwrap();
+    }
+    let pk = std::fs::read(dir.path().join(PUBLIC_KEY_FILE)).unwrap();
+    let live = super::verify::verify_with(dir.path(), &pk, None, None, true).unwrap();
+    assert!(live.is_valid(), "{live:?}");
+    assert!(
+        live.pending.as_deref().unwrap().contains("events 4 to 7"),
+        "{live:?}"
+    );
+    // Without the server running, the same bytes are reported.
+    assert!(!check(dir.path()).is_valid());
+    log.close().unwrap();
+    assert!(check(dir.path()).is_valid());
+}

@@ -33,6 +33,10 @@ pub struct Report {
     pub segments: Vec<SegmentReport>,
     /// Problems of the digest files themselves.
     pub digest_problems: Vec<String>,
+    /// Segments sealed at a start after an unclean stop (a crash): not tampering.
+    pub recoveries: Vec<String>,
+    /// Events a running server has written but not yet sealed with a digest.
+    pub pending: Option<String>,
 }
 
 impl Report {
@@ -71,6 +75,18 @@ pub fn verify(
     public_key: &[u8],
     from: Option<&str>,
     to: Option<&str>,
+) -> std::io::Result<Report> {
+    verify_with(dir, public_key, from, to, false)
+}
+
+/// [`verify`], for a log a server may be writing right now when `live`: the events of the
+/// newest segment that no digest covers yet are reported as pending, not as tampering.
+pub fn verify_with(
+    dir: &Path,
+    public_key: &[u8],
+    from: Option<&str>,
+    to: Option<&str>,
+    live: bool,
 ) -> std::io::Result<Report> {
     let key = UnparsedPublicKey::new(&ECDSA_P384_SHA384_ASN1, public_key_der(public_key));
     let mut report = Report::default();
@@ -120,11 +136,34 @@ pub fn verify(
             }
         }
         prev = Some((n, sha256_hex(payload)));
+        if let Some(r) = &p.recovery {
+            if r.after_clean_shutdown {
+                report.digest_problems.push(format!(
+                    "{name}: {} holds events written after the clean shutdown that sealed the \
+                     log (added by hand)",
+                    p.segment
+                ));
+            } else {
+                report.recoveries.push(format!(
+                    "{name} sealed {} at a start after an unclean stop (crash or kill){}",
+                    p.segment,
+                    if r.torn_bytes > 0 {
+                        format!(
+                            "; an incomplete last event ({} bytes, never acknowledged) was cut",
+                            r.torn_bytes
+                        )
+                    } else {
+                        String::new()
+                    }
+                ));
+            }
+        }
         coverage.entry(p.segment.clone()).or_default().push((n, p));
     }
 
     // Segments: the event chain, and what the digests say about them.
     let segments = numbered(dir, "segment-", ".jsonl")?;
+    let newest = segments.last().copied();
     for name in coverage.keys() {
         if !segments.iter().any(|n| segment_name(*n) == *name) {
             report
@@ -150,9 +189,12 @@ pub fn verify(
         let mut times: (Option<String>, Option<String>) = (None, None);
         while offset < bytes.len() {
             let Some(rel) = bytes[offset..].iter().position(|b| *b == b'\n') else {
-                seg.problems.push(format!(
-                    "ends with an incomplete line at byte {offset} (truncated or appended)"
-                ));
+                // A running server may be in the middle of writing its newest segment.
+                if !(live && Some(n) == newest) {
+                    seg.problems.push(format!(
+                        "ends with an incomplete line at byte {offset} (truncated or appended)"
+                    ));
+                }
                 break;
             };
             let line = &bytes[offset..offset + rel];
@@ -242,10 +284,18 @@ pub fn verify(
                 (Some(a), Some(b)) => format!("events {a} to {b}"),
                 _ => "its last bytes".to_string(),
             };
-            seg.problems.push(format!(
-                "{what} (after byte {covered}) are not covered by any signed digest: added by \
-                 hand, or written by a server that stopped without its shutdown digest"
-            ));
+            if live && Some(n) == newest {
+                report.pending = Some(format!(
+                    "{name}: {what} (after byte {covered}) are written by the running server and \
+                     not yet sealed by a digest"
+                ));
+            } else {
+                seg.problems.push(format!(
+                    "{what} (after byte {covered}) are not covered by any signed digest: added \
+                     by hand (a server that stops, even by a crash, seals its log at the next \
+                     start)"
+                ));
+            }
         }
         let in_range = match (&times.0, &times.1) {
             (Some(first), Some(last)) => {
