@@ -83,3 +83,20 @@ def test_a_crash_is_a_recovery_not_tampering(data_dir):
     p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
     assert p.returncode == 0 and "the audit log is intact" in p.stdout, p.stdout
     assert "pending" not in p.stdout
+
+
+def test_deleting_the_newest_segment_and_digest_is_caught(data_dir):
+    make_log(data_dir, fsync="always")
+    head = run_keyhold("audit", "head", "--data-dir", str(data_dir))
+    assert head.returncode == 0, head.stderr
+    h = json.loads(head.stdout)
+    digests = sorted((pathlib.Path(data_dir) / "audit").glob("digest-*.json"))
+    assert h["digest"] == int(digests[-1].stem.split("-")[1]) and h["node"] == "node-1"
+    assert run_keyhold("audit", "verify", "--data-dir", str(data_dir)).returncode == 0
+    # The newest segment holding events, and the newest digest, removed together.
+    newest = [s for s in segments(data_dir) if s.stat().st_size > 0][-1]
+    newest.unlink()
+    digests[-1].unlink()
+    p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
+    assert p.returncode == 1, p.stdout
+    assert "the store recorded" in p.stdout, p.stdout

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use keyhold_kms::audit::chain::PUBLIC_KEY_FILE;
-use keyhold_kms::audit::verify::{query, verify_with, Query};
+use keyhold_kms::audit::verify::{chain_node, check_head, query, verify_with, Query};
 
 use crate::datadir::DataDir;
 use crate::DataDirArg;
@@ -29,6 +29,12 @@ pub enum AuditCommand {
         /// Data dirs of the cluster's other nodes, whose chains are checked too (repeatable).
         #[arg(long = "node-data-dir")]
         nodes: Vec<PathBuf>,
+    },
+    /// Print the head of the audit chain recorded in the store (the newest digest's number and
+    /// hash), to keep elsewhere: `verify` fails when the files end before it.
+    Head {
+        #[command(flatten)]
+        dir: DataDirArg,
     },
     /// Print the audit signing public key (PEM).
     PublicKey {
@@ -58,6 +64,22 @@ pub enum AuditCommand {
         #[arg(long)]
         error: Option<String>,
     },
+}
+
+/// The head the store records for the chain in `adir` (the store the data dir options name).
+fn recorded_head(
+    dir: &DataDirArg,
+    adir: &std::path::Path,
+) -> Result<Option<keyhold_store::AuditHead>, String> {
+    let data = dir.open();
+    // An audit directory copied elsewhere without its data dir, or a PostgreSQL data dir
+    // checked without --store: the log is still verified, the head is not.
+    if !data.is_initialised() || data.check_store_kind().is_err() {
+        return Ok(None);
+    }
+    let store = data.open_store()?;
+    let node = chain_node(adir).map_err(|e| format!("{}: {e}", adir.display()))?;
+    store.get_audit_head(&node).map_err(|e| e.to_string())
 }
 
 fn audit_dir(dir: &DataDirArg) -> PathBuf {
@@ -104,8 +126,20 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
                     .unwrap_or_else(|| adir.join(PUBLIC_KEY_FILE));
                 let key =
                     std::fs::read(&key_path).map_err(|e| format!("{}: {e}", key_path.display()))?;
-                let report = verify_with(adir, &key, from.as_deref(), to.as_deref(), live)
+                let mut report = verify_with(adir, &key, from.as_deref(), to.as_deref(), live)
                     .map_err(|e| format!("{}: {e}", adir.display()))?;
+                // The head recorded in the store: the files must reach it.
+                match recorded_head(&dir, adir)? {
+                    Some(head) => report.digest_problems.extend(
+                        check_head(adir, head.digest, &head.digest_hash)
+                            .map_err(|e| format!("{}: {e}", adir.display()))?,
+                    ),
+                    None => println!(
+                        "note    {}: the chain's head was not checked (no head in the store, no \
+                         data dir beside the log, or a PostgreSQL data dir without --store)",
+                        adir.display()
+                    ),
+                }
                 let at = if several {
                     format!("{}/", adir.display())
                 } else {
@@ -144,6 +178,26 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
                 }
             );
             Ok(ok)
+        }
+        AuditCommand::Head { dir } => {
+            let adir = audit_dir(&dir);
+            dir.open().check_store_kind()?;
+            let Some(head) = recorded_head(&dir, &adir)? else {
+                return Err(format!(
+                    "no audit head is recorded for {} yet (a server records one with each digest)",
+                    adir.display()
+                ));
+            };
+            println!(
+                "{}",
+                serde_json::json!({
+                    "node": head.node,
+                    "digest": head.digest,
+                    "digestHash": head.digest_hash,
+                    "recordedAt": head.recorded_at,
+                })
+            );
+            Ok(true)
         }
         AuditCommand::PublicKey { dir } => {
             let path = audit_dir(&dir).join(PUBLIC_KEY_FILE);

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use keyhold_core::secret::SecretBytes;
-use keyhold_kms::audit::chain::{AuditOptions, ChainedAuditLog, FsyncMode};
+use keyhold_kms::audit::chain::{Anchor, AuditOptions, ChainedAuditLog, FsyncMode};
+use keyhold_kms::audit::StoreAnchor;
 use keyhold_kms::clock::SystemClock;
 use keyhold_kms::principal::{Credential, Principal};
 use keyhold_kms::Engine;
@@ -217,6 +218,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         None
     };
     let (root, store) = dir.open()?;
+    let store: Arc<dyn keyhold_store::Store> = Arc::from(store);
     let root_for_tls = root.clone();
     let fsync = match args.audit_fsync.as_str() {
         "always" => FsyncMode::Always,
@@ -226,6 +228,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let audit_options = AuditOptions {
         fsync,
         node: args.node_id.clone(),
+        // Each digest is recorded in the store as the chain's head (`keyhold audit head`).
+        anchor: Some(Anchor(Arc::new(StoreAnchor(store.clone())))),
         ..AuditOptions::default()
     };
     let audit =
@@ -237,7 +241,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         })?;
     let mut engine = Engine::new(
         args.region.clone(),
-        Arc::from(store),
+        store,
         root,
         Arc::new(SystemClock),
         audit,

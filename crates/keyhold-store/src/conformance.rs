@@ -150,6 +150,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     tags(make().as_ref());
     grants_and_usage(make().as_ref());
     principals(make().as_ref());
+    audit_heads(make().as_ref());
     replace_wrapped(make().as_ref());
 }
 
@@ -438,6 +439,22 @@ fn grants_and_usage(s: &dyn Store) {
         None,
         "unknown keys are skipped"
     );
+}
+
+fn audit_heads(s: &dyn Store) {
+    assert_eq!(s.get_audit_head("node-1").unwrap(), None);
+    let head = |digest: u64, hash: &str| crate::AuditHead {
+        node: "node-1".into(),
+        digest,
+        digest_hash: hash.into(),
+        recorded_at: 7,
+    };
+    s.put_audit_head(&head(3, "c")).unwrap();
+    s.put_audit_head(&head(5, "e")).unwrap();
+    // Never back to an older digest.
+    s.put_audit_head(&head(4, "d")).unwrap();
+    assert_eq!(s.get_audit_head("node-1").unwrap(), Some(head(5, "e")));
+    assert_eq!(s.get_audit_head("node-2").unwrap(), None);
 }
 
 fn principals(s: &dyn Store) {

@@ -25,8 +25,8 @@ use keyhold_core::ids::{AliasName, KeyId};
 
 pub use postgres::PgStore;
 pub use records::{
-    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
-    PrincipalRecord, Snapshot, Tag,
+    AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
+    KeyVersionRecord, PrincipalRecord, Snapshot, Tag,
 };
 pub use sqlite::SqliteStore;
 
@@ -227,6 +227,12 @@ pub trait Store: Send + Sync {
     /// bytes (changed since it was read), or a wrapped row no change names (added since),
     /// aborts the whole change with `Backend`.
     fn replace_wrapped(&self, changes: &[WrappedChange]) -> Result<(), StoreError>;
+
+    /// Records the newest digest of a node's audit chain; a head never moves back to an
+    /// older digest.
+    fn put_audit_head(&self, head: &AuditHead) -> Result<(), StoreError>;
+    /// The newest digest recorded for `node`'s audit chain.
+    fn get_audit_head(&self, node: &str) -> Result<Option<AuditHead>, StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

@@ -257,6 +257,20 @@ pub struct Snapshot {
     pub custom_key_stores: Vec<CustomKeyStoreRecord>,
 }
 
+/// The newest signed digest of one node's audit chain, recorded outside the audit files so
+/// that deleting the newest segments together with their digests is caught.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The node whose chain it is.
+    pub node: String,
+    /// The digest's number.
+    pub digest: u64,
+    /// SHA-256 of the digest's payload, hex.
+    pub digest_hash: String,
+    /// When it was recorded (milliseconds since the epoch).
+    pub recorded_at: i64,
+}
+
 /// A grant constraint as its stored JSON text in serialized records (the backup format).
 mod constraint_text {
     use keyhold_core::grant::GrantConstraint;

@@ -11,8 +11,8 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 
 use crate::{
-    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
-    PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
+    AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
+    KeyVersionRecord, PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
 };
 
 /// The SQL dialects keyhold speaks. Every difference between them is a method here.
@@ -402,6 +402,14 @@ CREATE TABLE custom_key_stores (
     connected {BOOL} NOT NULL,
     created_at {INT} NOT NULL,
     UNIQUE (account, name)
+);
+"#,
+    r#"
+CREATE TABLE audit_heads (
+    node TEXT PRIMARY KEY,
+    digest {INT} NOT NULL,
+    digest_hash TEXT NOT NULL,
+    recorded_at {INT} NOT NULL
 );
 "#,
 ];
@@ -1401,6 +1409,47 @@ impl<B: Backend> Store for B {
                 ));
             }
             Ok(())
+        })
+    }
+
+    fn put_audit_head(&self, head: &AuditHead) -> Result<(), StoreError> {
+        let digest = i64::try_from(head.digest).map_err(|_| bad("digest number", head.digest))?;
+        let params = [
+            Value::from(&head.node),
+            Value::from(digest),
+            Value::from(&head.digest_hash),
+            Value::from(head.recorded_at),
+        ];
+        self.run(Tx::Write, move |c| {
+            c.execute(
+                "INSERT INTO audit_heads (node, digest, digest_hash, recorded_at) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (node) DO UPDATE SET \
+                 digest = excluded.digest, digest_hash = excluded.digest_hash, \
+                 recorded_at = excluded.recorded_at WHERE excluded.digest > audit_heads.digest",
+                &params,
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn get_audit_head(&self, node: &str) -> Result<Option<AuditHead>, StoreError> {
+        let node = Value::from(node);
+        self.run(Tx::Read, move |c| {
+            let Some(mut r) = query_opt(
+                c,
+                "SELECT node, digest, digest_hash, recorded_at FROM audit_heads WHERE node = $1",
+                std::slice::from_ref(&node),
+            )?
+            else {
+                return Ok(None);
+            };
+            let digest = r.i64(1)?;
+            Ok(Some(AuditHead {
+                node: r.text(0)?,
+                digest: u64::try_from(digest).map_err(|_| bad("digest number", digest))?,
+                digest_hash: r.text(2)?,
+                recorded_at: r.i64(3)?,
+            }))
         })
     }
 

@@ -47,6 +47,35 @@ pub enum FsyncMode {
     Interval(Duration),
 }
 
+/// Where each new digest is recorded outside the audit files (the store, and so PostgreSQL
+/// for several nodes), so that deleting the newest segments with their digests is caught.
+pub trait AuditAnchor: Send + Sync {
+    /// Records that `node`'s newest digest is number `digest`, whose payload hashes to `hash`.
+    fn record(&self, node: &str, digest: u64, hash: &str) -> Result<(), String>;
+}
+
+/// An anchor for the options (`Debug` and `Clone`).
+#[derive(Clone)]
+pub struct Anchor(pub Arc<dyn AuditAnchor>);
+
+impl std::fmt::Debug for Anchor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Anchor(..)")
+    }
+}
+
+impl Anchor {
+    /// Records a digest; a failure is logged (the digest file itself is written).
+    fn note(&self, node: &str, digest: u64, hash: &str) {
+        if let Err(e) = self.0.record(node, digest, hash) {
+            tracing::warn!(digest, error = %e, "the audit head could not be recorded in the store");
+        }
+    }
+}
+
+/// The file in the audit directory that names the node whose chain it holds.
+pub const NODE_FILE: &str = "node";
+
 /// Settings of the audit log.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
@@ -58,6 +87,8 @@ pub struct AuditOptions {
     pub digest_interval: Duration,
     /// This node's id, in every event and digest (several nodes each keep their own chain).
     pub node: String,
+    /// Where each digest is recorded outside the files.
+    pub anchor: Option<Anchor>,
 }
 
 impl Default for AuditOptions {
@@ -67,6 +98,7 @@ impl Default for AuditOptions {
             segment_max_bytes: 64 * 1024 * 1024,
             digest_interval: Duration::from_secs(300),
             node: "node-1".into(),
+            anchor: None,
         }
     }
 }
@@ -537,6 +569,10 @@ impl ChainedAuditLog {
         // An earlier run that stopped without its shutdown digest: seal what it wrote.
         let sealed =
             seal_after_unclean_stop(dir, &signer, &options.node, &segments, last_digest.clone())?;
+        if let (Some((n, hash)), Some(anchor)) = (&sealed, &options.anchor) {
+            anchor.note(&options.node, *n, hash);
+        }
+        std::fs::write(dir.join(NODE_FILE), &options.node)?;
         // The chain continues from the last event of the newest segment that has one (a
         // segment opened just before a shutdown may be empty).
         let mut tail = None;
@@ -641,6 +677,9 @@ impl ChainedAuditLog {
         };
         io.sync()?;
         let hash = write_signed_digest(&self.signer, io, &payload)?;
+        if let Some(anchor) = &self.options.anchor {
+            anchor.note(&self.options.node, number, &hash);
+        }
         st.digest = (number, Some(hash));
         st.segment.covered = st.segment.bytes;
         st.last_digest_at = Instant::now();

@@ -19,6 +19,7 @@ fn options() -> AuditOptions {
         segment_max_bytes: 2_000,
         digest_interval: Duration::from_secs(3600),
         node: "test-node".into(),
+        anchor: None,
     }
 }
 
@@ -281,6 +282,7 @@ fn concurrent_events_are_all_chained() {
         segment_max_bytes: 64 * 1024,
         digest_interval: Duration::from_secs(3600),
         node: "test-node".into(),
+        anchor: None,
     };
     let log = ChainedAuditLog::open(dir.path(), &root, opts).unwrap();
     let threads: Vec<_> = (0..8)

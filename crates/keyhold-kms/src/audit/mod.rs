@@ -35,6 +35,22 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
+/// Records each audit digest as the chain's head in the store.
+pub struct StoreAnchor(pub std::sync::Arc<dyn keyhold_store::Store>);
+
+impl chain::AuditAnchor for StoreAnchor {
+    fn record(&self, node: &str, digest: u64, hash: &str) -> Result<(), String> {
+        self.0
+            .put_audit_head(&keyhold_store::AuditHead {
+                node: node.to_string(),
+                digest,
+                digest_hash: hash.to_string(),
+                recorded_at: crate::clock::Clock::now_ms(&crate::clock::SystemClock),
+            })
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Keeps events in memory (tests).
 #[derive(Default)]
 pub struct MemoryAuditLog(pub Mutex<Vec<Value>>);

@@ -310,6 +310,52 @@ pub fn verify_with(
     Ok(report)
 }
 
+/// The node whose chain the audit directory holds: the one its newest digest names, else the
+/// one recorded at its last start, else the default `node-1`.
+pub fn chain_node(dir: &Path) -> std::io::Result<String> {
+    if let Some(n) = numbered(dir, "digest-", ".json")?.last() {
+        let text = std::fs::read(dir.join(digest_name(*n)))?;
+        let payload = text.split(|b| *b == b'\n').next().unwrap_or_default();
+        if let Some(node) = serde_json::from_slice::<DigestPayload>(payload)
+            .ok()
+            .and_then(|d| d.node)
+        {
+            return Ok(node);
+        }
+    }
+    match std::fs::read_to_string(dir.join(super::chain::NODE_FILE)) {
+        Ok(node) if !node.trim().is_empty() => Ok(node.trim().to_string()),
+        _ => Ok("node-1".to_string()),
+    }
+}
+
+/// Checks the audit files reach the head recorded outside them (digest `number` whose payload
+/// hashes to `hash`): problems when the files end before it, or its digest was replaced.
+pub fn check_head(dir: &Path, number: u64, hash: &str) -> std::io::Result<Vec<String>> {
+    let digests = numbered(dir, "digest-", ".json")?;
+    let newest = digests.last().copied().unwrap_or(0);
+    if newest < number {
+        return Ok(vec![format!(
+            "the files end at digest {newest}, but the store recorded {} as the newest: the \
+             newest segments and digests were deleted",
+            digest_name(number)
+        )]);
+    }
+    let text = std::fs::read(dir.join(digest_name(number)));
+    let found = match text {
+        Ok(text) => sha256_hex(text.split(|b| *b == b'\n').next().unwrap_or_default()) == hash,
+        Err(_) => false,
+    };
+    if found {
+        Ok(Vec::new())
+    } else {
+        Ok(vec![format!(
+            "{} is not the digest the store recorded as the head (replaced or deleted)",
+            digest_name(number)
+        )])
+    }
+}
+
 /// A filter for `keyhold audit query`.
 #[derive(Debug, Default, Clone)]
 pub struct Query {
