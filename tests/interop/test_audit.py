@@ -100,3 +100,32 @@ def test_deleting_the_newest_segment_and_digest_is_caught(data_dir):
     p = run_keyhold("audit", "verify", "--data-dir", str(data_dir))
     assert p.returncode == 1, p.stdout
     assert "the store recorded" in p.stdout, p.stdout
+
+
+def _events(data_dir, name):
+    q = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--event", name)
+    return [json.loads(l) for l in q.stdout.splitlines()]
+
+
+def test_administrative_actions_are_audited(data_dir):
+    from conftest import wait_until
+    json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)
+    # While no server runs: audited at the next start.
+    p = run_keyhold("admin", "principal", "create", "--data-dir", str(data_dir),
+                    "--account", "444455556666", "--name", "offline", "--json")
+    assert p.returncode == 0, p.stderr
+    offline = json.loads(p.stdout)
+    s = Server(["--data-dir", str(data_dir), "--insecure-http", "--maintenance-secs", "1"])
+    try:
+        ev = _events(data_dir, "CreatePrincipal")
+        assert [e["requestParameters"]["principal"] for e in ev] == [offline["arn"]]
+        assert "secretAccessKey" not in json.dumps(ev) and offline["secret_access_key"] not in json.dumps(ev)
+        # While a server runs: audited within a maintenance interval.
+        p = run_keyhold("admin", "principal", "delete", "--data-dir", str(data_dir), offline["arn"])
+        assert p.returncode == 0, p.stderr
+        assert wait_until(lambda: len(_events(data_dir, "DeletePrincipal")) == 1, timeout=10)
+        e = _events(data_dir, "DeletePrincipal")[0]
+        assert e["sourceIPAddress"] == "keyhold-admin"
+    finally:
+        s.stop()
+    assert run_keyhold("audit", "verify", "--data-dir", str(data_dir)).returncode == 0

@@ -180,6 +180,15 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
                 SystemClock.now_ms(),
             )
             .map_err(|e| e.message)?;
+            audit_admin(
+                store.as_ref(),
+                "CreatePrincipal",
+                serde_json::json!({
+                    "principal": p.arn,
+                    "accountId": account,
+                    "accessKeyId": p.access_key_id,
+                }),
+            )?;
             print_new(&p, json);
             Ok(())
         }
@@ -213,10 +222,32 @@ pub fn principal(cmd: PrincipalCommand) -> Result<(), String> {
                 }
                 other => other.to_string(),
             })?;
+            audit_admin(
+                store.as_ref(),
+                "DeletePrincipal",
+                serde_json::json!({ "principal": principal }),
+            )?;
             println!("deleted {principal}");
             Ok(())
         }
     }
+}
+
+/// Keeps an administrative action in the store for the server to audit (at once if one runs,
+/// else at its next start): admin commands are audited like API calls.
+pub(crate) fn audit_admin(
+    store: &dyn keyhold_store::Store,
+    event_name: &str,
+    detail: serde_json::Value,
+) -> Result<(), String> {
+    store
+        .add_admin_event(&keyhold_store::AdminEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            event_name: event_name.to_string(),
+            detail: detail.to_string(),
+            created_at: SystemClock.now_ms(),
+        })
+        .map_err(|e| format!("the action was done but could not be kept for the audit log: {e}"))
 }
 
 /// `keyhold admin backup`.
@@ -276,6 +307,11 @@ pub fn seed_keys(
                 last = std::time::Instant::now();
             }
         },
+    )?;
+    audit_admin(
+        store.as_ref(),
+        "SeedKeys",
+        serde_json::json!({ "count": count, "accountId": account }),
     )?;
     let secs = started.elapsed().as_secs_f64();
     println!(
@@ -338,6 +374,15 @@ pub fn restore(dir: &DataDirArg, from: &std::path::Path) -> Result<(), String> {
         }
         other => other.to_string(),
     })?;
+    audit_admin(
+        store.as_ref(),
+        "RestoreBackup",
+        serde_json::json!({
+            "backup": from.display().to_string(),
+            "keys": snapshot.keys.len(),
+            "principals": snapshot.principals.len(),
+        }),
+    )?;
     println!(
         "restored {} keys and {} principals from {}",
         snapshot.keys.len(),

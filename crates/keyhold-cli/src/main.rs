@@ -171,11 +171,17 @@ fn main() -> ExitCode {
             AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
             AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
             AdminCommand::AdoptRoot { dir, from } => {
-                rotate::adopt(&dir.open(), &datadir::DataDir::new(&from)).map(|n| {
+                rotate::adopt(&dir.open(), &datadir::DataDir::new(&from)).and_then(|n| {
+                    admin::audit_admin(
+                        dir.open().open_store()?.as_ref(),
+                        "AdoptRootKey",
+                        serde_json::json!({ "from": from.display().to_string(), "files": n }),
+                    )?;
                     println!(
                         "re-wrapped {n} files under the root key of {}",
                         from.display()
-                    )
+                    );
+                    Ok(())
                 })
             }
             AdminCommand::SeedKeys {
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
                         token_label,
                         key_label: args.pkcs11_key_label,
                     });
+                let provider = format!("{:?}", args.to).to_lowercase();
                 rotate::rotate(
                     &args.dir.open(),
                     rotate::NewRoot {
@@ -199,7 +206,15 @@ fn main() -> ExitCode {
                         hsm,
                     },
                 )
-                .map(|n| println!("re-wrapped {n} stored secrets under the new root key"))
+                .and_then(|n| {
+                    admin::audit_admin(
+                        args.dir.open().open_store()?.as_ref(),
+                        "RotateRootKey",
+                        serde_json::json!({ "newProvider": provider, "secrets": n }),
+                    )?;
+                    println!("re-wrapped {n} stored secrets under the new root key");
+                    Ok(())
+                })
             }
         },
     };

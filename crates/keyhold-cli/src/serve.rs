@@ -279,7 +279,20 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             aliases = report.aliases,
             "seed file applied"
         );
+        engine.audit_service_event(
+            "ApplySeedFile",
+            &serde_json::json!({
+                "seedFile": path.display().to_string(),
+                "created": report.created,
+                "existing": report.existing,
+                "aliases": report.aliases,
+            }),
+        );
     }
+    // Administrative actions taken while no server ran enter the audit log now.
+    engine
+        .record_admin_events()
+        .map_err(|e| format!("cannot audit the administrative actions: {}", e.message))?;
 
     let tls = if plain {
         None

@@ -289,6 +289,42 @@ impl Engine {
         });
     }
 
+    /// Records the administrative actions taken outside the API (`keyhold admin ...`, kept
+    /// in the store meanwhile) in the audit log, oldest first. Returns how many.
+    pub fn record_admin_events(&self) -> Result<usize, KmsError> {
+        let mut done = 0;
+        loop {
+            let batch = self.store.list_admin_events(100)?;
+            if batch.is_empty() {
+                return Ok(done);
+            }
+            for e in batch {
+                let detail: serde_json::Value =
+                    serde_json::from_str(&e.detail).unwrap_or(serde_json::Value::Null);
+                let body = serde_json::to_vec(&detail).unwrap_or_default();
+                self.audit(&CallInfo {
+                    event_id: &e.id,
+                    event_name: &e.event_name,
+                    principal: None,
+                    claimed_access_key_id: None,
+                    source_ip: "keyhold-admin",
+                    user_agent: "keyhold admin",
+                    request_id: &e.id,
+                    parameters: Parameters::Raw(&body),
+                    error: None,
+                    resources: &[],
+                    decision: None,
+                    region: &self.region,
+                    time_ms: e.created_at,
+                    read_only: false,
+                })
+                .map_err(|why| audit_failed(&why))?;
+                self.store.delete_admin_event(&e.id)?;
+                done += 1;
+            }
+        }
+    }
+
     fn audit(&self, info: &CallInfo<'_>) -> Result<(), String> {
         let ev = audit::event(info);
         self.audit.record(&ev).map_err(|e| {

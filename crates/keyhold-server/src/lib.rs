@@ -191,8 +191,8 @@ pub async fn run(
 }
 
 /// Every `every`, deletes imported key material past its ValidTo, destroys keys whose deletion
-/// window has passed, performs due automatic rotations and writes the batched key last-use
-/// records, until the runtime stops.
+/// window has passed, performs due automatic rotations, writes the batched key last-use
+/// records and audits the administrative actions taken meanwhile, until the runtime stops.
 pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
@@ -202,6 +202,9 @@ pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::ta
             let done = tokio::task::spawn_blocking(move || {
                 if let Err(err) = e.sync_key_stores() {
                     tracing::warn!(error = %err, "custom key store connections not synced");
+                }
+                if let Err(err) = e.record_admin_events() {
+                    tracing::warn!(error = %err, "administrative actions not audited yet");
                 }
                 (e.run_due_deletions(), e.run_due_rotations())
             })

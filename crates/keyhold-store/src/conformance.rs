@@ -455,6 +455,22 @@ fn audit_heads(s: &dyn Store) {
     s.put_audit_head(&head(4, "d")).unwrap();
     assert_eq!(s.get_audit_head("node-1").unwrap(), Some(head(5, "e")));
     assert_eq!(s.get_audit_head("node-2").unwrap(), None);
+    // Administrative actions wait in order until audited.
+    let ev = |id: &str, at: i64| crate::AdminEvent {
+        id: id.into(),
+        event_name: "CreatePrincipal".into(),
+        detail: "{}".into(),
+        created_at: at,
+    };
+    s.add_admin_event(&ev("b", 2)).unwrap();
+    s.add_admin_event(&ev("a", 1)).unwrap();
+    assert_eq!(
+        s.list_admin_events(10).unwrap(),
+        vec![ev("a", 1), ev("b", 2)]
+    );
+    s.delete_admin_event("a").unwrap();
+    s.delete_admin_event("a").unwrap();
+    assert_eq!(s.list_admin_events(10).unwrap(), vec![ev("b", 2)]);
 }
 
 fn principals(s: &dyn Store) {

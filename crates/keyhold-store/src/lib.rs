@@ -25,7 +25,7 @@ use keyhold_core::ids::{AliasName, KeyId};
 
 pub use postgres::PgStore;
 pub use records::{
-    AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
+    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
     KeyVersionRecord, PrincipalRecord, Snapshot, Tag,
 };
 pub use sqlite::SqliteStore;
@@ -233,6 +233,13 @@ pub trait Store: Send + Sync {
     fn put_audit_head(&self, head: &AuditHead) -> Result<(), StoreError>;
     /// The newest digest recorded for `node`'s audit chain.
     fn get_audit_head(&self, node: &str) -> Result<Option<AuditHead>, StoreError>;
+
+    /// Keeps an administrative action for a server to audit.
+    fn add_admin_event(&self, event: &AdminEvent) -> Result<(), StoreError>;
+    /// The oldest administrative actions not yet audited, at most `limit`.
+    fn list_admin_events(&self, limit: usize) -> Result<Vec<AdminEvent>, StoreError>;
+    /// Forgets an administrative action once it is audited (absent ids are ignored).
+    fn delete_admin_event(&self, id: &str) -> Result<(), StoreError>;
 
     /// Creates a principal; `AlreadyExists` for a taken access key id or ARN.
     fn create_principal(&self, p: &PrincipalRecord) -> Result<(), StoreError>;

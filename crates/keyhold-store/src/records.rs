@@ -271,6 +271,20 @@ pub struct AuditHead {
     pub recorded_at: i64,
 }
 
+/// An administrative action taken outside the API (`keyhold admin ...`), kept in the store
+/// until a server records it in its audit chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminEvent {
+    /// Unique id (the audit event's id).
+    pub id: String,
+    /// What was done (`CreatePrincipal`, `RotateRootKey`, ...).
+    pub event_name: String,
+    /// The action's parameters (JSON), never a secret.
+    pub detail: String,
+    /// When it was done (milliseconds since the epoch).
+    pub created_at: i64,
+}
+
 /// A grant constraint as its stored JSON text in serialized records (the backup format).
 mod constraint_text {
     use keyhold_core::grant::GrantConstraint;

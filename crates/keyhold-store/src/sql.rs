@@ -11,7 +11,7 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 
 use crate::{
-    AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
+    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
     KeyVersionRecord, PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
 };
 
@@ -410,6 +410,12 @@ CREATE TABLE audit_heads (
     digest {INT} NOT NULL,
     digest_hash TEXT NOT NULL,
     recorded_at {INT} NOT NULL
+);
+CREATE TABLE admin_events (
+    id TEXT PRIMARY KEY,
+    event_name TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    created_at {INT} NOT NULL
 );
 "#,
 ];
@@ -1450,6 +1456,53 @@ impl<B: Backend> Store for B {
                 digest_hash: r.text(2)?,
                 recorded_at: r.i64(3)?,
             }))
+        })
+    }
+
+    fn add_admin_event(&self, e: &AdminEvent) -> Result<(), StoreError> {
+        let params = [
+            Value::from(&e.id),
+            Value::from(&e.event_name),
+            Value::from(&e.detail),
+            Value::from(e.created_at),
+        ];
+        self.run(Tx::Write, move |c| {
+            c.execute(
+                "INSERT INTO admin_events (id, event_name, detail, created_at) \
+                 VALUES ($1, $2, $3, $4)",
+                &params,
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn list_admin_events(&self, limit: usize) -> Result<Vec<AdminEvent>, StoreError> {
+        let limit = Value::from(i64::try_from(limit).unwrap_or(i64::MAX));
+        self.run(Tx::Read, move |c| {
+            let rows = c.query(
+                "SELECT id, event_name, detail, created_at FROM admin_events \
+                 ORDER BY created_at, id LIMIT $1",
+                std::slice::from_ref(&limit),
+            )?;
+            all(rows, |mut r| {
+                Ok(AdminEvent {
+                    id: r.text(0)?,
+                    event_name: r.text(1)?,
+                    detail: r.text(2)?,
+                    created_at: r.i64(3)?,
+                })
+            })
+        })
+    }
+
+    fn delete_admin_event(&self, id: &str) -> Result<(), StoreError> {
+        let id = Value::from(id);
+        self.run(Tx::Write, move |c| {
+            c.execute(
+                "DELETE FROM admin_events WHERE id = $1",
+                std::slice::from_ref(&id),
+            )
+            .map(|_| ())
         })
     }
 
