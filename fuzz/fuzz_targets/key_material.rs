@@ -1,5 +1,6 @@
 //! Untrusted key material: imported private keys of every asymmetric spec, wrapped material
-//! for ImportKeyMaterial, and ECDH peer public keys are refused cleanly, never a panic.
+//! for ImportKeyMaterial, ECDH peer public keys and import token payloads are refused cleanly,
+//! never a panic.
 #![no_main]
 use std::sync::OnceLock;
 
@@ -36,4 +37,7 @@ fuzz_target!(|data: &[u8]| {
     let alg = WrappingAlgorithm::ALL[usize::from(pick) % WrappingAlgorithm::ALL.len()];
     let _ = import::unwrap(wrapping, KeySpec::Rsa2048, alg, rest);
     let _ = asym::derive_shared_secret(KeySpec::EccNistP256, ecdh, rest);
+    if let Some(p) = import::TokenPayload::decode(data) {
+        assert_eq!(p.encode().as_slice(), data);
+    }
 });

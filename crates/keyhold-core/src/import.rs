@@ -60,6 +60,69 @@ impl WrappingAlgorithm {
     }
 }
 
+/// What an import token carries (sealed under the root key by the KMS engine): when it
+/// expires, how the material will be wrapped, and the RSA wrapping private key.
+pub struct TokenPayload {
+    /// Expiry, milliseconds since the epoch.
+    pub expires_ms: i64,
+    /// The wrapping algorithm.
+    pub algorithm: WrappingAlgorithm,
+    /// The wrapping key's spec (RSA_2048/3072/4096).
+    pub spec: KeySpec,
+    /// The wrapping private key (PKCS#8).
+    pub wrapping_key: SecretBytes,
+}
+
+impl std::fmt::Debug for TokenPayload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenPayload")
+            .field("expires_ms", &self.expires_ms)
+            .field("algorithm", &self.algorithm)
+            .field("spec", &self.spec)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenPayload {
+    /// The payload's bytes: expiry (8, big-endian), algorithm (1), spec (1), key.
+    pub fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let key = self.wrapping_key.expose_secret();
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity(key.len() + 10));
+        out.extend_from_slice(&self.expires_ms.to_be_bytes());
+        let alg = WrappingAlgorithm::ALL
+            .iter()
+            .position(|a| *a == self.algorithm)
+            .and_then(|i| u8::try_from(i).ok())
+            .unwrap_or(u8::MAX);
+        out.push(alg);
+        out.push(match self.spec {
+            KeySpec::Rsa2048 => 0,
+            KeySpec::Rsa3072 => 1,
+            _ => 2,
+        });
+        out.extend_from_slice(key);
+        out
+    }
+
+    /// Reads a payload made by [`TokenPayload::encode`]; `None` for anything else.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        let (expires, rest) = bytes.split_first_chunk::<8>()?;
+        let (&alg, rest) = rest.split_first()?;
+        let (&spec, key) = rest.split_first()?;
+        Some(Self {
+            expires_ms: i64::from_be_bytes(*expires),
+            algorithm: *WrappingAlgorithm::ALL.get(usize::from(alg))?,
+            spec: match spec {
+                0 => KeySpec::Rsa2048,
+                1 => KeySpec::Rsa3072,
+                2 => KeySpec::Rsa4096,
+                _ => return None,
+            },
+            wrapping_key: SecretBytes::new(key.to_vec()),
+        })
+    }
+}
+
 /// Unwraps imported material with the RSA wrapping private key (PKCS#8).
 pub fn unwrap(
     wrapping_key: &SecretBytes,
@@ -127,6 +190,28 @@ pub fn wrap(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn token_payloads_round_trip_and_junk_is_refused() {
+        let p = TokenPayload {
+            expires_ms: 1_795_000_000_123,
+            algorithm: WrappingAlgorithm::RsaAesKeyWrapSha256,
+            spec: KeySpec::Rsa3072,
+            wrapping_key: SecretBytes::new(vec![9; 40]),
+        };
+        let back = TokenPayload::decode(&p.encode()).unwrap();
+        assert_eq!(back.expires_ms, p.expires_ms);
+        assert_eq!(back.algorithm, p.algorithm);
+        assert_eq!(back.spec, p.spec);
+        assert_eq!(back.wrapping_key.expose_secret(), &[9; 40]);
+        assert!(TokenPayload::decode(&[0; 9]).is_none());
+        let mut bad_alg = p.encode().to_vec();
+        bad_alg[8] = 200;
+        assert!(TokenPayload::decode(&bad_alg).is_none());
+        let mut bad_spec = p.encode().to_vec();
+        bad_spec[9] = 3;
+        assert!(TokenPayload::decode(&bad_spec).is_none());
+    }
     use super::*;
 
     #[test]

@@ -7,7 +7,7 @@
 
 use keyhold_core::asym;
 use keyhold_core::ids::KeyId;
-use keyhold_core::import::{self, WrappingAlgorithm};
+use keyhold_core::import::{self, TokenPayload, WrappingAlgorithm};
 use keyhold_core::key::{KeySpec, KeyState, Origin};
 use keyhold_core::secret::SecretBytes;
 use keyhold_store::{KeyRecord, KeyVersionRecord};
@@ -128,15 +128,13 @@ pub(super) fn get_parameters_for_import(
     let wrapping = asym::generate(spec).map_err(super::asym_error)?;
     let public = asym::public_key_der(spec, &wrapping).map_err(super::asym_error)?;
     let expires = engine.now_ms() + TOKEN_LIFETIME_MS;
-    let mut payload = zeroize::Zeroizing::new(Vec::with_capacity(wrapping.len() + 64));
-    payload.extend_from_slice(&expires.to_be_bytes());
-    payload.push(alg as u8);
-    payload.push(match spec {
-        KeySpec::Rsa2048 => 0,
-        KeySpec::Rsa3072 => 1,
-        _ => 2,
-    });
-    payload.extend_from_slice(wrapping.expose_secret());
+    let payload = TokenPayload {
+        expires_ms: expires,
+        algorithm: alg,
+        spec,
+        wrapping_key: wrapping,
+    }
+    .encode();
     let mut token = vec![TOKEN_FORMAT];
     token.extend(engine.root_wrap(&payload, &token_label(&key.key_id))?);
     Ok(GetParametersForImportResponse {
@@ -160,27 +158,16 @@ fn open_token(
     let payload = engine
         .root_unwrap(wrapped, &token_label(&key.key_id))
         .map_err(|_| invalid_token())?;
-    let p = payload.expose_secret();
-    if p.len() < 11 {
-        return Err(invalid_token());
-    }
-    let mut exp = [0u8; 8];
-    exp.copy_from_slice(&p[..8]);
-    if i64::from_be_bytes(exp) < engine.now_ms() {
+    let p = TokenPayload::decode(payload.expose_secret())
+        .filter(|p| !p.wrapping_key.is_empty())
+        .ok_or_else(invalid_token)?;
+    if p.expires_ms < engine.now_ms() {
         return Err(KmsError::new(
             ErrorCode::ExpiredImportTokenException,
             "The import token has expired: call GetParametersForImport again.",
         ));
     }
-    let alg = *WrappingAlgorithm::ALL
-        .get(p[8] as usize)
-        .ok_or_else(invalid_token)?;
-    let spec = match p[9] {
-        0 => KeySpec::Rsa2048,
-        1 => KeySpec::Rsa3072,
-        _ => KeySpec::Rsa4096,
-    };
-    Ok((SecretBytes::new(p[10..].to_vec()), spec, alg))
+    Ok((p.wrapping_key, p.spec, p.algorithm))
 }
 
 pub(super) fn import_key_material(
