@@ -229,28 +229,35 @@ impl DataDir {
     /// would interleave one audit chain), whatever their flags. Held until the file returned
     /// is dropped.
     pub fn lock_serving(&self) -> Result<std::fs::File, String> {
-        let path = self.root.join("serve.lock");
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        match f.try_lock() {
-            Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
+        self.lock_file("serve.lock", true, || {
+            format!(
                 "{} is already served by another keyhold process: a data dir is served by one \
                  process at a time (another node needs a data dir of its own)",
                 self.root.display()
-            )),
-            Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
-        }
+            )
+        })
     }
 
     /// Takes the data dir's lock: shared for a server, exclusive for a root rotation. Held
     /// until the file returned is dropped.
     pub fn lock(&self, exclusive: bool) -> Result<std::fs::File, String> {
-        let path = self.root.join("keyhold.lock");
+        self.lock_file("keyhold.lock", exclusive, || {
+            format!(
+                "{} is in use by another keyhold process",
+                self.root.display()
+            )
+        })
+    }
+
+    /// Takes the lock of file `name` in the data dir (exclusive or shared) without waiting;
+    /// `busy` says why when another process holds it.
+    fn lock_file(
+        &self,
+        name: &str,
+        exclusive: bool,
+        busy: impl FnOnce() -> String,
+    ) -> Result<std::fs::File, String> {
+        let path = self.root.join(name);
         let f = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -264,10 +271,7 @@ impl DataDir {
         };
         match taken {
             Ok(()) => Ok(f),
-            Err(std::fs::TryLockError::WouldBlock) => Err(format!(
-                "{} is in use by another keyhold process",
-                self.root.display()
-            )),
+            Err(std::fs::TryLockError::WouldBlock) => Err(busy()),
             Err(std::fs::TryLockError::Error(e)) => Err(format!("{}: {e}", path.display())),
         }
     }

@@ -13,6 +13,17 @@ impl EncryptionContext {
         Self(map)
     }
 
+    /// Builds a context from string pairs (a later pair replaces an earlier one of the same
+    /// key).
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
     /// The pairs, in key order.
     pub fn pairs(&self) -> &BTreeMap<String, String> {
         &self.0
@@ -38,12 +49,7 @@ mod tests {
     use super::*;
 
     fn ctx(pairs: &[(&str, &str)]) -> EncryptionContext {
-        EncryptionContext::new(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        EncryptionContext::from_pairs(pairs)
     }
 
     #[test]
