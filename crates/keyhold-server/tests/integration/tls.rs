@@ -199,3 +199,43 @@ async fn the_rust_sdk_trusts_the_private_ca_and_renewal_swaps_the_certificate() 
     assert_eq!(cert.end_entity_cert().unwrap().to_vec(), after);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_quiet_after_the_tls_handshake_is_closed() {
+    use rustls_pki_types::pem::PemObject;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = RootWrapper(FileRootKey::create(&dir.path().join("root.key")).unwrap());
+    let names = vec!["localhost".to_string()];
+    let ca = PrivateCa::create(&dir.path().join("tls"), &names, 30, &root, now() - 60).unwrap();
+    let store = Arc::new(CertStore::new(ca.server_cert(&root, now() - 60).unwrap()));
+    let options = ServerOptions {
+        tls: Some(server_config(store, None).unwrap()),
+        header_timeout: std::time::Duration::from_secs(1),
+        ..ServerOptions::default()
+    };
+    let s = TestServer::start_with(dir.path(), options).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    // The handshake completes, then nothing is sent: the server closes the connection.
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf)).await;
+    match read {
+        Ok(Ok(0)) | Ok(Err(_)) => {}
+        other => panic!("the quiet TLS connection stayed open: {other:?}"),
+    }
+    s.stop().await;
+}
