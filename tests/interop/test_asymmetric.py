@@ -116,6 +116,29 @@ def test_data_key_pair_private_key_is_usable(kms):
     assert back == pair["PrivateKeyPlaintext"]
 
 
+@pytest.mark.parametrize("spec", ["ECC_NIST_P256", "ECC_NIST_EDWARDS25519", "ECC_SECG_P256K1"])
+def test_data_key_pair_private_keys_load_in_cryptography_and_openssl(kms, spec, tmp_path):
+    # PKCS#8 v1 (RFC 5208), as AWS documents: what OpenSSL 3.0 and cryptography load.
+    sym = kms.create_key()["KeyMetadata"]["KeyId"]
+    pair = kms.generate_data_key_pair(KeyId=sym, KeyPairSpec=spec)
+    der = pair["PrivateKeyPlaintext"]
+    private = serialization.load_der_private_key(der, password=None)
+    public = serialization.load_der_public_key(pair["PublicKey"])
+    assert private.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    ) == public.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    # Version 0 in the PrivateKeyInfo: v1, without the v2 public-key field.
+    assert der[der.index(b"\x02\x01") + 2] == 0
+    if shutil.which("openssl"):
+        path = tmp_path / "key.der"
+        path.write_bytes(der)
+        p = subprocess.run(["openssl", "pkey", "-inform", "DER", "-in", str(path), "-noout"],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+
+
 def test_derive_shared_secret_matches_cryptography(kms):
     key = kms.create_key(KeySpec="ECC_NIST_P384", KeyUsage="KEY_AGREEMENT")["KeyMetadata"]["KeyId"]
     mine = ec.generate_private_key(ec.SECP384R1())

@@ -185,7 +185,11 @@ pub fn generate(spec: KeySpec) -> Result<SecretBytes, AsymError> {
     }
     if spec == KeySpec::EccNistEdwards25519 {
         let kp = Ed25519KeyPair::generate().map_err(|_| material("ed25519 generate"))?;
-        return Ok(doc(kp.to_pkcs8().map_err(|_| material("ed25519 pkcs8"))?));
+        // PKCS#8 v1 (RFC 5208), as AWS documents and OpenSSL 3.0, Node and Python's
+        // cryptography load; keys stored as v2 by earlier versions still load.
+        return Ok(doc(kp
+            .to_pkcs8v1()
+            .map_err(|_| material("ed25519 pkcs8"))?));
     }
     if let Some((_, len)) = hmac_alg(spec) {
         return SecretBytes::random(len).map_err(|_| material("rng"));

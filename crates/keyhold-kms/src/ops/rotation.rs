@@ -107,7 +107,16 @@ pub(super) fn get_key_rotation_status(
 ) -> Result<GetKeyRotationStatusResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:GetKeyRotationStatus")?;
     let arn = engine.key_arn(&key);
-    check_rotatable(&key, &arn)?;
+    // Keys that cannot rotate (asymmetric, HMAC, imported, custom key store) answer "not
+    // enabled", as AWS does: the Terraform provider asks on every refresh.
+    if check_rotatable(&key, &arn).is_err() {
+        return Ok(GetKeyRotationStatusResponse {
+            key_rotation_enabled: false,
+            key_id: arn,
+            rotation_period_in_days: None,
+            next_rotation_date: None,
+        });
+    }
     let schedule = key.rotation_period_days.zip(key.next_rotation_at);
     Ok(GetKeyRotationStatusResponse {
         key_rotation_enabled: key.rotation_period_days.is_some(),

@@ -247,3 +247,34 @@ async fn rotation_is_governed_by_the_key_policy() {
     assert_eq!(code(&e), "AccessDeniedException");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn keys_that_cannot_rotate_report_rotation_disabled() {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let s = TestServer::start().await;
+    let c = s.client();
+    for (spec, usage) in [
+        (KeySpec::Rsa2048, KeyUsageType::SignVerify),
+        (KeySpec::EccNistP256, KeyUsageType::SignVerify),
+        (KeySpec::Hmac256, KeyUsageType::GenerateVerifyMac),
+    ] {
+        let k = c
+            .create_key()
+            .key_spec(spec.clone())
+            .key_usage(usage)
+            .send()
+            .await
+            .unwrap()
+            .key_metadata
+            .unwrap()
+            .key_id;
+        // As AWS answers, and as the Terraform provider reads on every refresh.
+        let status = c.get_key_rotation_status().key_id(&k).send().await.unwrap();
+        assert!(!status.key_rotation_enabled, "{spec:?}");
+        assert!(status.rotation_period_in_days.is_none());
+        // Turning rotation on is still refused.
+        let e = c.enable_key_rotation().key_id(&k).send().await.unwrap_err();
+        assert_eq!(code(&e), "UnsupportedOperationException", "{spec:?}");
+    }
+    s.stop().await;
+}
