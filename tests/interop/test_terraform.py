@@ -1,0 +1,90 @@
+"""The Terraform AWS provider (hashicorp/aws, from the machine's offline mirror) manages keys,
+aliases, a grant and reads the data sources against `keyhold serve --dev`: apply, a plan with no
+changes, a change, destroy."""
+
+import os
+import pathlib
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import Server
+
+CONFIG = pathlib.Path(__file__).parent / "terraform" / "main.tf"
+MIRRORS = [os.environ.get("KEYHOLD_TF_PLUGIN_DIR", ""), "/opt/tf-plugins",
+           "/usr/share/terraform/plugins", str(pathlib.Path.home() / ".terraform.d" / "plugins")]
+
+
+def _mirror():
+    for m in MIRRORS:
+        if m and (pathlib.Path(m) / "registry.terraform.io" / "hashicorp" / "aws").is_dir():
+            return m
+    return None
+
+
+@pytest.fixture
+def terraform(tmp_path):
+    tf = shutil.which("terraform")
+    mirror = _mirror()
+    if not tf or not mirror:
+        pytest.skip("SKIP: Terraform or its offline hashicorp/aws provider mirror is not "
+                    "installed on this machine")
+    rc = tmp_path / "cli.tfrc"
+    rc.write_text(
+        'provider_installation {\n'
+        f'  filesystem_mirror {{\n    path = "{mirror}"\n'
+        '    include = ["registry.terraform.io/hashicorp/aws"]\n  }\n'
+        '  direct {\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }\n}\n')
+    work = tmp_path / "tf"
+    work.mkdir()
+    shutil.copy(CONFIG, work / "main.tf")
+    env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1",
+           "CHECKPOINT_DISABLE": "1"}
+
+    def run(*args, check=True):
+        p = subprocess.run([tf, *args, "-no-color", "-input=false"], cwd=work, env=env,
+                           capture_output=True, text=True, timeout=600)
+        if check:
+            assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+        return p
+
+    run("init")
+    return run
+
+
+def test_terraform_manages_keys_aliases_grants_and_data_sources(terraform):
+    s = Server(["--dev"])
+    try:
+        kms = s.client()
+        var = ["-var", f"endpoint={s.endpoint}"]
+        terraform("apply", "-auto-approve", *var)
+        keys = {a["AliasName"]: a["TargetKeyId"] for a in kms.list_aliases()["Aliases"]
+                if "TargetKeyId" in a}
+        sym = keys["alias/tf-app"]
+        md = kms.describe_key(KeyId=sym)["KeyMetadata"]
+        assert md["Description"] == "app data"
+        assert kms.get_key_rotation_status(KeyId=sym)["KeyRotationEnabled"] is True
+        grants = kms.list_grants(KeyId=sym)["Grants"]
+        assert [g["Constraints"] for g in grants] == [
+            {"EncryptionContextEquals": {"department": "finance"}}]
+        assert kms.list_resource_tags(KeyId=sym)["Tags"] == [{"TagKey": "team", "TagValue": "payments"}]
+        ext = kms.describe_key(KeyId=keys["alias/tf-imported"])["KeyMetadata"]
+        assert ext["Origin"] == "EXTERNAL"
+
+        # Nothing drifts: a plan right after apply has no changes.
+        p = terraform("plan", "-detailed-exitcode", *var, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+
+        # A change applies, and then there is nothing left to change.
+        change = [*var, "-var", "description=app data v2"]
+        terraform("apply", "-auto-approve", *change)
+        assert kms.describe_key(KeyId=sym)["KeyMetadata"]["Description"] == "app data v2"
+        p = terraform("plan", "-detailed-exitcode", *change, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+
+        terraform("destroy", "-auto-approve", *change)
+        assert kms.describe_key(KeyId=sym)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+        assert not [a for a in kms.list_aliases()["Aliases"] if a["AliasName"].startswith("alias/tf-")]
+    finally:
+        s.stop()
