@@ -59,3 +59,9 @@ def test_bench_open_loop_sends_at_the_rate_asked(dev_server):
     assert 300 <= out["target"]["requests"] <= 400, out
     bad = run_keyhold("bench", "--endpoint", dev_server.endpoint, "--rate", "0")
     assert bad.returncode != 0 and "--rate must be positive" in bad.stderr
+
+
+def test_bench_reads_the_endpoint_from_the_aws_environment(dev_server):
+    # No --endpoint: AWS_ENDPOINT_URL, as the AWS CLI and SDKs read it.
+    out = bench("--op", "encrypt", duration="0.3", env={"AWS_ENDPOINT_URL": dev_server.endpoint})
+    assert out["endpoint"] == dev_server.endpoint and out["target"]["requests"] > 0

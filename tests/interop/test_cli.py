@@ -130,3 +130,19 @@ def test_serve_refuses_bad_setups(data_dir):
     assert run_keyhold("init", "--data-dir", str(data_dir)).returncode == 0
     p = run_keyhold("init", "--data-dir", str(data_dir))
     assert p.returncode != 0 and "already initialised" in p.stderr
+
+
+def test_listen_takes_a_host_name_and_names_the_flag_when_the_port_is_taken():
+    import subprocess
+    from conftest import keyhold_bin
+    p = subprocess.Popen([keyhold_bin(), "serve", "--dev", "--listen", "localhost:0"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = p.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line, line + p.stderr.read()
+        port = line.split("http://127.0.0.1:")[1].split()[0]
+        taken = run_keyhold("serve", "--dev", "--listen", f"127.0.0.1:{port}")
+        assert taken.returncode != 0 and "--listen" in taken.stderr and "in use" in taken.stderr
+    finally:
+        p.terminate()
+        p.wait(timeout=15)

@@ -21,9 +21,10 @@ use serde_json::{json, Value};
 /// `keyhold bench` options.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
-    /// The server to load, e.g. `http://127.0.0.1:7080` or `https://localhost:7443`.
-    #[arg(long, default_value = "http://127.0.0.1:7080")]
-    endpoint: String,
+    /// The server to load, e.g. `http://127.0.0.1:7080` or `https://localhost:7443`; by
+    /// default `AWS_ENDPOINT_URL_KMS` or `AWS_ENDPOINT_URL`, as the AWS tools read them.
+    #[arg(long, env = "AWS_ENDPOINT_URL_KMS")]
+    endpoint: Option<String>,
     /// The operation to send.
     #[arg(long, value_enum, default_value = "encrypt")]
     op: Op,
@@ -51,8 +52,8 @@ pub struct BenchArgs {
     /// Use HTTP/2 (one stream at a time per connection) instead of HTTP/1.1.
     #[arg(long)]
     http2: bool,
-    /// CA certificate (PEM) to trust for an https endpoint.
-    #[arg(long)]
+    /// CA certificate (PEM) to trust for an https endpoint (default `AWS_CA_BUNDLE`).
+    #[arg(long, env = "AWS_CA_BUNDLE")]
     ca_bundle: Option<PathBuf>,
     /// First run the same load against a bare responder and report the ratio.
     #[arg(long)]
@@ -176,7 +177,12 @@ impl Report {
 }
 
 /// Runs `keyhold bench`.
-pub fn run(args: BenchArgs) -> Result<(), String> {
+pub fn run(mut args: BenchArgs) -> Result<(), String> {
+    if args.endpoint.is_none() {
+        args.endpoint = Some(
+            std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:7080".into()),
+        );
+    }
     if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
         return Err("--concurrency and --duration must be positive".into());
     }
@@ -250,13 +256,13 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
 }
 
 fn target(args: &BenchArgs) -> Result<Target, String> {
-    let uri: Uri = args
-        .endpoint
+    let endpoint = args.endpoint.as_deref().unwrap_or_default();
+    let uri: Uri = endpoint
         .parse()
-        .map_err(|e| format!("--endpoint {:?}: {e}", args.endpoint))?;
+        .map_err(|e| format!("--endpoint {endpoint:?}: {e}"))?;
     let host = uri
         .authority()
-        .ok_or_else(|| format!("--endpoint {:?} has no host", args.endpoint))?
+        .ok_or_else(|| format!("--endpoint {endpoint:?} has no host"))?
         .to_string();
     let tls = match uri.scheme_str() {
         Some("http") => None,
@@ -322,7 +328,13 @@ async fn connect(t: &Target) -> Result<Sender, String> {
             let tls = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name.clone(), tcp)
                 .await
-                .map_err(|e| format!("TLS with {}: {e}", t.host))?;
+                .map_err(|e| {
+                    format!(
+                        "TLS with {}: {e} (trust the server's CA with --ca-bundle or \
+                         AWS_CA_BUNDLE: `keyhold ca cert` prints it)",
+                        t.host
+                    )
+                })?;
             handshake(TokioIo::new(tls), t.http2).await
         }
     }

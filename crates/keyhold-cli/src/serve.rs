@@ -50,8 +50,9 @@ pub struct ServeArgs {
     /// dir that has none (repeatable).
     #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
     tls_names: Vec<String>,
-    /// Address to listen on. Plain HTTP is served on loopback addresses only.
-    #[arg(long, env = "KEYHOLD_LISTEN", default_value = "127.0.0.1:7080")]
+    /// Address to listen on (`HOST:PORT`; a host name such as `localhost` is resolved, IPv4
+    /// first). Plain HTTP is served on loopback addresses only.
+    #[arg(long, env = "KEYHOLD_LISTEN", default_value = "127.0.0.1:7080", value_parser = listen_addr)]
     listen: SocketAddr,
     /// The region this server answers for (part of every ARN and of the SigV4 scope).
     #[arg(long, env = "KEYHOLD_REGION", default_value = "us-east-1")]
@@ -125,6 +126,23 @@ pub struct ServeArgs {
 /// With a shared store, the longest a node may serve key state cached before another node
 /// changed it (disable, delete, policy, alias, grant), should a change notification be lost.
 const SHARED_STALENESS: Duration = Duration::from_secs(1);
+
+/// Reads `--listen`: an IP address and port, or a host name and port resolved to its first
+/// IPv4 address (else its first address).
+fn listen_addr(s: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(a);
+    }
+    let addrs: Vec<SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(s)
+        .map_err(|e| format!("{s:?} is not HOST:PORT ({e})"))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or_else(|| addrs.first())
+        .copied()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
+}
 
 fn valid_region(r: &str) -> bool {
     // ^([a-z]+-){2,3}\d+$
@@ -307,7 +325,17 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     rt.block_on(async move {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+            .map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "cannot listen on {}: the address is in use (another server?): choose \
+                         another with --listen",
+                        args.listen
+                    )
+                } else {
+                    format!("cannot listen on {} (--listen): {e}", args.listen)
+                }
+            })?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
