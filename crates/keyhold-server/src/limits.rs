@@ -27,17 +27,26 @@ pub(crate) struct IdleIo<T> {
     awaiting_first: bool,
     /// When the connection fails unless a byte moves.
     deadline: Pin<Box<Sleep>>,
+    /// The instant `deadline` is set to (kept to reset the timer rarely).
+    deadline_at: Instant,
 }
+
+/// How far the idle deadline may lag behind the last I/O before the timer is reset (at most a
+/// quarter of the bound): resetting on every read and write would cost a timer-wheel update
+/// per packet on the hot path.
+const DEADLINE_SLACK: Duration = Duration::from_millis(500);
 
 impl<T> IdleIo<T> {
     /// Wraps `inner`: the first byte must arrive within `first`; after it, bytes must move at
     /// least every `idle` (no bound when `None`).
     pub(crate) fn new(inner: T, first: Duration, idle: Option<Duration>) -> Self {
+        let deadline_at = Instant::now() + first;
         Self {
             inner,
             idle,
             awaiting_first: true,
-            deadline: Box::pin(tokio::time::sleep(first)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline_at)),
+            deadline_at,
         }
     }
 
@@ -47,8 +56,12 @@ impl<T> IdleIo<T> {
             self.awaiting_first = false;
         }
         if let (false, Some(idle)) = (self.awaiting_first, self.idle) {
+            // The bound is `idle` from the last I/O, less at most the slack.
             let next = Instant::now() + idle;
-            self.deadline.as_mut().reset(next);
+            if next > self.deadline_at + DEADLINE_SLACK.min(idle / 4) {
+                self.deadline_at = next;
+                self.deadline.as_mut().reset(next);
+            }
         }
     }
 
