@@ -39,6 +39,22 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest User-Agent kept for the audit log (longer ones are cut).
+const MAX_USER_AGENT: usize = 256;
+/// Longest operation name kept (the longest KMS operation has 35 characters).
+const MAX_TARGET: usize = 64;
+/// Longest claimed access key id kept.
+const MAX_ACCESS_KEY_ID: usize = 128;
+
+/// `s`, cut to at most `max` bytes at a character boundary.
+fn bounded(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
 /// The KMS error of a refused signature.
 fn auth_error(e: keyhold_sigv4::Error<KmsError>) -> KmsError {
     use keyhold_sigv4::Error;
@@ -64,12 +80,13 @@ pub(crate) async fn handle(
     let meta = RequestMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         source_ip: conn.peer.ip().to_string(),
-        user_agent: req
-            .headers()
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string(),
+        user_agent: bounded(
+            req.headers()
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+            MAX_USER_AGENT,
+        ),
         // Never taken from the client: only keyhold's own service front doors set it.
         via_service: None,
         // From the connection the request came on, never from the request.
@@ -84,14 +101,18 @@ pub(crate) async fn handle(
         ));
     }
     // The operation name, read once.
-    let target = parts
-        .headers
-        .get("x-amz-target")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|t| t.strip_prefix(TARGET_PREFIX))
-        .unwrap_or("")
-        .to_string();
-    let claimed = keyhold_sigv4::claimed_access_key_id(&parts.headers);
+    // What the client sends into an audit event is bounded, so every event's size is too.
+    let target = bounded(
+        parts
+            .headers
+            .get("x-amz-target")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|t| t.strip_prefix(TARGET_PREFIX))
+            .unwrap_or(""),
+        MAX_TARGET,
+    );
+    let claimed = keyhold_sigv4::claimed_access_key_id(&parts.headers)
+        .map(|a| bounded(&a, MAX_ACCESS_KEY_ID));
     // A refusal before the request became a typed call is audited without its body: what
     // an unauthenticated client sends never reaches the log (it could fill the disk), and
     // requestParameters come only from an operation's known fields.

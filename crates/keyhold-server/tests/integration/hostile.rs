@@ -167,6 +167,7 @@ async fn unauthenticated_requests_add_a_small_fixed_amount_of_audit() {
         let body = format!(r#"{{"KeyId":"{}"}}"#, "k".repeat(size));
         for sign in [false, true] {
             let before = audit_bytes(&s);
+            // Long headers too: they are cut before they reach the log.
             let mut headers = vec![
                 ("host".to_string(), s.addr.to_string()),
                 (
@@ -174,6 +175,7 @@ async fn unauthenticated_requests_add_a_small_fixed_amount_of_audit() {
                     "application/x-amz-json-1.1".to_string(),
                 ),
                 ("x-amz-target".into(), "TrentService.DescribeKey".into()),
+                ("user-agent".into(), "u".repeat(size.min(8000))),
             ];
             if sign {
                 headers.extend(sign_headers(
@@ -200,5 +202,19 @@ async fn unauthenticated_requests_add_a_small_fixed_amount_of_audit() {
     for e in events.iter().filter(|e| e["eventName"] == "DescribeKey") {
         assert!(e["requestParameters"].is_null(), "{e}");
     }
+    // An unknown, very long operation name is cut too.
+    let long_target = format!("TrentService.{}", "X".repeat(8000));
+    let (status, _) = s
+        .send(
+            &[
+                ("host".to_string(), s.addr.to_string()),
+                ("x-amz-target".to_string(), long_target),
+            ],
+            b"{}",
+        )
+        .await;
+    assert_eq!(status, 403);
+    let last = s.audit_events().pop().unwrap();
+    assert!(last.to_string().len() < 2048, "{}", last.to_string().len());
     s.stop().await;
 }
