@@ -129,3 +129,14 @@ def test_administrative_actions_are_audited(data_dir):
     finally:
         s.stop()
     assert run_keyhold("audit", "verify", "--data-dir", str(data_dir)).returncode == 0
+
+
+def test_query_by_access_key_id_and_a_missing_path(data_dir, tmp_path):
+    key, creds = make_log(data_dir)
+    by_arn = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--principal",
+                         creds["arn"]).stdout.splitlines()
+    by_akid = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--principal",
+                          creds["access_key_id"]).stdout.splitlines()
+    assert by_arn and by_arn == by_akid
+    p = run_keyhold("audit", "query", "--data-dir", str(tmp_path / "nowhere"))
+    assert p.returncode != 0 and "nowhere" in p.stderr and "--data-dir" in p.stderr, p.stderr

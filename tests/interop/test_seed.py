@@ -82,6 +82,8 @@ def test_seeded_keys_are_ordinary_and_survive_restarts(tmp_path):
         ("bad2.yaml", "keys:\n  - aliases: [alias/a]\n  - aliases: [alias/b]\n    key_spec: RSA_1\n",
          "line 3"),
         ("bad.json", '{"keys": [{"aliases": ["alias/a"], "material": "!!!"}]}', "keys[0].material"),
+        ("shared.yaml", "keys:\n  - aliases: [alias/a]\n  - aliases: [alias/b, alias/a]\n",
+         "keys[0] and keys[1] both name alias alias/a"),
     ],
 )
 def test_malformed_seed_stops_the_start_and_changes_nothing(tmp_path, name, text, where):

@@ -54,7 +54,7 @@ pub enum AuditCommand {
         /// Events that touched this key (key id or ARN).
         #[arg(long)]
         key: Option<String>,
-        /// Events by this principal ARN.
+        /// Events by this principal (its ARN or access key id).
         #[arg(long)]
         principal: Option<String>,
         /// Events of this operation (e.g. Decrypt).
@@ -84,6 +84,20 @@ fn recorded_head(
 
 fn audit_dir(dir: &DataDirArg) -> PathBuf {
     DataDir::new(&dir.data_dir).audit_dir()
+}
+
+/// The audit directory of `dir`, which must exist.
+fn existing_audit_dir(dir: &DataDirArg) -> Result<PathBuf, String> {
+    let adir = audit_dir(dir);
+    if adir.is_dir() {
+        Ok(adir)
+    } else {
+        Err(format!(
+            "{} holds no audit log ({} does not exist): is --data-dir right?",
+            dir.data_dir.display(),
+            adir.display()
+        ))
+    }
 }
 
 /// Normalizes an RFC 3339 time to the audit log's `YYYY-MM-DDTHH:MM:SSZ` form.
@@ -226,7 +240,7 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
             let stdout = std::io::stdout();
             let mut out = stdout.lock();
             let mut failed = None;
-            query(&audit_dir(&dir), &q, |line| {
+            query(&existing_audit_dir(&dir)?, &q, |line| {
                 if failed.is_none() {
                     if let Err(e) = out.write_all(line).and_then(|()| out.write_all(b"\n")) {
                         failed = Some(e);

@@ -115,6 +115,29 @@ struct Planned {
     tags: Vec<Tag>,
 }
 
+/// Refuses a file in which two entries name the same key id, or the same alias in one
+/// account, before anything is written (it would otherwise be half applied).
+fn check_unique(planned: &[Planned]) -> Result<(), String> {
+    let mut ids = std::collections::HashMap::new();
+    let mut aliases = std::collections::HashMap::new();
+    for (i, p) in planned.iter().enumerate() {
+        if let Some(j) = ids.insert(p.key.key_id, i) {
+            return Err(format!(
+                "keys[{j}] and keys[{i}] both name key id {}",
+                p.key.key_id
+            ));
+        }
+        for a in &p.aliases {
+            if let Some(j) = aliases.insert((p.key.account.clone(), a.to_string()), i) {
+                if j != i {
+                    return Err(format!("keys[{j}] and keys[{i}] both name alias {a}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Finds the line of the `index`th entry of `keys:` for error messages (best effort).
 fn entry_line(text: &str, index: usize) -> Option<usize> {
     let mut seen = 0;
@@ -345,6 +368,7 @@ impl Engine {
             })?;
             planned.push(p);
         }
+        check_unique(&planned)?;
         let mut report = SeedReport::default();
         let internal = |e: KmsError| e.message;
         let store_err = |e: StoreError| e.to_string();
@@ -420,6 +444,33 @@ mod tests {
         assert!(e.contains("colour") && e.contains("line 2"), "{e}");
         let e = parse("{\"keys\": [ {\"key_id\": 5} ]}", true).unwrap_err();
         assert!(e.starts_with("line 1"), "{e}");
+    }
+
+    #[test]
+    fn two_entries_sharing_an_alias_are_refused_before_anything_is_written() {
+        let text = "keys:\n  - aliases: [alias/a]\n  - aliases: [alias/b, alias/a]\n";
+        let file = parse(text, false).unwrap();
+        let planned: Vec<_> = file
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| plan(i, k, 0).unwrap())
+            .collect();
+        let e = check_unique(&planned).unwrap_err();
+        assert!(
+            e.contains("keys[0] and keys[1]") && e.contains("alias/a"),
+            "{e}"
+        );
+        let text = "keys:\n  - key_id: 11111111-2222-4333-8444-555555555555\n  - key_id: \
+                    11111111-2222-4333-8444-555555555555\n";
+        let file = parse(text, false).unwrap();
+        let planned: Vec<_> = file
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| plan(i, k, 0).unwrap())
+            .collect();
+        assert!(check_unique(&planned).unwrap_err().contains("key id"));
     }
 
     #[test]

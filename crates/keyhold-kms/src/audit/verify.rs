@@ -365,7 +365,7 @@ pub struct Query {
     pub to: Option<String>,
     /// Events that touched this key (key id or ARN).
     pub key: Option<String>,
-    /// Events by this principal ARN.
+    /// Events by this principal (its ARN or access key id).
     pub principal: Option<String>,
     /// Events of this operation.
     pub event_name: Option<String>,
@@ -387,10 +387,9 @@ impl Query {
                 .error_code
                 .as_deref()
                 .is_none_or(|c| s("/errorCode") == Some(c))
-            && self
-                .principal
-                .as_deref()
-                .is_none_or(|p| s("/userIdentity/arn") == Some(p))
+            && self.principal.as_deref().is_none_or(|p| {
+                s("/userIdentity/arn") == Some(p) || s("/userIdentity/accessKeyId") == Some(p)
+            })
             && self.key.as_deref().is_none_or(|k| {
                 v.get("resources")
                     .and_then(serde_json::Value::as_array)
