@@ -99,3 +99,25 @@ def test_malformed_seed_stops_the_start_and_changes_nothing(tmp_path, name, text
         assert s.client().list_keys()["Keys"] == []
     finally:
         s.stop()
+
+
+def test_nothing_is_seeded_when_the_port_cannot_be_bound(tmp_path):
+    import socket
+    seed = tmp_path / "seed.yaml"
+    seed.write_text("keys:\n  - aliases: [alias/early]\n")
+    data = tmp_path / "data"
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    try:
+        port = busy.getsockname()[1]
+        p = run_keyhold("serve", "--dev", "--data-dir", str(data), "--listen",
+                        f"127.0.0.1:{port}", "--seed", str(seed))
+        assert p.returncode != 0 and "--listen" in p.stderr, p.stderr
+    finally:
+        busy.close()
+    s = Server(["--dev", "--data-dir", str(data)])
+    try:
+        assert s.client().list_keys()["Keys"] == []
+    finally:
+        s.stop()

@@ -282,6 +282,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         engine.watch_store();
     }
 
+    // The port is bound before anything is seeded: a server that cannot listen changes
+    // nothing.
+    let std_listener = std::net::TcpListener::bind(args.listen).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            format!(
+                "cannot listen on {}: the address is in use (another server?): choose another \
+                 with --listen",
+                args.listen
+            )
+        } else {
+            format!("cannot listen on {} (--listen): {e}", args.listen)
+        }
+    })?;
+    std_listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("seed file {}: {e}", path.display()))?;
@@ -323,19 +340,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(args.listen)
-            .await
-            .map_err(|e| {
-                if e.kind() == std::io::ErrorKind::AddrInUse {
-                    format!(
-                        "cannot listen on {}: the address is in use (another server?): choose \
-                         another with --listen",
-                        args.listen
-                    )
-                } else {
-                    format!("cannot listen on {} (--listen): {e}", args.listen)
-                }
-            })?;
+        let listener = tokio::net::TcpListener::from_std(std_listener)
+            .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener
             .local_addr()
             .map_err(|e| format!("cannot read the bound address: {e}"))?;
