@@ -140,3 +140,22 @@ def test_query_by_access_key_id_and_a_missing_path(data_dir, tmp_path):
     assert by_arn and by_arn == by_akid
     p = run_keyhold("audit", "query", "--data-dir", str(tmp_path / "nowhere"))
     assert p.returncode != 0 and "nowhere" in p.stderr and "--data-dir" in p.stderr, p.stderr
+
+
+def test_query_by_alias(data_dir):
+    creds = json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)
+    s = Server(["--data-dir", str(data_dir), "--insecure-http", "--audit-fsync", "always"])
+    try:
+        kms = s.client(creds["access_key_id"], creds["secret_access_key"])
+        key = kms.create_key()["KeyMetadata"]["KeyId"]
+        kms.create_alias(AliasName="alias/queried", TargetKeyId=key)
+        kms.encrypt(KeyId="alias/queried", Plaintext=b"x")
+        kms.create_key()
+    finally:
+        s.stop()
+    by_alias = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--key", "alias/queried")
+    by_id = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--key", key)
+    assert by_alias.returncode == 0, by_alias.stderr
+    assert by_alias.stdout == by_id.stdout and "Encrypt" in by_alias.stdout
+    missing = run_keyhold("audit", "query", "--data-dir", str(data_dir), "--key", "alias/none")
+    assert missing.returncode != 0 and "no such alias" in missing.stderr

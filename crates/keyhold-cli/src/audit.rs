@@ -51,7 +51,8 @@ pub enum AuditCommand {
         /// Events at or before this time (RFC 3339).
         #[arg(long)]
         to: Option<String>,
-        /// Events that touched this key (key id or ARN).
+        /// Events that touched this key (key id, key ARN, alias name or alias ARN; an alias is
+        /// looked up in the data dir's store).
         #[arg(long)]
         key: Option<String>,
         /// Events by this principal (its ARN or access key id).
@@ -84,6 +85,61 @@ fn recorded_head(
 
 fn audit_dir(dir: &DataDirArg) -> PathBuf {
     DataDir::new(&dir.data_dir).audit_dir()
+}
+
+/// The key an alias (name or ARN) points at now, from the data dir's store: in the alias ARN's
+/// account, else in whichever account of the store's principals (or the `--dev` account) has it.
+fn alias_target(dir: &DataDirArg, alias: &str) -> Result<String, String> {
+    let data = dir.open();
+    if !data.is_initialised() {
+        return Err(format!(
+            "{alias}: an alias is looked up in the data dir's store, and {} has none",
+            dir.data_dir.display()
+        ));
+    }
+    data.check_store_kind()?;
+    let store = data.open_store()?;
+    let (accounts, name) = match alias.split_once(":alias/") {
+        Some((prefix, name)) => (
+            vec![prefix.rsplit(':').next().unwrap_or_default().to_string()],
+            format!("alias/{name}"),
+        ),
+        None => {
+            let mut accounts: Vec<String> = store
+                .list_principals()
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|p| p.account)
+                .collect();
+            accounts.push("111122223333".into());
+            accounts.sort();
+            accounts.dedup();
+            (accounts, alias.to_string())
+        }
+    };
+    let parsed = keyhold_core::ids::AliasName::parse(&name)
+        .map_err(|e| format!("{alias}: not an alias name ({e})"))?;
+    let mut found = Vec::new();
+    for account in &accounts {
+        if let Some(a) = store
+            .get_alias(account, &parsed)
+            .map_err(|e| e.to_string())?
+        {
+            found.push((account.clone(), a.target.to_string()));
+        }
+    }
+    match found.as_slice() {
+        [] => Err(format!("{alias}: no such alias in the store")),
+        [(_, key)] => Ok(key.clone()),
+        several => Err(format!(
+            "{alias} exists in several accounts ({}): give its alias ARN",
+            several
+                .iter()
+                .map(|(a, _)| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    }
 }
 
 /// The audit directory of `dir`, which must exist.
@@ -229,6 +285,12 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
             event,
             error,
         } => {
+            let key = match key {
+                Some(k) if k.starts_with("alias/") || k.contains(":alias/") => {
+                    Some(alias_target(&dir, &k)?)
+                }
+                other => other,
+            };
             let q = Query {
                 from: normalize(&from, "--from")?,
                 to: normalize(&to, "--to")?,
