@@ -146,3 +146,31 @@ def test_listen_takes_a_host_name_and_names_the_flag_when_the_port_is_taken():
     finally:
         p.terminate()
         p.wait(timeout=15)
+
+
+def test_a_config_file_holds_serve_settings(tmp_path):
+    cfg = tmp_path / "keyhold.toml"
+    cfg.write_text('dev = true\nregion = "eu-west-1"\ndev-secret-access-key = "s3cr3t-value"\n'
+                   'max-inflight = 77\n')
+    # Flags win over the environment, which wins over the file.
+    p = run_keyhold("config", "check", str(cfg), "--", "--region", "eu-central-1",
+                    env={"KEYHOLD_MAX_INFLIGHT": "5"})
+    assert p.returncode == 0, p.stderr
+    assert "region = eu-central-1    # flag" in p.stdout
+    assert "max-inflight = 5    # environment" in p.stdout
+    assert "dev = true    # file" in p.stdout
+    assert "s3cr3t-value" not in p.stdout and "(redacted)" in p.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('lissen = "127.0.0.1:1"\n')
+    p = run_keyhold("config", "check", str(bad))
+    assert p.returncode != 0 and "lissen" in p.stderr
+    # `serve --config FILE` serves with them: dev mode, the file's region and secret.
+    s = Server(["--config", str(cfg)])
+    try:
+        assert "(region eu-west-1" in s.banner[0], s.banner
+        import boto3
+        kms = boto3.client("kms", region_name="eu-west-1", endpoint_url=s.endpoint,
+                           aws_access_key_id="test", aws_secret_access_key="s3cr3t-value")
+        assert kms.create_key()["KeyMetadata"]["Arn"].startswith("arn:aws:kms:eu-west-1:")
+    finally:
+        s.stop()

@@ -7,6 +7,7 @@
 //! - `audit`: `keyhold audit verify`, `public-key` and `query`.
 //! - `bench`: `keyhold bench`, the load generator.
 //! - `ca`: `keyhold ca cert` and `keyhold ca issue` (the private CA).
+//! - `config`: `keyhold.toml`, the serve settings file, and `keyhold config check`.
 //! - `datadir`: the files of a data dir.
 //! - `rotate`: `keyhold admin rotate-root` (re-wrapping every secret under a new root key).
 #![forbid(unsafe_code)]
@@ -15,6 +16,7 @@ mod admin;
 mod audit;
 mod bench;
 mod ca;
+mod config;
 mod datadir;
 mod rotate;
 mod serve;
@@ -40,7 +42,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the KMS API.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
+    /// Work with `keyhold serve` config files (keyhold.toml).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// Load a server with SigV4-signed requests and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Create a data dir: root key, database and a first principal.
@@ -147,6 +154,21 @@ struct DataDirArg {
     store: Option<String>,
 }
 
+/// `keyhold config` subcommands.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file as `keyhold serve` reads it (with the environment, and the serve
+    /// flags given after `--`) and print the effective settings, secrets redacted.
+    Check {
+        /// The file.
+        #[arg(default_value = config::DEFAULT_FILE)]
+        file: PathBuf,
+        /// Serve flags, as they would be given to `keyhold serve`.
+        #[arg(last = true)]
+        flags: Vec<String>,
+    },
+}
+
 impl DataDirArg {
     /// The data dir these options name.
     fn open(&self) -> datadir::DataDir {
@@ -155,9 +177,20 @@ impl DataDirArg {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // `keyhold serve` reads its config file into arguments that clap then checks like flags.
+    let argv = match config::with_file_settings(std::env::args_os().collect()) {
+        Ok(argv) => argv,
+        Err(e) => {
+            eprintln!("keyhold: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(argv);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Config {
+            command: ConfigCommand::Check { file, flags },
+        } => config::check(&file, &flags),
+        Command::Serve(args) => serve::run(*args),
         Command::Init(args) => admin::init(args),
         Command::Bench(args) => bench::run(args),
         Command::Ca { command } => ca::run(command),

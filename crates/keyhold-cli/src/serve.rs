@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// dir that has none (repeatable).
     #[arg(long = "tls-name", default_values = ["localhost", "127.0.0.1", "::1"])]
     tls_names: Vec<String>,
+    /// A TOML file holding any of these settings (the flags' long names without dashes, e.g.
+    /// `listen = "0.0.0.0:7443"`); flags and the environment win over it. Default:
+    /// ./keyhold.toml when it exists.
+    #[arg(long, env = "KEYHOLD_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on (`HOST:PORT`; a host name such as `localhost` is resolved, IPv4
     /// first). Plain HTTP is served on loopback addresses only.
     #[arg(long, env = "KEYHOLD_LISTEN", default_value = "127.0.0.1:7080", value_parser = listen_addr)]
