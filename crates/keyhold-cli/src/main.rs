@@ -1,7 +1,7 @@
 //! `keyhold`: a key management service that speaks the AWS KMS API.
 //!
 //! # Layout
-//! - `main`: the command line (clap) and dispatch.
+//! - `main`: the command line (clap) and dispatch, shell completions and the man page.
 //! - `serve`: `keyhold serve` (and `--dev`).
 //! - `admin`: `keyhold init` and `keyhold admin principal ...`.
 //! - `audit`: `keyhold audit verify`, `public-key` and `query`.
@@ -43,6 +43,14 @@ struct Cli {
 enum Command {
     /// Serve the KMS API.
     Serve(Box<serve::ServeArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), e.g. `keyhold man > keyhold.1`.
+    Man,
     /// Work with `keyhold serve` config files (keyhold.toml).
     Config {
         #[command(subcommand)]
@@ -190,6 +198,24 @@ fn main() -> ExitCode {
         Command::Config {
             command: ConfigCommand::Check { file, flags },
         } => config::check(&file, &flags),
+        Command::Completions { shell } => {
+            // Into memory first: the generator panics on a failed write (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "keyhold",
+                &mut script,
+            );
+            std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(|e| e.to_string())
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut page)
+                .and_then(|()| std::io::Write::write_all(&mut std::io::stdout(), &page))
+                .map_err(|e| e.to_string())
+        }
         Command::Serve(args) => serve::run(*args),
         Command::Init(args) => admin::init(args),
         Command::Bench(args) => bench::run(args),
