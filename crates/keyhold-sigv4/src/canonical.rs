@@ -2,6 +2,7 @@
 
 use aws_lc_rs::{digest, hmac};
 use http::{HeaderMap, Method, Uri};
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use crate::{incomplete, Error};
 
@@ -25,46 +26,25 @@ impl PathEncoding {
     }
 }
 
+/// What SigV4 encodes: everything but the unreserved characters `A-Z a-z 0-9 - _ . ~`.
+const SIGV4: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// The same, keeping `/` (paths).
+const SIGV4_PATH: &AsciiSet = &SIGV4.remove(b'/');
+
 /// Percent-encodes as SigV4 requires: everything but unreserved characters (and `/` when
-/// `keep_slash`).
+/// `keep_slash`), upper-case hex.
 pub(crate) fn uri_encode(s: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~')
-            || (keep_slash && b == b'/')
-        {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let set = if keep_slash { SIGV4_PATH } else { SIGV4 };
+    utf8_percent_encode(s, set).to_string()
 }
 
+/// Decodes `%XX` escapes (a malformed escape stays as it is; invalid UTF-8 is replaced).
 pub(crate) fn percent_decode(s: &str) -> String {
-    fn hex_val(b: u8) -> Option<u8> {
-        char::from(b)
-            .to_digit(16)
-            .and_then(|d| u8::try_from(d).ok())
-    }
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hi = bytes.get(i + 1).copied().and_then(hex_val);
-            let lo = bytes.get(i + 2).copied().and_then(hex_val);
-            if let (Some(hi), Some(lo)) = (hi, lo) {
-                out.push(hi << 4 | lo);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
 /// The canonical query string: pairs decoded, re-encoded, sorted.

@@ -135,36 +135,18 @@ pub(super) fn parse_block(v: &Value) -> Result<Vec<Condition>, PolicyError> {
     Ok(out)
 }
 
-fn parse_cidr(s: &str) -> Option<(IpAddr, u8)> {
-    let (addr, bits) = match s.split_once('/') {
-        Some((a, b)) => (a, Some(b.parse::<u8>().ok()?)),
-        None => (s, None),
-    };
-    let ip: IpAddr = addr.parse().ok()?;
-    let max = if ip.is_ipv4() { 32 } else { 128 };
-    let bits = bits.unwrap_or(max);
-    (bits <= max).then_some((ip, bits))
+/// An IP range (`10.0.0.0/8`, `2001:db8::/32`) or a single address (a full-length range).
+fn parse_cidr(s: &str) -> Option<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(ipnet::IpNet::from))
 }
 
 fn ip_in(ip: &str, cidr: &str) -> bool {
-    let (Ok(ip), Some((net, bits))) = (ip.parse::<IpAddr>(), parse_cidr(cidr)) else {
-        return false;
-    };
-    let (a, b): (Vec<u8>, Vec<u8>) = match (ip, net) {
-        (IpAddr::V4(a), IpAddr::V4(b)) => (a.octets().to_vec(), b.octets().to_vec()),
-        (IpAddr::V6(a), IpAddr::V6(b)) => (a.octets().to_vec(), b.octets().to_vec()),
-        _ => return false,
-    };
-    let full = (bits / 8) as usize;
-    if a[..full] != b[..full] {
-        return false;
+    match (ip.parse::<IpAddr>(), parse_cidr(cidr)) {
+        (Ok(ip), Some(net)) => net.contains(&ip),
+        _ => false,
     }
-    let rem = bits % 8;
-    if rem == 0 {
-        return true;
-    }
-    let mask = 0xffu8 << (8 - rem);
-    (a[full] & mask) == (b[full] & mask)
 }
 
 fn base_match(base: Base, request: &str, policy: &str) -> bool {
@@ -228,5 +210,27 @@ impl Condition {
                 values.iter().any(|v| self.value_matches(v))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ip_ranges_match_by_prefix() {
+        assert!(ip_in("10.1.2.3", "10.0.0.0/8"));
+        assert!(ip_in("192.168.1.130", "192.168.1.128/25"));
+        assert!(!ip_in("192.168.1.127", "192.168.1.128/25"));
+        assert!(ip_in("203.0.113.7", "203.0.113.7"));
+        assert!(!ip_in("203.0.113.8", "203.0.113.7"));
+        assert!(ip_in("2001:db8::1", "2001:db8::/32"));
+        assert!(!ip_in("2001:db9::1", "2001:db8::/32"));
+        assert!(ip_in("::1", "::1/128"));
+        assert!(!ip_in("127.0.0.1", "::1/128"), "no match across families");
+        assert!(!ip_in("not-an-ip", "10.0.0.0/8"));
+        assert!(parse_cidr("10.0.0.0/33").is_none());
+        assert!(parse_cidr("300.0.0.1").is_none());
+        assert!(ip_in("10.9.9.9", "0.0.0.0/0"));
     }
 }
