@@ -323,6 +323,26 @@ mod tests {
     }
 
     #[test]
+    fn audit_parameters_hold_only_known_non_secret_fields() {
+        let req = Request::from_json(
+            Operation::CreateCustomKeyStore,
+            br#"{"CustomKeyStoreName":"s","KeyStorePassword":"pin-1234",
+                "XksProxyAuthenticationCredential":{"AccessKeyId":"a","RawSecretAccessKey":"raw-5678"}}"#,
+        )
+        .unwrap();
+        let p = req.parameters().to_string();
+        assert!(p.contains("customKeyStoreName"), "{p}");
+        assert!(!p.contains("pin-1234") && !p.contains("raw-5678"), "{p}");
+        let req = Request::from_json(
+            Operation::Encrypt,
+            br#"{"KeyId":"k","Plaintext":"c2VjcmV0","plaintext":"c2VjcmV0LWxvd2Vy"}"#,
+        )
+        .unwrap();
+        let p = req.parameters().to_string();
+        assert_eq!(p, r#"{"keyId":"k"}"#);
+    }
+
+    #[test]
     fn serialization_errors_do_not_echo_values() {
         let e = parse::<crate::api::EncryptRequest>(br#"{"Plaintext": 12345}"#).unwrap_err();
         assert_eq!(e.code, ErrorCode::SerializationException);
