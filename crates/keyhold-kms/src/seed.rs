@@ -446,31 +446,30 @@ mod tests {
         assert!(e.starts_with("line 1"), "{e}");
     }
 
-    #[test]
-    fn two_entries_sharing_an_alias_are_refused_before_anything_is_written() {
-        let text = "keys:\n  - aliases: [alias/a]\n  - aliases: [alias/b, alias/a]\n";
+    /// Every entry of a YAML seed file, planned.
+    fn planned(text: &str) -> Vec<Planned> {
         let file = parse(text, false).unwrap();
-        let planned: Vec<_> = file
-            .keys
+        file.keys
             .iter()
             .enumerate()
             .map(|(i, k)| plan(i, k, 0).unwrap())
-            .collect();
-        let e = check_unique(&planned).unwrap_err();
+            .collect()
+    }
+
+    #[test]
+    fn two_entries_sharing_an_alias_are_refused_before_anything_is_written() {
+        let planned_keys =
+            planned("keys:\n  - aliases: [alias/a]\n  - aliases: [alias/b, alias/a]\n");
+        let e = check_unique(&planned_keys).unwrap_err();
         assert!(
             e.contains("keys[0] and keys[1]") && e.contains("alias/a"),
             "{e}"
         );
-        let text = "keys:\n  - key_id: 11111111-2222-4333-8444-555555555555\n  - key_id: \
-                    11111111-2222-4333-8444-555555555555\n";
-        let file = parse(text, false).unwrap();
-        let planned: Vec<_> = file
-            .keys
-            .iter()
-            .enumerate()
-            .map(|(i, k)| plan(i, k, 0).unwrap())
-            .collect();
-        assert!(check_unique(&planned).unwrap_err().contains("key id"));
+        let twice = planned(
+            "keys:\n  - key_id: 11111111-2222-4333-8444-555555555555\n  - key_id: \
+             11111111-2222-4333-8444-555555555555\n",
+        );
+        assert!(check_unique(&twice).unwrap_err().contains("key id"));
     }
 
     #[test]

@@ -37,8 +37,11 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// The leaf certificate a fresh TLS connection to `addr` is served.
-async fn served_leaf(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
+/// A TLS connection to `addr` (as `localhost`) trusting only `ca_pem`.
+async fn tls_connect(
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     use rustls_pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
     for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
@@ -54,7 +57,12 @@ async fn served_leaf(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = connector.connect(name, tcp).await.unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// The leaf certificate a fresh TLS connection to `addr` is served.
+async fn served_leaf(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<u8> {
+    let tls = tls_connect(addr, ca_pem).await;
     tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
 }
 
@@ -202,7 +210,6 @@ async fn the_rust_sdk_trusts_the_private_ca_and_renewal_swaps_the_certificate() 
 
 #[tokio::test]
 async fn a_client_quiet_after_the_tls_handshake_is_closed() {
-    use rustls_pki_types::pem::PemObject;
     use tokio::io::AsyncReadExt;
     let dir = tempfile::tempdir().unwrap();
     let root = RootWrapper(FileRootKey::create(&dir.path().join("root.key")).unwrap());
@@ -215,22 +222,8 @@ async fn a_client_quiet_after_the_tls_handshake_is_closed() {
         ..ServerOptions::default()
     };
     let s = TestServer::start_with(dir.path(), options).await;
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca.cert_pem().as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
     // The handshake completes, then nothing is sent: the server closes the connection.
-    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let mut tls = tls_connect(s.addr, ca.cert_pem()).await;
     let mut buf = [0u8; 64];
     let read = tokio::time::timeout(std::time::Duration::from_secs(5), tls.read(&mut buf)).await;
     match read {
