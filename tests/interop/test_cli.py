@@ -174,3 +174,23 @@ def test_a_config_file_holds_serve_settings(tmp_path):
         assert kms.create_key()["KeyMetadata"]["Arn"].startswith("arn:aws:kms:eu-west-1:")
     finally:
         s.stop()
+
+
+def test_logs_as_json_lines():
+    import json as j
+    import subprocess
+    import time
+    from conftest import keyhold_bin
+    p = subprocess.Popen([keyhold_bin(), "serve", "--dev", "--listen", "127.0.0.1:0",
+                          "--log-format", "json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert "listening on" in p.stdout.readline()
+        time.sleep(0.3)
+    finally:
+        p.terminate()
+        _, err = p.communicate(timeout=15)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert lines, "the server logged nothing"
+    for line in lines:
+        assert "level" in j.loads(line), line

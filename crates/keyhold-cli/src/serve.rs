@@ -111,6 +111,9 @@ pub struct ServeArgs {
     /// before it is closed.
     #[arg(long, env = "KEYHOLD_IDLE_TIMEOUT_SECS", default_value_t = 60)]
     idle_timeout_secs: u64,
+    /// Log lines as plain text or as one JSON object a line.
+    #[arg(long, env = "KEYHOLD_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
     /// Seconds a client may take to send a request body.
     #[arg(long, env = "KEYHOLD_BODY_TIMEOUT_SECS", default_value_t = 10)]
     body_timeout_secs: u64,
@@ -131,6 +134,15 @@ pub struct ServeArgs {
 /// With a shared store, the longest a node may serve key state cached before another node
 /// changed it (disable, delete, policy, alias, grant), should a change notification be lost.
 const SHARED_STALENESS: Duration = Duration::from_secs(1);
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
 
 /// Reads `--listen`: an IP address and port, or a host name and port resolved to its first
 /// IPv4 address (else its first address).
@@ -165,14 +177,18 @@ fn valid_region(r: &str) -> bool {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), String> {
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match args.log_format {
+        LogFormat::Json => logs.json().init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
     if !valid_region(&args.region) {
         return Err(format!(
             "--region {:?} is not a valid region name",
