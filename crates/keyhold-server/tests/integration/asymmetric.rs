@@ -5,19 +5,8 @@ use aws_sdk_kms::types::{
     MacAlgorithmSpec, MessageType, SigningAlgorithmSpec,
 };
 
+use crate::common::new_key_of as key;
 use crate::common::*;
-
-async fn key(c: &aws_sdk_kms::Client, spec: KeySpec, usage: KeyUsageType) -> String {
-    c.create_key()
-        .key_spec(spec)
-        .key_usage(usage)
-        .send()
-        .await
-        .unwrap()
-        .key_metadata
-        .unwrap()
-        .key_id
-}
 
 #[tokio::test]
 async fn sign_and_verify_with_every_signing_spec() {

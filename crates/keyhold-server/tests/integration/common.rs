@@ -309,6 +309,23 @@ pub async fn new_key(c: &aws_sdk_kms::Client) -> String {
         .key_id
 }
 
+/// Creates a key of `spec` and `usage` and returns its id.
+pub async fn new_key_of(
+    c: &aws_sdk_kms::Client,
+    spec: aws_sdk_kms::types::KeySpec,
+    usage: aws_sdk_kms::types::KeyUsageType,
+) -> String {
+    c.create_key()
+        .key_spec(spec)
+        .key_usage(usage)
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id
+}
+
 pub fn blob(b: &[u8]) -> aws_sdk_kms::primitives::Blob {
     aws_sdk_kms::primitives::Blob::new(b)
 }

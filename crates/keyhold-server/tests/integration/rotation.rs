@@ -258,16 +258,7 @@ async fn keys_that_cannot_rotate_report_rotation_disabled() {
         (KeySpec::EccNistP256, KeyUsageType::SignVerify),
         (KeySpec::Hmac256, KeyUsageType::GenerateVerifyMac),
     ] {
-        let k = c
-            .create_key()
-            .key_spec(spec.clone())
-            .key_usage(usage)
-            .send()
-            .await
-            .unwrap()
-            .key_metadata
-            .unwrap()
-            .key_id;
+        let k = new_key_of(&c, spec.clone(), usage).await;
         // As AWS answers, and as the Terraform provider reads on every refresh.
         let status = c.get_key_rotation_status().key_id(&k).send().await.unwrap();
         assert!(!status.key_rotation_enabled, "{spec:?}");
