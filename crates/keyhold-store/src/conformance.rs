@@ -7,8 +7,9 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 
 use crate::{
-    AliasRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord, KeyVersionRecord,
-    PrincipalRecord, Store, StoreError, Tag, WrappedChange,
+    AliasRecord, BucketRecord, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
+    KeyVersionRecord, ObjectRecord, PartRecord, PrincipalRecord, Store, StoreError, Tag,
+    UploadRecord, WrappedChange,
 };
 
 const ACCT: &str = "111122223333";
@@ -152,6 +153,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     principals(make().as_ref());
     audit_heads(make().as_ref());
     replace_wrapped(make().as_ref());
+    object_catalog(make().as_ref());
 }
 
 fn keys(s: &dyn Store) {
@@ -720,4 +722,129 @@ fn postgres_rows_that_cannot_be_read_are_errors_not_panics() {
     assert!(matches!(s.get_key(&k.key_id), Err(StoreError::Backend(_))));
     tamper("UPDATE keys SET state = 'Enabled'; UPDATE grants SET constraints = '[]'");
     assert!(s.get_key(&k.key_id).unwrap().is_some());
+}
+
+fn object(bucket: &str, key: &str, meta: &str) -> ObjectRecord {
+    ObjectRecord {
+        bucket: bucket.into(),
+        key: key.into(),
+        modified_at: 5,
+        meta: meta.into(),
+    }
+}
+
+fn object_catalog(s: &dyn Store) {
+    let b = BucketRecord {
+        name: "photos".into(),
+        account: ACCT.into(),
+        created_at: 1,
+        meta: "{}".into(),
+    };
+    s.create_bucket(&b).unwrap();
+    assert!(matches!(
+        s.create_bucket(&b),
+        Err(StoreError::AlreadyExists)
+    ));
+    assert_eq!(s.get_bucket("photos").unwrap(), Some(b.clone()));
+    assert_eq!(s.list_buckets(ACCT).unwrap(), vec![b.clone()]);
+    assert!(s.list_buckets("444455556666").unwrap().is_empty());
+    s.update_bucket("photos", "{\"x\":1}").unwrap();
+    assert!(matches!(
+        s.update_bucket("nope", "{}"),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.put_object(&object("nope", "k", "m")),
+        Err(StoreError::NotFound)
+    ));
+
+    // Keys come back in byte order (upper case before lower case, multi-byte last).
+    for k in ["b", "a/2", "a/1", "B", "é", "a"] {
+        assert_eq!(s.put_object(&object("photos", k, "v1")).unwrap(), None);
+    }
+    let replaced = s.put_object(&object("photos", "a", "v2")).unwrap();
+    assert_eq!(replaced.unwrap().meta, "v1");
+    let keys = |from: &str, after: Option<&str>, limit| {
+        s.list_objects("photos", from, after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys("", None, 10), ["B", "a", "a/1", "a/2", "b", "é"]);
+    assert_eq!(keys("a/", None, 2), ["a/1", "a/2"]);
+    assert_eq!(keys("a", Some("a/1"), 10), ["a/2", "b", "é"]);
+    assert!(matches!(
+        s.delete_bucket("photos"),
+        Err(StoreError::NotEmpty)
+    ));
+
+    // A conditional update applies only over the expected document.
+    let o = object("photos", "b", "tagged");
+    assert!(matches!(
+        s.update_object(&o, "stale"),
+        Err(StoreError::NotFound)
+    ));
+    s.update_object(&o, "v1").unwrap();
+    assert_eq!(s.get_object("photos", "b").unwrap().unwrap().meta, "tagged");
+
+    // Uploads: parts replace one another by number; completing takes them all at once.
+    let u = UploadRecord {
+        upload_id: "u1".into(),
+        bucket: "photos".into(),
+        key: "big".into(),
+        created_at: 10,
+        meta: "{}".into(),
+    };
+    s.create_upload(&u).unwrap();
+    let part = |n, meta: &str| PartRecord {
+        upload_id: "u1".into(),
+        part_number: n,
+        modified_at: 11,
+        meta: meta.into(),
+    };
+    assert_eq!(s.put_part(&part(2, "p2")).unwrap(), None);
+    assert_eq!(s.put_part(&part(1, "p1")).unwrap(), None);
+    assert_eq!(s.put_part(&part(1, "p1b")).unwrap().unwrap().meta, "p1");
+    let parts: Vec<_> = s
+        .list_parts("u1")
+        .unwrap()
+        .into_iter()
+        .map(|p| p.meta)
+        .collect();
+    assert_eq!(parts, ["p1b", "p2"]);
+    assert_eq!(s.list_uploads("photos", None, 10).unwrap(), vec![u.clone()]);
+    assert_eq!(s.uploads_started_before(11, 10).unwrap(), vec![u.clone()]);
+    assert!(s.uploads_started_before(10, 10).unwrap().is_empty());
+    let (old, parts) = s
+        .complete_upload("u1", &object("photos", "big", "done"))
+        .unwrap();
+    assert_eq!((old, parts.len()), (None, 2));
+    assert!(matches!(
+        s.complete_upload("u1", &object("photos", "big", "again")),
+        Err(StoreError::NotFound)
+    ));
+    assert!(matches!(
+        s.put_part(&part(3, "late")),
+        Err(StoreError::NotFound)
+    ));
+    assert_eq!(s.get_object("photos", "big").unwrap().unwrap().meta, "done");
+
+    s.create_upload(&UploadRecord {
+        upload_id: "u2".into(),
+        ..u
+    })
+    .unwrap();
+    assert!(s.delete_upload("u2").unwrap().is_empty());
+    assert!(matches!(s.delete_upload("u2"), Err(StoreError::NotFound)));
+
+    for k in ["b", "a/2", "a/1", "B", "é", "a", "big"] {
+        assert!(s.delete_object("photos", k).unwrap().is_some());
+    }
+    assert_eq!(s.delete_object("photos", "a").unwrap(), None);
+    s.delete_bucket("photos").unwrap();
+    assert!(matches!(
+        s.delete_bucket("photos"),
+        Err(StoreError::NotFound)
+    ));
 }

@@ -11,9 +11,12 @@
 //! - [`postgres`]: the PostgreSQL backend, for several nodes sharing one state: its pool,
 //!   transactions, LISTEN/NOTIFY and errors.
 //! - [`Store`]: the trait every backend implements; calls are blocking and short.
+//! - [`catalog`]: the S3 gateway's buckets, objects and uploads ([`ObjectCatalog`], part of
+//!   every [`Store`]).
 //! - `conformance` (tests): one suite of checks run on both backends.
 #![forbid(unsafe_code)]
 
+pub mod catalog;
 #[cfg(test)]
 mod conformance;
 pub mod postgres;
@@ -23,6 +26,7 @@ pub mod sqlite;
 
 use keyhold_core::ids::{AliasName, KeyId};
 
+pub use catalog::{BucketRecord, ObjectCatalog, ObjectRecord, PartRecord, UploadRecord};
 pub use postgres::PgStore;
 pub use records::{
     AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
@@ -89,7 +93,7 @@ pub enum StoreError {
 }
 
 /// Durable state. Every method that changes state has made the change durable when it returns.
-pub trait Store: Send + Sync {
+pub trait Store: ObjectCatalog + Send + Sync {
     /// Inserts a new key with its first version (none for a key awaiting imported material), tags and (for managed keys) its alias,
     /// atomically; `AlreadyExists` if the alias is taken.
     fn create_key(

@@ -46,11 +46,12 @@ impl Dialect {
 
     /// A migration template in this dialect's column types.
     fn schema(self, template: &str) -> String {
-        let (int, blob, boolean) = match self {
-            Self::Sqlite => ("INTEGER", "BLOB", "INTEGER"),
-            Self::Postgres => ("BIGINT", "BYTEA", "BOOLEAN"),
+        let (int, blob, boolean, text_c) = match self {
+            Self::Sqlite => ("INTEGER", "BLOB", "INTEGER", "TEXT"),
+            Self::Postgres => ("BIGINT", "BYTEA", "BOOLEAN", "TEXT COLLATE \"C\""),
         };
         template
+            .replace("{TEXT_C}", text_c)
             .replace("{INT}", int)
             .replace("{BLOB}", blob)
             .replace("{BOOL}", boolean)
@@ -191,7 +192,7 @@ impl Row {
             .ok_or_else(|| StoreError::Backend(format!("row has no column {i}")))
     }
 
-    fn opt_text(&mut self, i: usize) -> Result<Option<String>, StoreError> {
+    pub(crate) fn opt_text(&mut self, i: usize) -> Result<Option<String>, StoreError> {
         match self.take(i)? {
             Value::Null => Ok(None),
             Value::Text(s) => Ok(Some(s)),
@@ -199,12 +200,12 @@ impl Row {
         }
     }
 
-    fn text(&mut self, i: usize) -> Result<String, StoreError> {
+    pub(crate) fn text(&mut self, i: usize) -> Result<String, StoreError> {
         self.opt_text(i)?
             .ok_or_else(|| bad("text column", Value::Null))
     }
 
-    fn opt_i64(&mut self, i: usize) -> Result<Option<i64>, StoreError> {
+    pub(crate) fn opt_i64(&mut self, i: usize) -> Result<Option<i64>, StoreError> {
         match self.take(i)? {
             Value::Null => Ok(None),
             Value::Int(n) => Ok(Some(n)),
@@ -212,30 +213,30 @@ impl Row {
         }
     }
 
-    fn i64(&mut self, i: usize) -> Result<i64, StoreError> {
+    pub(crate) fn i64(&mut self, i: usize) -> Result<i64, StoreError> {
         self.opt_i64(i)?
             .ok_or_else(|| bad("integer column", Value::Null))
     }
 
-    fn opt_u32(&mut self, i: usize) -> Result<Option<u32>, StoreError> {
+    pub(crate) fn opt_u32(&mut self, i: usize) -> Result<Option<u32>, StoreError> {
         self.opt_i64(i)?
             .map(|n| u32::try_from(n).map_err(|_| bad("32-bit unsigned value", n)))
             .transpose()
     }
 
-    fn u32(&mut self, i: usize) -> Result<u32, StoreError> {
+    pub(crate) fn u32(&mut self, i: usize) -> Result<u32, StoreError> {
         self.opt_u32(i)?
             .ok_or_else(|| bad("integer column", Value::Null))
     }
 
-    fn blob(&mut self, i: usize) -> Result<Vec<u8>, StoreError> {
+    pub(crate) fn blob(&mut self, i: usize) -> Result<Vec<u8>, StoreError> {
         match self.take(i)? {
             Value::Blob(b) => Ok(b),
             v => Err(bad("byte column", v)),
         }
     }
 
-    fn bool(&mut self, i: usize) -> Result<bool, StoreError> {
+    pub(crate) fn bool(&mut self, i: usize) -> Result<bool, StoreError> {
         match self.take(i)? {
             Value::Bool(b) => Ok(b),
             Value::Int(0) => Ok(false),
@@ -244,7 +245,7 @@ impl Row {
         }
     }
 
-    fn key_id(&mut self, i: usize) -> Result<KeyId, StoreError> {
+    pub(crate) fn key_id(&mut self, i: usize) -> Result<KeyId, StoreError> {
         let s = self.text(i)?;
         KeyId::parse(&s).map_err(|_| bad("key id", s))
     }
@@ -260,11 +261,15 @@ pub(crate) trait Conn {
     fn batch(&mut self, sql: &str) -> Result<(), StoreError>;
 }
 
-fn query_opt(c: &mut dyn Conn, sql: &str, params: &[Value]) -> Result<Option<Row>, StoreError> {
+pub(crate) fn query_opt(
+    c: &mut dyn Conn,
+    sql: &str,
+    params: &[Value],
+) -> Result<Option<Row>, StoreError> {
     Ok(c.query(sql, params)?.into_iter().next())
 }
 
-fn count(c: &mut dyn Conn, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
+pub(crate) fn count(c: &mut dyn Conn, sql: &str, params: &[Value]) -> Result<i64, StoreError> {
     query_opt(c, sql, params)?
         .ok_or_else(|| StoreError::Backend("a count returned no row".into()))?
         .i64(0)
@@ -301,8 +306,9 @@ pub(crate) trait Backend: Send + Sync {
     }
 }
 
-/// Versioned migrations, one template for both dialects (`{INT}`, `{BLOB}`, `{BOOL}` become
-/// each dialect's column types); index + 1 is the schema version each one produces.
+/// Versioned migrations, one template for both dialects (`{INT}`, `{BLOB}`, `{BOOL}`, and
+/// `{TEXT_C}` for text compared in byte order, become each dialect's column types); index + 1
+/// is the schema version each one produces.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE keys (
@@ -416,6 +422,38 @@ CREATE TABLE admin_events (
     event_name TEXT NOT NULL,
     detail TEXT NOT NULL,
     created_at {INT} NOT NULL
+);
+"#,
+    r#"
+CREATE TABLE s3_buckets (
+    name {TEXT_C} PRIMARY KEY,
+    account TEXT NOT NULL,
+    created_at {INT} NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX s3_buckets_by_account ON s3_buckets(account, name);
+CREATE TABLE s3_objects (
+    bucket {TEXT_C} NOT NULL,
+    object_key {TEXT_C} NOT NULL,
+    modified_at {INT} NOT NULL,
+    meta TEXT NOT NULL,
+    PRIMARY KEY (bucket, object_key)
+);
+CREATE TABLE s3_uploads (
+    upload_id TEXT PRIMARY KEY,
+    bucket {TEXT_C} NOT NULL,
+    object_key {TEXT_C} NOT NULL,
+    created_at {INT} NOT NULL,
+    meta TEXT NOT NULL
+);
+CREATE INDEX s3_uploads_by_key ON s3_uploads(bucket, object_key, upload_id);
+CREATE INDEX s3_uploads_by_age ON s3_uploads(created_at);
+CREATE TABLE s3_parts (
+    upload_id TEXT NOT NULL REFERENCES s3_uploads(upload_id) ON DELETE CASCADE,
+    part_number {INT} NOT NULL,
+    modified_at {INT} NOT NULL,
+    meta TEXT NOT NULL,
+    PRIMARY KEY (upload_id, part_number)
 );
 "#,
 ];
@@ -605,7 +643,10 @@ fn tag_from_row(mut r: Row) -> Result<(KeyId, Tag), StoreError> {
     ))
 }
 
-fn all<T>(rows: Vec<Row>, f: impl Fn(Row) -> Result<T, StoreError>) -> Result<Vec<T>, StoreError> {
+pub(crate) fn all<T>(
+    rows: Vec<Row>,
+    f: impl Fn(Row) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
     rows.into_iter().map(f).collect()
 }
 
@@ -1590,6 +1631,7 @@ mod tests {
                 s.replace("BIGINT", "INTEGER")
                     .replace("BYTEA", "BLOB")
                     .replace("BOOLEAN", "INTEGER")
+                    .replace("TEXT COLLATE \"C\"", "TEXT")
             };
             assert_eq!(normal(&lite), normal(&pg));
             assert!(!lite.contains('{') && !pg.contains('{'));
