@@ -11,6 +11,9 @@
 //! - `authz`: key policies and grants applied to each request (`Engine::authorize`; the
 //!   grant rule, `grant_allows`, lives here too).
 //! - [`keystores`]: this node's connections to the PKCS#11 tokens of custom key stores.
+//! - [`owned`]: AWS owned keys: one per service (SSE-S3's), in no account, never reachable
+//!   through the KMS API.
+//! - [`catalog`]: the S3 gateway's buckets and objects, kept in the store ([`Engine::catalog`]).
 //! - `managed`: AWS managed keys (`alias/aws/<service>`), made on first use.
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
 //! - [`seed`]: keys declared in a seed file, created idempotently at start.
@@ -28,9 +31,17 @@ pub mod keyring;
 pub mod keystores;
 mod managed;
 pub mod ops;
+pub mod owned;
 pub mod principal;
 pub mod seed;
 pub mod validate;
+
+/// The S3 gateway's catalog records, kept in the engine's store.
+pub mod catalog {
+    pub use keyhold_store::{
+        BucketRecord, ObjectCatalog, ObjectRecord, PartRecord, StoreError, UploadRecord,
+    };
+}
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -83,6 +94,37 @@ pub struct Refused<'a> {
     pub principal: Option<&'a Principal>,
     /// The access key id claimed, when authentication failed.
     pub claimed_access_key_id: Option<&'a str>,
+}
+
+/// The service principal of a `kms:ViaService` value (`s3.us-east-1.amazonaws.com` is
+/// `s3.amazonaws.com`), for the `invokedBy` of audit events.
+fn service_principal(via: &str) -> String {
+    match via.split_once('.') {
+        Some((service, _)) => format!("{service}.amazonaws.com"),
+        None => via.to_string(),
+    }
+}
+
+/// A request to one of keyhold's service front doors (the S3 gateway), for its audit event.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceRequest<'a> {
+    /// The service's event source (`s3.amazonaws.com`).
+    pub event_source: &'a str,
+    /// The operation (`PutObject`); may be empty when the request was refused before it
+    /// was recognised.
+    pub event_name: &'a str,
+    /// The authenticated caller, if authentication passed.
+    pub principal: Option<&'a Principal>,
+    /// The access key id claimed, when authentication failed.
+    pub claimed_access_key_id: Option<&'a str>,
+    /// Parameters of the request worth recording (never a secret, never a body).
+    pub parameters: &'a serde_json::Value,
+    /// Error code and message, when the request failed.
+    pub error: Option<(&'a str, &'a str)>,
+    /// ARNs of the buckets and objects involved.
+    pub resources: &'a [String],
+    /// True for requests that change nothing.
+    pub read_only: bool,
 }
 
 /// The engine.
@@ -212,6 +254,7 @@ impl Engine {
             return Err(audit_failed(&why));
         }
         let result = request.run(self, principal, &mut rec);
+        let invoker = meta.via_service.as_deref().map(service_principal);
         let err = result.as_ref().err();
         let now = self.clock.now_ms();
         if err.is_none() && op.tracks_usage() {
@@ -232,6 +275,8 @@ impl Engine {
             region: &self.region,
             time_ms: now,
             read_only: op.is_read_only(),
+            event_source: audit::KMS_SOURCE,
+            invoked_by: invoker.as_deref(),
         });
         match recorded {
             Ok(()) => result,
@@ -264,7 +309,53 @@ impl Engine {
             region: &self.region,
             time_ms: self.clock.now_ms(),
             read_only: false,
+            event_source: audit::KMS_SOURCE,
+            invoked_by: None,
         });
+    }
+
+    /// Audits one request to a service front door (the S3 gateway), in the same log as KMS
+    /// calls. Fails when the event cannot be written: the front door then refuses the request.
+    pub fn audit_service_request(
+        &self,
+        meta: &RequestMeta,
+        req: &ServiceRequest<'_>,
+    ) -> Result<(), KmsError> {
+        if let Some(why) = self.audit.failure() {
+            return Err(audit_failed(&why));
+        }
+        self.audit(&CallInfo {
+            event_id: &uuid::Uuid::new_v4().to_string(),
+            event_name: req.event_name,
+            principal: req.principal,
+            claimed_access_key_id: req.claimed_access_key_id,
+            source_ip: &meta.source_ip,
+            user_agent: &meta.user_agent,
+            request_id: &meta.request_id,
+            parameters: Parameters::Typed(req.parameters),
+            error: req.error,
+            resources: req.resources,
+            decision: None,
+            region: &self.region,
+            time_ms: self.clock.now_ms(),
+            read_only: req.read_only,
+            event_source: req.event_source,
+            invoked_by: None,
+        })
+        .map_err(|why| audit_failed(&why))
+    }
+
+    /// Whether the audit log can be written now (a front door refuses work while it cannot).
+    pub fn audit_available(&self) -> Result<(), KmsError> {
+        match self.audit.failure() {
+            Some(why) => Err(audit_failed(&why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The S3 gateway's catalog of buckets, objects and uploads, in this engine's store.
+    pub fn catalog(&self) -> &dyn catalog::ObjectCatalog {
+        self.store.as_ref()
     }
 
     /// Audits something the service did by itself (a certificate renewal, ...): `detail`
@@ -286,6 +377,8 @@ impl Engine {
             region: &self.region,
             time_ms: self.clock.now_ms(),
             read_only: false,
+            event_source: audit::KMS_SOURCE,
+            invoked_by: None,
         });
     }
 
@@ -317,6 +410,8 @@ impl Engine {
                     region: &self.region,
                     time_ms: e.created_at,
                     read_only: false,
+                    event_source: audit::KMS_SOURCE,
+                    invoked_by: None,
                 })
                 .map_err(|why| audit_failed(&why))?;
                 self.store.delete_admin_event(&e.id)?;
@@ -480,7 +575,10 @@ impl Engine {
                 (account, id)
             }
         };
-        let rec = self.key_record(&id)?.filter(|r| r.account == account);
+        // An owned key is in no account a caller can name.
+        let rec = self
+            .key_record(&id)?
+            .filter(|r| r.account == account && r.account != owned::OWNED_ACCOUNT);
         rec.ok_or_else(|| {
             KmsError::not_found(format!(
                 "Key '{}' does not exist",

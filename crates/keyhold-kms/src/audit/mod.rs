@@ -170,7 +170,15 @@ pub struct CallInfo<'a> {
     pub time_ms: i64,
     /// True for operations that change nothing.
     pub read_only: bool,
+    /// The service whose API was called (`kms.amazonaws.com`, `s3.amazonaws.com`).
+    pub event_source: &'a str,
+    /// The service that made the call on the principal's behalf (`s3.amazonaws.com`), for a
+    /// call that came through one of keyhold's service front doors.
+    pub invoked_by: Option<&'a str>,
 }
+
+/// The event source of KMS calls.
+pub const KMS_SOURCE: &str = "kms.amazonaws.com";
 
 pub(crate) fn iso8601(ms: i64) -> String {
     let t = time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
@@ -195,6 +203,8 @@ struct UserIdentity<'a> {
     access_key_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_name: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invoked_by: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -218,7 +228,7 @@ struct Event<'a> {
     event_version: &'static str,
     user_identity: UserIdentity<'a>,
     event_time: String,
-    event_source: &'static str,
+    event_source: &'a str,
     event_name: &'a str,
     aws_region: &'a str,
     #[serde(rename = "sourceIPAddress")]
@@ -244,6 +254,15 @@ struct Event<'a> {
     additional_event_data: Option<Authorization<'a>>,
 }
 
+/// The CloudTrail resource type of an ARN.
+fn resource_kind(arn: &str) -> &'static str {
+    match arn.strip_prefix("arn:aws:s3:::") {
+        Some(rest) if rest.contains('/') => "AWS::S3::Object",
+        Some(_) => "AWS::S3::Bucket",
+        None => "AWS::KMS::Key",
+    }
+}
+
 /// Builds the CloudTrail-shaped event, serialized as one JSON object.
 pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
     let user_identity = match info.principal {
@@ -258,6 +277,7 @@ pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
             account_id: Some(&p.account),
             access_key_id: Some(&p.access_key_id),
             user_name: Some(p.name()),
+            invoked_by: info.invoked_by,
         },
         None => UserIdentity {
             kind: "Unknown",
@@ -266,13 +286,14 @@ pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
             account_id: None,
             access_key_id: info.claimed_access_key_id,
             user_name: None,
+            invoked_by: info.invoked_by,
         },
     };
     let ev = Event {
         event_version: "1.08",
         user_identity,
         event_time: iso8601(info.time_ms),
-        event_source: "kms.amazonaws.com",
+        event_source: info.event_source,
         event_name: info.event_name,
         aws_region: info.region,
         source_ip_address: info.source_ip,
@@ -291,8 +312,12 @@ pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
             .resources
             .iter()
             .map(|arn| Resource {
-                account_id: arn.split(':').nth(4).unwrap_or_default(),
-                kind: "AWS::KMS::Key",
+                account_id: match arn.split(':').nth(4) {
+                    Some(a) if !a.is_empty() => a,
+                    // S3 ARNs name no account: the bucket's owner is the recipient.
+                    _ => info.principal.map_or("", |p| p.account.as_str()),
+                },
+                kind: resource_kind(arn),
                 arn,
             })
             .collect(),
@@ -341,6 +366,8 @@ mod tests {
             region: "us-east-1",
             time_ms: 0,
             read_only: false,
+            event_source: KMS_SOURCE,
+            invoked_by: None,
         }))
         .unwrap();
         assert_eq!(ev["eventTime"], "1970-01-01T00:00:00Z");

@@ -306,8 +306,10 @@ fn open_blob(
             ));
         }
     }
+    // A blob of an owned key is no ciphertext any caller can open.
     let key = engine
         .key_record(&header.key_id)?
+        .filter(|k| k.account != crate::owned::OWNED_ACCOUNT)
         .ok_or_else(KmsError::invalid_ciphertext)?;
     rec.resources.push(engine.key_arn(&key));
     let conds = Conditions::with_context(context)

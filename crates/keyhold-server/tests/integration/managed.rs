@@ -173,3 +173,49 @@ async fn managed_keys_cannot_be_changed() {
     assert_eq!(md.key_state, Some(KeyState::Enabled));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn an_aws_owned_key_seals_for_its_service_and_no_kms_request_reaches_it() {
+    use keyhold_core::context::EncryptionContext;
+    let s = TestServer::start().await;
+    let ctx = EncryptionContext::from_pairs(&[("aws:s3:arn", "arn:aws:s3:::b/k")]);
+    let sealed = s.engine.owned_seal("s3", &ctx, b"data key").unwrap();
+    let opened = s.engine.owned_open("s3", &sealed, &ctx).unwrap();
+    assert_eq!(opened.expose_secret(), b"data key");
+    // Bound to its context and to its service.
+    let other = EncryptionContext::from_pairs(&[("aws:s3:arn", "arn:aws:s3:::b/other")]);
+    assert!(s.engine.owned_open("s3", &sealed, &other).is_err());
+    assert!(s.engine.owned_open("ebs", &sealed, &ctx).is_err());
+
+    // The key is in no account: it is neither listed nor reachable by id or ARN.
+    let key_id = keyhold_core::blob::parse_header(&sealed)
+        .unwrap()
+        .key_id
+        .to_string();
+    let c = s.client();
+    let listed = c.list_keys().send().await.unwrap();
+    assert!(listed
+        .keys()
+        .iter()
+        .all(|k| k.key_id() != Some(key_id.as_str())));
+    for name in [
+        key_id.clone(),
+        format!("arn:aws:kms:{REGION}:aws:key/{key_id}"),
+    ] {
+        let e = c.describe_key().key_id(&name).send().await.unwrap_err();
+        assert_eq!(code(&e), "NotFoundException", "{name}");
+    }
+    let e = c
+        .decrypt()
+        .ciphertext_blob(blob(&sealed))
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "InvalidCiphertextException");
+    // The same key again for the next object.
+    let again = s.engine.owned_seal("s3", &ctx, b"k2").unwrap();
+    assert_eq!(
+        keyhold_core::blob::parse_header(&again).unwrap().key_id,
+        keyhold_core::blob::parse_header(&sealed).unwrap().key_id
+    );
+}
