@@ -2,7 +2,8 @@
 //! rest.
 //!
 //! # Layout
-//! - [`run`]: serves a bound listener until a shutdown future resolves, then drains.
+//! - [`run`]: serves the KMS API on a bound listener until a shutdown future resolves, then
+//!   drains; [`serve`]: the same connection handling for any front door's handler.
 //! - `handler`: one request: framing limits, SigV4 (keyhold-sigv4), the AWS JSON 1.1 codec
 //!   (the operation name and body parsed once into a typed request), `Engine::call`.
 //! - `limits`: the idle bound on every connection's I/O and the per-address connection cap.
@@ -68,9 +69,9 @@ impl Default for ServerOptions {
     }
 }
 
-/// What the handler knows of the connection a request came on.
+/// What a handler knows of the connection a request came on.
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Connection {
+pub struct Connection {
     /// The client's address.
     pub peer: std::net::SocketAddr,
     /// True for a TLS connection (`aws:SecureTransport`).
@@ -80,17 +81,42 @@ pub(crate) struct Connection {
 /// How long a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves `listener` until `shutdown` resolves, then stops accepting and waits (at most 10 s)
-/// for in-flight requests to finish.
+/// Serves the KMS API on `listener` until `shutdown` resolves, then stops accepting and waits
+/// (at most 10 s) for in-flight requests to finish.
 pub async fn run(
     listener: TcpListener,
     engine: Arc<Engine>,
     options: ServerOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let inflight = Arc::new(Semaphore::new(options.max_inflight.max(1)));
+    let opts = Arc::new(options.clone());
+    serve(listener, &options, shutdown, move |conn, req| {
+        handler::handle(engine.clone(), opts.clone(), inflight.clone(), conn, req)
+    })
+    .await
+}
+
+/// Serves HTTP/1.1 and HTTP/2 (over TLS when `options.tls` is set) on `listener` with
+/// `handler` until `shutdown` resolves, with the connection limits of `options` (the total
+/// and per-address caps, the handshake, head and idle bounds); then stops accepting and waits
+/// (at most 10 s) for in-flight requests to finish. Every front door (KMS, S3) runs on it.
+pub async fn serve<H, Fut, B, E>(
+    listener: TcpListener,
+    options: &ServerOptions,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+) -> std::io::Result<()>
+where
+    H: Fn(Connection, http::Request<hyper::body::Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<http::Response<B>, E>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    E: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let limit = Arc::new(Semaphore::new(options.max_connections));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let inflight = Arc::new(Semaphore::new(options.max_inflight.max(1)));
     let per_address = limits::PerAddress::new(options.max_connections_per_ip);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -98,7 +124,6 @@ pub async fn run(
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_timeout);
     builder.http2().timer(TokioTimer::new());
-    let options = Arc::new(options);
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -127,16 +152,12 @@ pub async fn run(
         let _ = stream.set_nodelay(true);
         let stream = limits::IdleIo::new(stream, options.idle_timeout, Some(options.idle_timeout));
         let header_timeout = options.header_timeout;
-        let engine = engine.clone();
-        let opts = options.clone();
-        let gate = inflight.clone();
         let conn = Connection {
             peer,
             tls: options.tls.is_some(),
         };
-        let service = hyper::service::service_fn(move |req| {
-            handler::handle(engine.clone(), opts.clone(), gate.clone(), conn, req)
-        });
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| handler(conn, req));
         let builder = builder.clone();
         match &options.tls {
             None => {

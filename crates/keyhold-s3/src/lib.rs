@@ -1,0 +1,339 @@
+//! keyhold-s3: the S3 front door. An S3-compatible object store whose objects are always
+//! encrypted at rest (SSE-S3, SSE-KMS, SSE-C), using the KMS engine in-process as the
+//! requesting principal, via the S3 service (`kms:ViaService = s3.REGION.amazonaws.com`).
+//!
+//! # Layout
+//! - [`Gateway`]: the service; [`Gateway::handle`] runs one HTTP request: the S3 wire protocol
+//!   and SigV4 in every mode come from `s3s`, then the operation, then one audit event.
+//! - `ops`: the S3 operations (buckets, objects, multipart uploads, tagging, encryption).
+//! - `access`: credentials and the access check (principal, operation name).
+//! - [`chunked`]: the stored format: AES-256-GCM in 64 KiB chunks bound to the data, its
+//!   index and the final flag.
+//! - [`sse`]: SSE headers as S3 checks them; SSE-C and Bucket Key wrapping.
+//! - `keys`: sealing and opening content keys per mode (owned key, KMS, customer key) and
+//!   the Bucket Key cache.
+//! - [`meta`]: the catalog documents; [`objects`]: where the ciphertext lives.
+//! - `stream`: encrypting uploads and decrypting downloads as streams, in bounded memory.
+#![forbid(unsafe_code)]
+
+mod access;
+pub mod chunked;
+mod keys;
+pub mod meta;
+pub mod objects;
+mod ops;
+pub mod sse;
+mod stream;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response};
+use keyhold_kms::principal::Principal;
+use keyhold_kms::{Engine, RequestMeta, ServiceRequest};
+use s3s::service::{S3Service, S3ServiceBuilder};
+
+pub use objects::{LocalDir, ObjectStore};
+
+/// The audit event source of S3 requests.
+pub const EVENT_SOURCE: &str = "s3.amazonaws.com";
+
+/// Settings of the gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayOptions {
+    /// The domain of virtual-hosted-style requests (`BUCKET.DOMAIN`); path-style only when
+    /// `None`.
+    pub domain: Option<String>,
+    /// How long a Bucket Key is reused for one requester, bucket and KMS key.
+    pub bucket_key_ttl: Duration,
+    /// Largest object accepted in one PutObject or UploadPart (S3: 5 GiB).
+    pub max_object_size: u64,
+    /// How long an upload may stay incomplete before the maintenance task aborts it.
+    pub upload_expiry: Duration,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        Self {
+            domain: None,
+            bucket_key_ttl: Duration::from_secs(300),
+            max_object_size: 5 * 1024 * 1024 * 1024,
+            upload_expiry: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+/// The S3 gateway.
+pub struct Gateway {
+    inner: Arc<ops::Inner>,
+    service: S3Service,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway").finish_non_exhaustive()
+    }
+}
+
+/// What the gateway learns about one request while s3s and the operation run, for its audit
+/// event (shared through the request's extensions).
+#[derive(Debug, Default)]
+pub(crate) struct Exchange {
+    state: Mutex<ExchangeState>,
+}
+
+#[derive(Debug, Default)]
+struct ExchangeState {
+    operation: String,
+    principal: Option<Principal>,
+    resources: Vec<String>,
+    parameters: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Exchange {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ExchangeState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_operation(&self, op: &str) {
+        op.clone_into(&mut self.lock().operation);
+    }
+
+    pub(crate) fn set_principal(&self, p: &Principal) {
+        self.lock().principal = Some(p.clone());
+    }
+
+    /// Records the bucket (and object) a request is about.
+    pub(crate) fn set_target(&self, bucket: &str, key: Option<&str>) {
+        let mut s = self.lock();
+        s.parameters
+            .insert("bucketName".into(), serde_json::Value::from(bucket));
+        s.resources.push(format!("arn:aws:s3:::{bucket}"));
+        if let Some(k) = key {
+            s.parameters
+                .insert("key".into(), serde_json::Value::from(k));
+            s.resources.push(format!("arn:aws:s3:::{bucket}/{k}"));
+        }
+    }
+
+    /// Records one request parameter worth auditing (never a secret).
+    pub(crate) fn param(&self, name: &str, value: impl Into<serde_json::Value>) {
+        self.lock().parameters.insert(name.into(), value.into());
+    }
+}
+
+/// Operations that change nothing (readOnly in their audit events).
+fn read_only(op: &str) -> bool {
+    op.starts_with("Get")
+        || op.starts_with("Head")
+        || op.starts_with("List")
+        || op == "SelectObjectContent"
+}
+
+/// The transport facts the front door knows of a request (set from the connection).
+#[derive(Debug, Clone, Copy)]
+pub struct Transport {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// True over TLS.
+    pub tls: bool,
+}
+
+/// Longest User-Agent kept for the audit log.
+const MAX_USER_AGENT: usize = 256;
+
+fn bounded(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// The `<Code>` of an S3 XML error body.
+fn error_code(body: &[u8]) -> Option<String> {
+    let s = std::str::from_utf8(body).ok()?;
+    let start = s.find("<Code>")? + "<Code>".len();
+    let end = s[start..].find("</Code>")? + start;
+    Some(s[start..end].to_string())
+}
+
+impl Gateway {
+    /// A gateway over `engine` keeping ciphertext in `objects`.
+    pub fn new(
+        engine: Arc<Engine>,
+        objects: Arc<dyn ObjectStore>,
+        options: GatewayOptions,
+    ) -> Result<Self, String> {
+        let inner = Arc::new(ops::Inner::new(engine.clone(), objects, options.clone()));
+        let mut builder = S3ServiceBuilder::new(ops::S3Impl(inner.clone()));
+        builder.set_auth(access::Auth(engine.clone()));
+        builder.set_access(access::Access(engine));
+        if let Some(domain) = &options.domain {
+            let host = s3s::host::SingleDomain::new(domain)
+                .map_err(|e| format!("--s3-domain {domain}: {e}"))?;
+            builder.set_host(host);
+        }
+        Ok(Self {
+            inner,
+            service: builder.build(),
+        })
+    }
+
+    /// Runs one request: refuses what keyhold does not accept before s3s sees it (SigV2,
+    /// an audit log that cannot be written), lets s3s verify and decode it and the operation
+    /// run, and audits it once.
+    pub async fn handle(
+        &self,
+        transport: Transport,
+        req: Request<hyper::body::Incoming>,
+    ) -> Result<Response<s3s::Body>, s3s::HttpError> {
+        let meta = RequestMeta {
+            request_id: uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
+            source_ip: transport.peer.ip().to_string(),
+            user_agent: bounded(
+                req.headers()
+                    .get(http::header::USER_AGENT)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                MAX_USER_AGENT,
+            ),
+            via_service: Some(format!("s3.{}.amazonaws.com", self.inner.engine.region())),
+            secure_transport: transport.tls,
+        };
+        let claimed = keyhold_sigv4::claimed_access_key_id(req.headers())
+            .or_else(|| presigned_access_key_id(req.uri()))
+            .map(|a| bounded(&a, 128));
+        let exchange = Arc::new(Exchange::default());
+        let refusal = if uses_sigv2(&req) {
+            Some(s3s::s3_error!(
+                AccessDenied,
+                "Signature Version 2 is not accepted; sign requests with Signature Version 4"
+            ))
+        } else if let Err(e) = self.inner.engine.audit_available() {
+            Some(s3s::s3_error!(ServiceUnavailable, "{}", e.message))
+        } else {
+            None
+        };
+        let mut response = match refusal {
+            Some(e) => e
+                .to_http_response()
+                .map_err(|e| s3s::HttpError::new(Box::new(e)))?,
+            None => {
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.insert(exchange.clone());
+                parts.extensions.insert(meta.clone());
+                parts.extensions.insert(transport);
+                let req = Request::from_parts(parts, s3s::Body::from(body));
+                self.service.call(req).await?
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
+            response.headers_mut().insert("x-amz-request-id", v);
+        }
+        // The audit event: an error's code comes from its XML body (small and complete).
+        let status = response.status();
+        let code = if status.is_client_error() || status.is_server_error() {
+            let body = std::mem::take(response.body_mut());
+            let bytes = body.bytes();
+            let code = bytes.as_deref().and_then(error_code);
+            *response.body_mut() = bytes.map(s3s::Body::from).unwrap_or(body);
+            Some(code.unwrap_or_else(|| status.as_u16().to_string()))
+        } else {
+            None
+        };
+        let s = exchange.lock();
+        let params = serde_json::Value::Object(s.parameters.clone());
+        let message = code.as_ref().map(|_| status.to_string());
+        let ev = ServiceRequest {
+            event_source: EVENT_SOURCE,
+            event_name: &s.operation,
+            principal: s.principal.as_ref(),
+            claimed_access_key_id: if s.principal.is_some() {
+                None
+            } else {
+                claimed.as_deref()
+            },
+            parameters: &params,
+            error: code.as_deref().zip(message.as_deref()),
+            resources: &s.resources,
+            read_only: read_only(&s.operation),
+        };
+        if let Err(e) = self.inner.engine.audit_service_request(&meta, &ev) {
+            tracing::error!(error = %e, "S3 request not audited");
+        }
+        Ok(response)
+    }
+
+    /// Aborts multipart uploads older than the expiry and deletes their parts' data; how
+    /// many (for the maintenance task).
+    pub async fn expire_uploads(&self) -> Result<usize, String> {
+        self.inner.expire_uploads().await
+    }
+}
+
+/// True for a request signed with Signature Version 2 (header or query).
+fn uses_sigv2<B>(req: &Request<B>) -> bool {
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.starts_with("AWS "));
+    let query = req
+        .uri()
+        .query()
+        .is_some_and(|q| q.split('&').any(|p| p.starts_with("AWSAccessKeyId=")));
+    header || query
+}
+
+/// The access key id a presigned URL claims (`X-Amz-Credential=AKID/...`).
+fn presigned_access_key_id(uri: &http::Uri) -> Option<String> {
+    let q = uri.query()?;
+    let cred = q
+        .split('&')
+        .find_map(|p| p.strip_prefix("X-Amz-Credential="))?;
+    let decoded = cred.replace("%2F", "/").replace("%2f", "/");
+    decoded.split('/').next().map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_come_from_the_xml_body() {
+        assert_eq!(
+            error_code(b"<?xml version=\"1.0\"?><Error><Code>NoSuchKey</Code></Error>"),
+            Some("NoSuchKey".into())
+        );
+        assert_eq!(error_code(b"<Error></Error>"), None);
+        assert_eq!(error_code(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn presigned_urls_name_their_access_key() {
+        let uri: http::Uri = "/b/k?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIDX%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+            .parse()
+            .unwrap();
+        assert_eq!(presigned_access_key_id(&uri).as_deref(), Some("AKIDX"));
+    }
+
+    #[test]
+    fn signature_version_2_is_recognised() {
+        let r = Request::builder()
+            .uri("/b/k?AWSAccessKeyId=x&Signature=y&Expires=1")
+            .body(())
+            .unwrap();
+        assert!(uses_sigv2(&r));
+        let r = Request::builder()
+            .header("authorization", "AWS akid:sig")
+            .body(())
+            .unwrap();
+        assert!(uses_sigv2(&r));
+        let r = Request::builder()
+            .header("authorization", "AWS4-HMAC-SHA256 Credential=x")
+            .body(())
+            .unwrap();
+        assert!(!uses_sigv2(&r));
+    }
+}

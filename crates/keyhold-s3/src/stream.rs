@@ -1,0 +1,265 @@
+//! Objects as streams: an upload is hashed, encrypted and written as it arrives, a download
+//! read, decrypted and sent as the client takes it; memory holds a few windows, never the
+//! object.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::StreamExt as _;
+use s3s::dto::StreamingBlob;
+use s3s::{s3_error, S3Result};
+
+use crate::chunked::{
+    chunk_count, new_data_id, stored_len, stored_span, ContentKey, DataKey, Encryptor, CHUNK,
+};
+use crate::meta::DataRef;
+use crate::objects::{DataReader, ObjectStore};
+
+/// Ciphertext gathered before one write to the store.
+const WRITE_BATCH: usize = 1024 * 1024;
+/// Chunks read and opened at once on a download.
+const READ_CHUNKS: u64 = 16;
+/// Windows of a download buffered ahead of the client.
+const READ_AHEAD: usize = 2;
+
+/// What an upload is checked and described by, computed over its plaintext as it passes.
+#[derive(Default)]
+pub(crate) struct Digests {
+    /// MD5, when the ETag is one or `Content-MD5` was sent.
+    pub md5: Option<s3s::crypto::Md5>,
+    /// The `x-amz-checksum-*` algorithms asked for.
+    pub checksum: s3s::checksum::ChecksumHasher,
+}
+
+impl Digests {
+    fn update(&mut self, data: &[u8]) {
+        if let Some(m) = &mut self.md5 {
+            use s3s::crypto::Checksum as _;
+            m.update(data);
+        }
+        self.checksum.update(data);
+    }
+}
+
+/// Encrypts `body` under `content` into a new piece of stored data; at most `max` bytes,
+/// exactly `declared` when the client declared a length. Nothing is visible unless it all
+/// arrived and was made durable.
+pub(crate) async fn write_data(
+    objects: &dyn ObjectStore,
+    content: &ContentKey,
+    body: StreamingBlob,
+    digests: &mut Digests,
+    max: u64,
+    declared: Option<u64>,
+) -> S3Result<DataRef> {
+    if declared.is_some_and(|d| d > max) {
+        return Err(s3_error!(
+            EntityTooLarge,
+            "Your proposed upload exceeds the maximum allowed size"
+        ));
+    }
+    let id = new_data_id();
+    let name = hex::encode(id);
+    let mut enc = Encryptor::new(DataKey::derive(content, &id));
+    let mut writer = objects.create(&name).await.map_err(store_error)?;
+    let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH + CHUNK);
+    let mut total: u64 = 0;
+    let mut body = body;
+    while let Some(piece) = body.next().await {
+        let piece = piece.map_err(|e| {
+            tracing::debug!(error = %e, "upload body ended early");
+            s3_error!(
+                IncompleteBody,
+                "You did not provide the number of bytes specified by the Content-Length HTTP \
+                 header."
+            )
+        })?;
+        total += piece.len() as u64;
+        if total > max || declared.is_some_and(|d| total > d) {
+            return Err(s3_error!(
+                EntityTooLarge,
+                "Your proposed upload exceeds the maximum allowed size"
+            ));
+        }
+        digests.update(&piece);
+        pending.extend(enc.update(&piece));
+        if pending.len() >= WRITE_BATCH {
+            writer.write(&pending).await.map_err(store_error)?;
+            pending.clear();
+        }
+    }
+    if declared.is_some_and(|d| total != d) {
+        return Err(s3_error!(
+            IncompleteBody,
+            "You did not provide the number of bytes specified by the Content-Length HTTP header."
+        ));
+    }
+    let (last, size) = enc.finish();
+    pending.extend(last);
+    writer.write(&pending).await.map_err(store_error)?;
+    writer.commit().await.map_err(store_error)?;
+    Ok(DataRef { id: name, size })
+}
+
+pub(crate) fn store_error(e: io::Error) -> s3s::S3Error {
+    tracing::error!(error = %e, "object store failed");
+    s3_error!(InternalError, "The object store failed")
+}
+
+fn tampered() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        "stored object data failed authentication",
+    )
+}
+
+/// Opens the stored data of one piece and checks its length.
+async fn open_piece(objects: &dyn ObjectStore, piece: &DataRef) -> io::Result<Arc<dyn DataReader>> {
+    let reader = objects.open(&piece.id).await?;
+    if reader.len() != stored_len(piece.size) {
+        return Err(tampered());
+    }
+    Ok(reader)
+}
+
+/// Plaintext bytes `[from, to)` of one piece, reading and opening only the chunks they lie in.
+async fn read_window(
+    reader: &dyn DataReader,
+    key: &DataKey,
+    size: u64,
+    from: u64,
+    to: u64,
+) -> io::Result<Vec<u8>> {
+    let n = chunk_count(size);
+    let first = from / CHUNK as u64;
+    let last = if to == from {
+        first
+    } else {
+        (to - 1) / CHUNK as u64
+    };
+    let (start, _) = stored_span(size, first);
+    let (end_off, end_len) = stored_span(size, last);
+    let len = usize::try_from(end_off + end_len - start).map_err(io::Error::other)?;
+    let mut buf = reader.read_at(start, len).await?;
+    let mut out = Vec::with_capacity(len);
+    let mut at = 0usize;
+    for i in first..=last {
+        let (_, l) = stored_span(size, i);
+        let l = l as usize;
+        let chunk = &mut buf[at..at + l];
+        let m = key
+            .open_chunk(i, i == n - 1, chunk)
+            .map_err(|_| tampered())?;
+        out.extend_from_slice(&chunk[..m]);
+        at += l;
+    }
+    let skip = (from - first * CHUNK as u64) as usize;
+    let keep = (to - from) as usize;
+    out.drain(..skip);
+    out.truncate(keep);
+    Ok(out)
+}
+
+/// A download: plaintext bytes `[from, to)` of an object made of `pieces`. The first window
+/// is read and authenticated before this returns, so a damaged object is an error response,
+/// not a truncated body; later damage ends the body early with an error. Never returns a
+/// byte that did not authenticate.
+pub(crate) async fn read_data(
+    objects: Arc<dyn ObjectStore>,
+    content: &ContentKey,
+    pieces: &[DataRef],
+    from: u64,
+    to: u64,
+) -> S3Result<StreamingBlob> {
+    // The spans of each piece the range covers.
+    let mut plan = Vec::new();
+    let mut base = 0u64;
+    for p in pieces {
+        let (start, end) = (base, base + p.size);
+        if end > from && start < to {
+            plan.push((p.clone(), from.max(start) - start, to.min(end) - start));
+        } else if p.size == 0 && from == to && from == start {
+            plan.push((p.clone(), 0, 0));
+        }
+        base = end;
+    }
+    if plan.is_empty() {
+        if let Some(p) = pieces.first() {
+            plan.push((p.clone(), 0, 0));
+        }
+    }
+    let keys: Vec<DataKey> = plan
+        .iter()
+        .map(|(p, _, _)| {
+            let mut id = [0u8; 16];
+            hex::decode_to_slice(&p.id, &mut id).map(|_| DataKey::derive(content, &id))
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|_| s3_error!(InternalError, "stored object metadata is damaged"))?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    tokio::spawn(async move {
+        for ((piece, from, to), key) in plan.into_iter().zip(keys) {
+            let reader = match open_piece(objects.as_ref(), &piece).await {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
+            let mut at = from;
+            loop {
+                let window_end = ((at / CHUNK as u64 + READ_CHUNKS) * CHUNK as u64).min(to);
+                let result = read_window(reader.as_ref(), &key, piece.size, at, window_end).await;
+                let failed = result.is_err();
+                if tx.send(result.map(Bytes::from)).await.is_err() || failed {
+                    // The client went away, or the data did not authenticate.
+                    return;
+                }
+                at = window_end;
+                if at >= to {
+                    break;
+                }
+            }
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "object data unreadable");
+            return Err(if e.kind() == io::ErrorKind::InvalidData {
+                s3_error!(
+                    InternalError,
+                    "The stored object failed its integrity check and is not returned"
+                )
+            } else {
+                store_error(e)
+            });
+        }
+        None => Bytes::new(),
+    };
+    Ok(StreamingBlob::wrap(Download {
+        first: Some(first),
+        rx,
+    }))
+}
+
+struct Download {
+    first: Option<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+}
+
+impl futures::Stream for Download {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(b) = self.first.take() {
+            if !b.is_empty() {
+                return Poll::Ready(Some(Ok(b)));
+            }
+        }
+        self.rx.poll_recv(cx)
+    }
+}
