@@ -61,6 +61,17 @@ class Server:
         if "--dev" in args:
             for _ in range(4):
                 self.banner.append(self.proc.stdout.readline())
+        self.s3_endpoint = None
+        if "--dev" in args or "--s3-listen" in args:
+            for _ in range(4):
+                line = self.proc.stdout.readline()
+                self.banner.append(line)
+                m = re.search(r"s3: listening on (https?://\S+)", line)
+                if m:
+                    self.s3_endpoint = m.group(1)
+                    if "--dev" in args:
+                        self.banner.append(self.proc.stdout.readline())
+                    break
 
     def stop(self):
         if self.proc.poll() is None:
@@ -79,6 +90,18 @@ class Server:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}),
+            verify=self.ca if self.ca else None,
+        )
+
+    def s3(self, access_key="test", secret="test", **config):
+        """A boto3 S3 client for this server's S3 listener."""
+        return boto3.client(
+            "s3",
+            region_name=REGION,
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret,
+            config=Config(retries={"max_attempts": 1}, **config),
             verify=self.ca if self.ca else None,
         )
 

@@ -59,6 +59,15 @@ pub struct ServeArgs {
     /// first). Plain HTTP is served on loopback addresses only.
     #[arg(long, env = "KEYHOLD_LISTEN", default_value = "127.0.0.1:7080", value_parser = listen_addr)]
     listen: SocketAddr,
+    /// Also serve the S3 API (an object store that encrypts every object with SSE-S3, SSE-KMS
+    /// or SSE-C) on this address, TLS like --listen. With --dev it is served on --listen's
+    /// port + 10 (127.0.0.1:7090 by default; an ephemeral port when --listen's is 0).
+    #[arg(long, env = "KEYHOLD_S3_LISTEN", value_parser = listen_addr)]
+    s3_listen: Option<SocketAddr>,
+    /// Domain of virtual-hosted-style S3 requests (`BUCKET.DOMAIN`); path-style requests are
+    /// always served.
+    #[arg(long, env = "KEYHOLD_S3_DOMAIN")]
+    s3_domain: Option<String>,
     /// The region this server answers for (part of every ARN and of the SigV4 scope).
     #[arg(long, env = "KEYHOLD_REGION", default_value = "us-east-1")]
     region: String,
@@ -199,6 +208,27 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     if args.dev && (args.tls_cert.is_some() || args.tls_client_ca.is_some()) {
         return Err("--dev serves plain HTTP: drop --tls-cert/--tls-client-ca, or --dev".into());
     }
+    let s3_listen = match (args.s3_listen, args.dev) {
+        (Some(a), _) => Some(a),
+        (None, true) => Some(SocketAddr::new(
+            args.listen.ip(),
+            match args.listen.port() {
+                0 => 0,
+                p => p
+                    .checked_add(10)
+                    .ok_or("--listen port too high for the dev S3 port")?,
+            },
+        )),
+        (None, false) => None,
+    };
+    if let Some(a) = s3_listen {
+        if plain && !a.ip().is_loopback() {
+            return Err(format!(
+                "refusing to serve plain HTTP on non-loopback address {a} (--s3-listen): listen \
+                 on 127.0.0.1 or ::1, or serve TLS"
+            ));
+        }
+    }
     if plain && !args.listen.ip().is_loopback() {
         return Err(format!(
             "refusing to serve plain HTTP on non-loopback address {}: listen on 127.0.0.1 or ::1, \
@@ -319,6 +349,40 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     std_listener
         .set_nonblocking(true)
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
+    let s3_std_listener = match s3_listen {
+        None => None,
+        Some(a) => {
+            let l = std::net::TcpListener::bind(a).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AddrInUse {
+                    format!(
+                        "cannot listen on {a} for S3: the address is in use (another server?): \
+                         choose another with --s3-listen"
+                    )
+                } else {
+                    format!("cannot listen on {a} (--s3-listen): {e}")
+                }
+            })?;
+            l.set_nonblocking(true)
+                .map_err(|e| format!("cannot listen on {a}: {e}"))?;
+            Some(l)
+        }
+    };
+    let gateway = match &s3_std_listener {
+        None => None,
+        Some(_) => {
+            let objects = keyhold_s3::LocalDir::open(&dir.root.join("objects"))
+                .map_err(|e| format!("object store {}: {e}", dir.root.join("objects").display()))?;
+            let options = keyhold_s3::GatewayOptions {
+                domain: args.s3_domain.clone(),
+                ..keyhold_s3::GatewayOptions::default()
+            };
+            Some(Arc::new(keyhold_s3::Gateway::new(
+                engine.clone(),
+                Arc::new(objects),
+                options,
+            )?))
+        }
+    };
 
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path)
@@ -396,6 +460,22 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 args.dev_access_key_id, args.dev_secret_access_key, args.region
             );
         }
+        let s3 = match (s3_std_listener, &gateway) {
+            (Some(l), Some(g)) => {
+                let l = tokio::net::TcpListener::from_std(l)
+                    .map_err(|e| format!("cannot listen for S3: {e}"))?;
+                let a = l
+                    .local_addr()
+                    .map_err(|e| format!("cannot read the bound address: {e}"))?;
+                let s3_endpoint = format!("{}://{a}", if tls.is_some() { "https" } else { "http" });
+                let _ = writeln!(out, "  s3: listening on {s3_endpoint}");
+                if dev.is_some() {
+                    let _ = writeln!(out, "export AWS_ENDPOINT_URL_S3={s3_endpoint}");
+                }
+                Some((l, g.clone()))
+            }
+            _ => None,
+        };
         let _ = out.flush();
         drop(out);
         keyhold_server::spawn_maintenance_task(
@@ -418,9 +498,33 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 Duration::from_secs(args.maintenance_secs.max(1)),
             );
         }
+        let s3_task = s3.map(|(l, g)| {
+            let options = options.clone();
+            spawn_upload_expiry(g.clone(), Duration::from_secs(args.maintenance_secs.max(1)));
+            tokio::spawn(async move {
+                let handler = move |conn: keyhold_server::Connection, req| {
+                    let g = g.clone();
+                    async move {
+                        let t = keyhold_s3::Transport {
+                            peer: conn.peer,
+                            tls: conn.tls,
+                        };
+                        g.handle(t, req).await
+                    }
+                };
+                keyhold_server::serve(l, &options, shutdown_signal(), handler).await
+            })
+        });
         keyhold_server::run(listener, engine.clone(), options, shutdown_signal())
             .await
             .map_err(|e| format!("server error: {e}"))?;
+        if let Some(t) = s3_task {
+            match t.await {
+                Ok(Err(e)) => tracing::error!(error = %e, "S3 server error"),
+                Err(e) => tracing::error!(error = %e, "S3 server task failed"),
+                Ok(Ok(())) => {}
+            }
+        }
         if let Err(e) = engine.flush_usage() {
             tracing::warn!(error = %e, "writing key last-use records at shutdown failed");
         }
@@ -430,6 +534,21 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         tracing::info!("keyhold stopped");
         Ok::<(), String>(())
     })
+}
+
+/// Every `every`, aborts multipart uploads left incomplete past the gateway's expiry.
+fn spawn_upload_expiry(gateway: Arc<keyhold_s3::Gateway>, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            match gateway.expire_uploads().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(aborted = n, "abandoned multipart uploads removed"),
+                Err(e) => tracing::warn!(error = %e, "abandoned multipart uploads not removed"),
+            }
+        }
+    });
 }
 
 /// A TLS listener's configuration and what keeps its certificate fresh.

@@ -180,9 +180,9 @@ impl Gateway {
         })
     }
 
-    /// Runs one request: refuses what keyhold does not accept before s3s sees it (SigV2,
-    /// an audit log that cannot be written), lets s3s verify and decode it and the operation
-    /// run, and audits it once.
+    /// Runs one request: refuses all work while the audit log cannot be written, lets s3s
+    /// verify the signature (SigV4 in every mode; SigV2, which boto3 still uses for presigned
+    /// URLs, as S3 does) and decode the request, runs the operation, and audits it once.
     pub async fn handle(
         &self,
         transport: Transport,
@@ -205,16 +205,12 @@ impl Gateway {
             .or_else(|| presigned_access_key_id(req.uri()))
             .map(|a| bounded(&a, 128));
         let exchange = Arc::new(Exchange::default());
-        let refusal = if uses_sigv2(&req) {
-            Some(s3s::s3_error!(
-                AccessDenied,
-                "Signature Version 2 is not accepted; sign requests with Signature Version 4"
-            ))
-        } else if let Err(e) = self.inner.engine.audit_available() {
-            Some(s3s::s3_error!(ServiceUnavailable, "{}", e.message))
-        } else {
-            None
-        };
+        let refusal = self
+            .inner
+            .engine
+            .audit_available()
+            .err()
+            .map(|e| s3s::s3_error!(ServiceUnavailable, "{}", e.message));
         let mut response = match refusal {
             Some(e) => e
                 .to_http_response()
@@ -272,26 +268,14 @@ impl Gateway {
     }
 }
 
-/// True for a request signed with Signature Version 2 (header or query).
-fn uses_sigv2<B>(req: &Request<B>) -> bool {
-    let header = req
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.starts_with("AWS "));
-    let query = req
-        .uri()
-        .query()
-        .is_some_and(|q| q.split('&').any(|p| p.starts_with("AWSAccessKeyId=")));
-    header || query
-}
-
-/// The access key id a presigned URL claims (`X-Amz-Credential=AKID/...`).
+/// The access key id a presigned URL claims (`X-Amz-Credential=AKID/...` or SigV2's
+/// `AWSAccessKeyId=AKID`).
 fn presigned_access_key_id(uri: &http::Uri) -> Option<String> {
     let q = uri.query()?;
-    let cred = q
-        .split('&')
-        .find_map(|p| p.strip_prefix("X-Amz-Credential="))?;
+    let cred = q.split('&').find_map(|p| {
+        p.strip_prefix("X-Amz-Credential=")
+            .or_else(|| p.strip_prefix("AWSAccessKeyId="))
+    })?;
     let decoded = cred.replace("%2F", "/").replace("%2f", "/");
     decoded.split('/').next().map(str::to_string)
 }
@@ -316,24 +300,5 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(presigned_access_key_id(&uri).as_deref(), Some("AKIDX"));
-    }
-
-    #[test]
-    fn signature_version_2_is_recognised() {
-        let r = Request::builder()
-            .uri("/b/k?AWSAccessKeyId=x&Signature=y&Expires=1")
-            .body(())
-            .unwrap();
-        assert!(uses_sigv2(&r));
-        let r = Request::builder()
-            .header("authorization", "AWS akid:sig")
-            .body(())
-            .unwrap();
-        assert!(uses_sigv2(&r));
-        let r = Request::builder()
-            .header("authorization", "AWS4-HMAC-SHA256 Credential=x")
-            .body(())
-            .unwrap();
-        assert!(!uses_sigv2(&r));
     }
 }

@@ -81,13 +81,12 @@ impl Inner {
             let id = u.upload_id.clone();
             match self.db(move |c| c.delete_upload(&id)).await {
                 Ok(parts) => {
-                    self.delete_pieces(
-                        parts
-                            .iter()
-                            .filter_map(|p| part_meta(&p.meta).ok())
-                            .map(|p| p.data),
-                    )
-                    .await;
+                    let pieces: Vec<DataRef> = parts
+                        .into_iter()
+                        .filter_map(|p| part_meta(&p.meta).ok())
+                        .map(|p| p.data)
+                        .collect();
+                    self.delete_pieces(pieces).await;
                     done += 1;
                 }
                 Err(StoreError::NotFound) => {}
@@ -2150,6 +2149,14 @@ impl S3 for S3Impl {
             .collect::<S3Result<_>>()?;
         let mut data = Vec::new();
         let mut etags = Vec::new();
+        let numbers: Vec<i32> = asked.iter().map(|p| p.part_number.unwrap_or(0)).collect();
+        if numbers.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. The parts list must be \
+                 specified in order by part number."
+            ));
+        }
         let mut previous = 0u32;
         let invalid_part = || {
             s3_error!(
@@ -2159,7 +2166,7 @@ impl S3 for S3Impl {
                  entity tag."
             )
         };
-        for (i, p) in asked.iter().enumerate() {
+        for p in &asked {
             let n = p
                 .part_number
                 .and_then(|n| u32::try_from(n).ok())
@@ -2192,14 +2199,14 @@ impl S3 for S3Impl {
                     }
                 }
             }
-            if i + 1 < asked.len() && part.data.size < MIN_PART {
-                return Err(s3_error!(
-                    EntityTooSmall,
-                    "Your proposed upload is smaller than the minimum allowed object size."
-                ));
-            }
             etags.push(hex::decode(&part.etag).map_err(|_| invalid_part())?);
             data.push(part.data.clone());
+        }
+        if data[..data.len() - 1].iter().any(|d| d.size < MIN_PART) {
+            return Err(s3_error!(
+                EntityTooSmall,
+                "Your proposed upload is smaller than the minimum allowed object size."
+            ));
         }
         let etag = {
             use s3s::crypto::Checksum as _;
