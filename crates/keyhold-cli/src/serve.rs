@@ -68,6 +68,15 @@ pub struct ServeArgs {
     /// always served.
     #[arg(long, env = "KEYHOLD_S3_DOMAIN")]
     s3_domain: Option<String>,
+    /// Keep the gateway's (encrypted) object bytes in an existing S3-compatible store,
+    /// `http(s)://HOST[:PORT]/BUCKET[/PREFIX]`, instead of DATA_DIR/objects: with
+    /// --store postgres, several nodes then serve the same buckets. Its credentials come from
+    /// KEYHOLD_S3_BACKEND_ACCESS_KEY_ID and KEYHOLD_S3_BACKEND_SECRET_ACCESS_KEY.
+    #[arg(long, env = "KEYHOLD_S3_BACKEND")]
+    s3_backend: Option<String>,
+    /// The region of --s3-backend.
+    #[arg(long, env = "KEYHOLD_S3_BACKEND_REGION", default_value = "us-east-1")]
+    s3_backend_region: String,
     /// The region this server answers for (part of every ARN and of the SigV4 scope).
     #[arg(long, env = "KEYHOLD_REGION", default_value = "us-east-1")]
     region: String,
@@ -189,7 +198,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                // s3s reports every client error (NoSuchKey, ...) at error level; the gateway
+                // logs its own faults.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
         )
         .with_writer(std::io::stderr);
     match args.log_format {
@@ -367,22 +378,18 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             Some(l)
         }
     };
-    let gateway = match &s3_std_listener {
+    let backend = match &args.s3_backend {
         None => None,
-        Some(_) => {
-            let objects = keyhold_s3::LocalDir::open(&dir.root.join("objects"))
-                .map_err(|e| format!("object store {}: {e}", dir.root.join("objects").display()))?;
-            let options = keyhold_s3::GatewayOptions {
-                domain: args.s3_domain.clone(),
-                ..keyhold_s3::GatewayOptions::default()
-            };
-            Some(Arc::new(keyhold_s3::Gateway::new(
-                engine.clone(),
-                Arc::new(objects),
-                options,
-            )?))
-        }
+        Some(url) => Some(keyhold_s3::BackendConfig::parse(
+            url,
+            &args.s3_backend_region,
+            &std::env::var("KEYHOLD_S3_BACKEND_ACCESS_KEY_ID").unwrap_or_default(),
+            &std::env::var("KEYHOLD_S3_BACKEND_SECRET_ACCESS_KEY").unwrap_or_default(),
+        )?),
     };
+    if backend.is_some() && s3_std_listener.is_none() {
+        return Err("--s3-backend needs the S3 gateway: add --s3-listen".into());
+    }
 
     if let Some(path) = &args.seed {
         let text = std::fs::read_to_string(path)
@@ -425,6 +432,35 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     rt.block_on(async move {
+        let gateway = match &s3_std_listener {
+            None => None,
+            Some(_) => {
+                let objects_dir = dir.root.join("objects");
+                let objects: Arc<dyn keyhold_s3::ObjectStore> = match backend {
+                    Some(b) => {
+                        let shown = format!("{}/{}", b.endpoint, b.bucket);
+                        Arc::new(
+                            keyhold_s3::S3Backend::open(b, &objects_dir.join("spool"))
+                                .await
+                                .map_err(|e| format!("--s3-backend {shown}: {e}"))?,
+                        )
+                    }
+                    None => Arc::new(
+                        keyhold_s3::LocalDir::open(&objects_dir)
+                            .map_err(|e| format!("object store {}: {e}", objects_dir.display()))?,
+                    ),
+                };
+                let options = keyhold_s3::GatewayOptions {
+                    domain: args.s3_domain.clone(),
+                    ..keyhold_s3::GatewayOptions::default()
+                };
+                Some(Arc::new(keyhold_s3::Gateway::new(
+                    engine.clone(),
+                    objects,
+                    options,
+                )?))
+            }
+        };
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener

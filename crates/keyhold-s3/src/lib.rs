@@ -12,11 +12,13 @@
 //! - [`sse`]: SSE headers as S3 checks them; SSE-C and Bucket Key wrapping.
 //! - `keys`: sealing and opening content keys per mode (owned key, KMS, customer key) and
 //!   the Bucket Key cache.
-//! - [`meta`]: the catalog documents; [`objects`]: where the ciphertext lives.
+//! - [`meta`]: the catalog documents; [`objects`]: where the ciphertext lives (a local
+//!   directory), or [`backend`]: an existing S3-compatible store.
 //! - `stream`: encrypting uploads and decrypting downloads as streams, in bounded memory.
 #![forbid(unsafe_code)]
 
 mod access;
+pub mod backend;
 pub mod chunked;
 mod keys;
 pub mod meta;
@@ -33,6 +35,7 @@ use keyhold_kms::principal::Principal;
 use keyhold_kms::{Engine, RequestMeta, ServiceRequest};
 use s3s::service::{S3Service, S3ServiceBuilder};
 
+pub use backend::{BackendConfig, S3Backend};
 pub use objects::{LocalDir, ObjectStore};
 
 /// The audit event source of S3 requests.
