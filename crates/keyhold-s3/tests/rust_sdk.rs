@@ -1,5 +1,6 @@
 //! The gateway on a loopback port, driven by the AWS SDK for Rust (`aws-sdk-s3`), which sends
 //! aws-chunked bodies with CRC32 checksum trailers by default.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::Arc;
 
