@@ -41,10 +41,10 @@ pub struct BenchArgs {
     payload: usize,
     /// Concurrent connections, each sending one request at a time.
     #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     /// How long to send, in seconds.
     #[arg(long, default_value_t = 10.0)]
-    duration: f64,
+    pub(crate) duration: f64,
     /// Open loop: send this many requests per second in all (spread over the connections) and
     /// measure each latency from when the request was due, not from when it could be sent.
     #[arg(long)]
@@ -57,13 +57,13 @@ pub struct BenchArgs {
     ca_bundle: Option<PathBuf>,
     /// First run the same load against a bare responder and report the ratio.
     #[arg(long)]
-    baseline: bool,
+    pub(crate) baseline: bool,
     /// Print the results as JSON.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
     /// Access key id to sign with.
     #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "test")]
-    access_key_id: String,
+    pub(crate) access_key_id: String,
     /// Secret access key to sign with.
     #[arg(
         long,
@@ -71,10 +71,43 @@ pub struct BenchArgs {
         default_value = "test",
         hide_env_values = true
     )]
-    secret_access_key: String,
+    pub(crate) secret_access_key: String,
     /// Region to sign for.
     #[arg(long, env = "AWS_REGION", default_value = "us-east-1")]
-    region: String,
+    pub(crate) region: String,
+    /// Load the S3 gateway instead of KMS: PutObject (`put`) or GetObject (`get`) of
+    /// --object-size bytes in the --sse mode; reports GB/s. With --baseline, the ratio to the
+    /// same gateway with encryption off.
+    #[arg(long, value_enum)]
+    s3: Option<crate::bench_s3::S3Op>,
+    /// The S3 endpoint (default `AWS_ENDPOINT_URL_S3`, else http://127.0.0.1:7090).
+    #[arg(long, env = "AWS_ENDPOINT_URL_S3")]
+    pub(crate) s3_endpoint: Option<String>,
+    /// Encryption of the objects written (--s3).
+    #[arg(long, value_enum, default_value = "s3")]
+    pub(crate) sse: crate::bench_s3::Sse,
+    /// Object size in bytes (--s3); a K, M or G suffix multiplies by 1024, 1024² or 1024³.
+    #[arg(long, default_value = "1M", value_parser = byte_size)]
+    pub(crate) object_size: u64,
+    /// Load a gateway this command starts on a loopback port in a temporary data dir (--s3),
+    /// instead of a running server.
+    #[arg(long)]
+    pub(crate) in_process: bool,
+}
+
+/// Parses `1048576`, `64K`, `1M`, `5G`.
+fn byte_size(s: &str) -> Result<u64, String> {
+    let (digits, mult) = match s.chars().last() {
+        Some('K' | 'k') => (&s[..s.len() - 1], 1u64 << 10),
+        Some('M' | 'm') => (&s[..s.len() - 1], 1 << 20),
+        Some('G' | 'g') => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mult))
+        .ok_or_else(|| format!("{s:?} is not a size (e.g. 1048576, 64K, 1M, 5G)"))
 }
 
 /// Operations `keyhold bench` can send.
@@ -178,6 +211,16 @@ impl Report {
 
 /// Runs `keyhold bench`.
 pub fn run(mut args: BenchArgs) -> Result<(), String> {
+    if let Some(op) = args.s3 {
+        if args.concurrency == 0 || args.duration.is_nan() || args.duration <= 0.0 {
+            return Err("--concurrency and --duration must be positive".into());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        return rt.block_on(crate::bench_s3::run(&args, op));
+    }
     if args.endpoint.is_none() {
         args.endpoint = Some(
             std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:7080".into()),

@@ -15,6 +15,7 @@
 mod admin;
 mod audit;
 mod bench;
+mod bench_s3;
 mod ca;
 mod config;
 mod datadir;

@@ -72,6 +72,8 @@ type ReadSlot = (String, Vec<u8>);
 pub(crate) struct Keys {
     engine: Arc<Engine>,
     ttl: Duration,
+    /// Seal nothing (the benchmark baseline only).
+    unencrypted: bool,
     /// Bucket Keys for writing, by requester, bucket, named KMS key and context.
     writing: Mutex<HashMap<WriteSlot, Arc<BucketKey>>>,
     /// Opened Bucket Keys for reading, by requester and blob.
@@ -79,10 +81,11 @@ pub(crate) struct Keys {
 }
 
 impl Keys {
-    pub(crate) fn new(engine: Arc<Engine>, ttl: Duration) -> Self {
+    pub(crate) fn new(engine: Arc<Engine>, ttl: Duration, unencrypted: bool) -> Self {
         Self {
             engine,
             ttl,
+            unencrypted,
             writing: Mutex::new(HashMap::new()),
             reading: Mutex::new(HashMap::new()),
         }
@@ -235,6 +238,9 @@ impl Keys {
         req: &SseRequest,
     ) -> S3Result<(ContentKey, Sealed)> {
         let arn = object_arn(bucket, key);
+        if self.unencrypted {
+            return Ok((ContentKey::random(), Sealed::Unencrypted));
+        }
         match req {
             SseRequest::S3 => {
                 let content = ContentKey::random();
@@ -334,6 +340,7 @@ impl Keys {
                 }
                 crate::sse::unwrap(c.expose(), &unb64(key)?, arn.as_bytes()).ok_or_else(damaged)
             }
+            Sealed::Unencrypted => Ok(ContentKey::random()),
             _ if customer.is_some() => Err(s3_error!(
                 InvalidRequest,
                 "The encryption parameters are not applicable to this object."

@@ -53,6 +53,10 @@ pub struct GatewayOptions {
     pub max_object_size: u64,
     /// How long an upload may stay incomplete before the maintenance task aborts it.
     pub upload_expiry: Duration,
+    /// Store object bytes without encryption, whatever the request asks. Only `keyhold
+    /// bench` sets it, on a temporary gateway of its own, to measure the cost of encryption;
+    /// `keyhold serve` has no way to set it.
+    pub unencrypted_for_benchmarks: bool,
 }
 
 impl Default for GatewayOptions {
@@ -62,6 +66,7 @@ impl Default for GatewayOptions {
             bucket_key_ttl: Duration::from_secs(300),
             max_object_size: 5 * 1024 * 1024 * 1024,
             upload_expiry: Duration::from_secs(7 * 24 * 3600),
+            unencrypted_for_benchmarks: false,
         }
     }
 }

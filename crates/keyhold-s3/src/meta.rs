@@ -63,6 +63,11 @@ pub enum Sealed {
         /// The content key wrapped under the customer key (base64).
         key: String,
     },
+    /// Not encrypted: only ever written by a gateway that `keyhold bench` starts for itself
+    /// as its encryption-off baseline ([`crate::GatewayOptions::unencrypted_for_benchmarks`]);
+    /// `keyhold serve` never writes it.
+    #[serde(rename = "none")]
+    Unencrypted,
 }
 
 impl Sealed {
@@ -71,7 +76,7 @@ impl Sealed {
         match self {
             Self::S3 { .. } => Some("AES256"),
             Self::Kms { .. } => Some("aws:kms"),
-            Self::Customer { .. } => None,
+            Self::Customer { .. } | Self::Unencrypted => None,
         }
     }
 }

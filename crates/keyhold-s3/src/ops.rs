@@ -44,7 +44,11 @@ impl Inner {
         options: GatewayOptions,
     ) -> Self {
         Self {
-            keys: Keys::new(engine.clone(), options.bucket_key_ttl),
+            keys: Keys::new(
+                engine.clone(),
+                options.bucket_key_ttl,
+                options.unencrypted_for_benchmarks,
+            ),
             engine,
             objects,
             options,
@@ -439,7 +443,7 @@ fn sse_headers(s: &Sealed) -> SseHeaders {
         customer_md5: None,
     };
     match s {
-        Sealed::S3 { .. } => {}
+        Sealed::S3 { .. } | Sealed::Unencrypted => {}
         Sealed::Kms {
             key_arn,
             context,
@@ -1140,7 +1144,7 @@ impl S3 for S3Impl {
             sha256: input.checksum_sha256,
             crc64nvme: input.checksum_crc64nvme,
         };
-        let md5_etag = matches!(sealed, Sealed::S3 { .. });
+        let md5_etag = matches!(sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
         let mut digests = Digests {
             md5: (md5_etag || input.content_md5.is_some()).then(s3s::crypto::Md5::default),
             checksum: checksum_hasher(
@@ -1152,7 +1156,7 @@ impl S3 for S3Impl {
         let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
         let piece = write_data(
             self.0.objects.as_ref(),
-            &content,
+            cipher(&sealed, &content),
             body,
             &mut digests,
             self.0.options.max_object_size,
@@ -1261,7 +1265,14 @@ impl S3 for S3Impl {
             &m.sealed,
             customer.as_ref(),
         )?;
-        let body = read_data(self.0.objects.clone(), &content, &m.data, from, to).await?;
+        let body = read_data(
+            self.0.objects.clone(),
+            cipher(&m.sealed, &content),
+            &m.data,
+            from,
+            to,
+        )
+        .await?;
         let h = sse_headers(&m.sealed);
         let full = content_range.is_none();
         let mut out = GetObjectOutput {
@@ -1708,8 +1719,15 @@ impl S3 for S3Impl {
             .0
             .keys
             .seal(ctx.caller(), &input.bucket, &input.key, &sse)?;
-        let body = read_data(self.0.objects.clone(), &src_content, &src.data, 0, src.size).await?;
-        let md5_etag = matches!(sealed, Sealed::S3 { .. });
+        let body = read_data(
+            self.0.objects.clone(),
+            cipher(&src.sealed, &src_content),
+            &src.data,
+            0,
+            src.size,
+        )
+        .await?;
+        let md5_etag = matches!(sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
         let mut digests = Digests {
             md5: md5_etag.then(s3s::crypto::Md5::default),
             checksum: Default::default(),
@@ -1726,7 +1744,7 @@ impl S3 for S3Impl {
         }
         let piece = write_data(
             self.0.objects.as_ref(),
-            &content,
+            cipher(&sealed, &content),
             body,
             &mut digests,
             MAX_COPY,
@@ -1947,7 +1965,7 @@ impl S3 for S3Impl {
             sha256: input.checksum_sha256,
             crc64nvme: input.checksum_crc64nvme,
         };
-        let md5_etag = matches!(up.sealed, Sealed::S3 { .. });
+        let md5_etag = matches!(up.sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
         let mut digests = Digests {
             md5: (md5_etag || input.content_md5.is_some()).then(s3s::crypto::Md5::default),
             checksum: checksum_hasher(
@@ -1959,7 +1977,7 @@ impl S3 for S3Impl {
         let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
         let piece = write_data(
             self.0.objects.as_ref(),
-            &content,
+            cipher(&up.sealed, &content),
             body,
             &mut digests,
             self.0.options.max_object_size,
@@ -2071,15 +2089,22 @@ impl S3 for S3Impl {
             &up.sealed,
             customer.as_ref(),
         )?;
-        let body = read_data(self.0.objects.clone(), &src_content, &src.data, from, to).await?;
-        let md5_etag = matches!(up.sealed, Sealed::S3 { .. });
+        let body = read_data(
+            self.0.objects.clone(),
+            cipher(&src.sealed, &src_content),
+            &src.data,
+            from,
+            to,
+        )
+        .await?;
+        let md5_etag = matches!(up.sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
         let mut digests = Digests {
             md5: md5_etag.then(s3s::crypto::Md5::default),
             checksum: Default::default(),
         };
         let piece = write_data(
             self.0.objects.as_ref(),
-            &content,
+            cipher(&up.sealed, &content),
             body,
             &mut digests,
             self.0.options.max_object_size,
@@ -2597,6 +2622,15 @@ fn copy_range(r: &str, size: u64) -> S3Result<(u64, u64)> {
         ));
     }
     Ok((first, last + 1))
+}
+
+/// The key data is encrypted under: none only for the benchmark baseline's unencrypted
+/// objects.
+fn cipher<'a>(
+    sealed: &Sealed,
+    content: &'a crate::chunked::ContentKey,
+) -> Option<&'a crate::chunked::ContentKey> {
+    (!matches!(sealed, Sealed::Unencrypted)).then_some(content)
 }
 
 /// A HEAD (or a step that reads no bytes) of an SSE-C object still needs its key, and a key

@@ -46,10 +46,11 @@ impl Digests {
 
 /// Encrypts `body` under `content` into a new piece of stored data; at most `max` bytes,
 /// exactly `declared` when the client declared a length. Nothing is visible unless it all
-/// arrived and was made durable.
+/// arrived and was made durable. (`content` is `None` only for the benchmark baseline, which
+/// stores bytes as they come.)
 pub(crate) async fn write_data(
     objects: &dyn ObjectStore,
-    content: &ContentKey,
+    content: Option<&ContentKey>,
     body: StreamingBlob,
     digests: &mut Digests,
     max: u64,
@@ -63,7 +64,7 @@ pub(crate) async fn write_data(
     }
     let id = new_data_id();
     let name = hex::encode(id);
-    let mut enc = Encryptor::new(DataKey::derive(content, &id));
+    let mut enc = content.map(|c| Encryptor::new(DataKey::derive(c, &id)));
     let mut writer = objects.create(&name).await.map_err(store_error)?;
     let mut pending: Vec<u8> = Vec::with_capacity(WRITE_BATCH + CHUNK);
     let mut total: u64 = 0;
@@ -85,7 +86,10 @@ pub(crate) async fn write_data(
             ));
         }
         digests.update(&piece);
-        pending.extend(enc.update(&piece));
+        match &mut enc {
+            Some(e) => pending.extend(e.update(&piece)),
+            None => pending.extend_from_slice(&piece),
+        }
         if pending.len() >= WRITE_BATCH {
             writer.write(&pending).await.map_err(store_error)?;
             pending.clear();
@@ -97,8 +101,14 @@ pub(crate) async fn write_data(
             "You did not provide the number of bytes specified by the Content-Length HTTP header."
         ));
     }
-    let (last, size) = enc.finish();
-    pending.extend(last);
+    let size = match enc {
+        Some(e) => {
+            let (last, size) = e.finish();
+            pending.extend(last);
+            size
+        }
+        None => total,
+    };
     writer.write(&pending).await.map_err(store_error)?;
     writer.commit().await.map_err(store_error)?;
     Ok(DataRef { id: name, size })
@@ -117,9 +127,18 @@ fn tampered() -> io::Error {
 }
 
 /// Opens the stored data of one piece and checks its length.
-async fn open_piece(objects: &dyn ObjectStore, piece: &DataRef) -> io::Result<Arc<dyn DataReader>> {
+async fn open_piece(
+    objects: &dyn ObjectStore,
+    piece: &DataRef,
+    encrypted: bool,
+) -> io::Result<Arc<dyn DataReader>> {
     let reader = objects.open(&piece.id).await?;
-    if reader.len() != stored_len(piece.size) {
+    let want = if encrypted {
+        stored_len(piece.size)
+    } else {
+        piece.size
+    };
+    if reader.len() != want {
         return Err(tampered());
     }
     Ok(reader)
@@ -169,7 +188,7 @@ async fn read_window(
 /// byte that did not authenticate.
 pub(crate) async fn read_data(
     objects: Arc<dyn ObjectStore>,
-    content: &ContentKey,
+    content: Option<&ContentKey>,
     pieces: &[DataRef],
     from: u64,
     to: u64,
@@ -191,18 +210,18 @@ pub(crate) async fn read_data(
             plan.push((p.clone(), 0, 0));
         }
     }
-    let keys: Vec<DataKey> = plan
+    let keys: Vec<Option<DataKey>> = plan
         .iter()
         .map(|(p, _, _)| {
             let mut id = [0u8; 16];
-            hex::decode_to_slice(&p.id, &mut id).map(|_| DataKey::derive(content, &id))
+            hex::decode_to_slice(&p.id, &mut id).map(|_| content.map(|c| DataKey::derive(c, &id)))
         })
         .collect::<Result<_, _>>()
         .map_err(|_| s3_error!(InternalError, "stored object metadata is damaged"))?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
     tokio::spawn(async move {
         for ((piece, from, to), key) in plan.into_iter().zip(keys) {
-            let reader = match open_piece(objects.as_ref(), &piece).await {
+            let reader = match open_piece(objects.as_ref(), &piece, key.is_some()).await {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -212,7 +231,16 @@ pub(crate) async fn read_data(
             let mut at = from;
             loop {
                 let window_end = ((at / CHUNK as u64 + READ_CHUNKS) * CHUNK as u64).min(to);
-                let result = read_window(reader.as_ref(), &key, piece.size, at, window_end).await;
+                let result = match &key {
+                    Some(k) => read_window(reader.as_ref(), k, piece.size, at, window_end).await,
+                    None => {
+                        let len = usize::try_from(window_end - at).map_err(io::Error::other);
+                        match len {
+                            Ok(n) => reader.read_at(at, n).await,
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
                 let failed = result.is_err();
                 if tx.send(result.map(Bytes::from)).await.is_err() || failed {
                     // The client went away, or the data did not authenticate.

@@ -58,7 +58,8 @@ impl Signer {
 
     /// Signs a request at `now_secs`: sets `x-amz-date` and `authorization` in `headers`.
     /// Every header present is signed, and `host` (from the URI's authority when there is no
-    /// `host` header, as for HTTP/2).
+    /// `host` header, as for HTTP/2). The payload hash is `x-amz-content-sha256` when the
+    /// request has one (S3's `UNSIGNED-PAYLOAD`), else the SHA-256 of `body`.
     pub fn sign(
         &mut self,
         method: &Method,
@@ -81,12 +82,20 @@ impl Signer {
         }
         names.sort();
         names.dedup();
+        // S3 signs the payload hash the request declares (`UNSIGNED-PAYLOAD`, say).
+        let payload_hash = match headers
+            .get("x-amz-content-sha256")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(declared) => declared.to_string(),
+            None => sha256_hex(body),
+        };
         let canonical = canonical_request::<()>(
             method,
             uri,
             headers,
             &names,
-            &sha256_hex(body),
+            &payload_hash,
             PathEncoding::for_service(&self.service),
         )
         .map_err(|e| match e {

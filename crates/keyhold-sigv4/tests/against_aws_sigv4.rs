@@ -258,3 +258,66 @@ fn ambiguous_or_foreign_requests_are_refused() {
     let e = check(case, &HeaderMap::new(), case.body).unwrap_err();
     assert_eq!(e, Error::Missing);
 }
+
+#[test]
+fn an_unsigned_payload_is_signed_as_aws_sigv4_signs_it() {
+    let url = "https://s3.us-east-1.amazonaws.com/bucket/big%20object";
+    let identity = Credentials::new(AKID, SECRET, None, None, "test").into();
+    let mut s = settings("s3");
+    s.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("s3")
+        .time(UNIX_EPOCH + Duration::from_secs(NOW))
+        .settings(s)
+        .build()
+        .unwrap()
+        .into();
+    let host = ("host", "s3.us-east-1.amazonaws.com".to_string());
+    let signable = SignableRequest::new(
+        "PUT",
+        url,
+        [(host.0, host.1.as_str())].into_iter(),
+        SignableBody::UnsignedPayload,
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let (added, _) = instructions.into_parts();
+    let expected = added
+        .iter()
+        .find(|h| h.name() == "authorization")
+        .map(|h| h.value().to_string());
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        "host",
+        HeaderValue::from_static("s3.us-east-1.amazonaws.com"),
+    );
+    headers.insert(
+        "x-amz-content-sha256",
+        HeaderValue::from_static("UNSIGNED-PAYLOAD"),
+    );
+    let mut signer = Signer::new(
+        AKID,
+        SECRET.as_bytes(),
+        Scope {
+            service: "s3",
+            region: "us-east-1",
+        },
+    );
+    signer
+        .sign(
+            &Method::PUT,
+            &url.parse().unwrap(),
+            &mut headers,
+            b"the body is not hashed",
+            NOW as i64,
+        )
+        .unwrap();
+    assert_eq!(
+        headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string()),
+        expected
+    );
+}
