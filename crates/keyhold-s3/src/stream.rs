@@ -144,14 +144,15 @@ async fn open_piece(
     Ok(reader)
 }
 
-/// Plaintext bytes `[from, to)` of one piece, reading and opening only the chunks they lie in.
+/// Plaintext bytes `[from, to)` of one piece, reading and opening only the chunks they lie in:
+/// slices of the buffer read, opened in place (no copy).
 async fn read_window(
     reader: &dyn DataReader,
     key: &DataKey,
     size: u64,
     from: u64,
     to: u64,
-) -> io::Result<Vec<u8>> {
+) -> io::Result<Vec<Bytes>> {
     let n = chunk_count(size);
     let first = from / CHUNK as u64;
     let last = if to == from {
@@ -163,23 +164,23 @@ async fn read_window(
     let (end_off, end_len) = stored_span(size, last);
     let len = usize::try_from(end_off + end_len - start).map_err(io::Error::other)?;
     let mut buf = reader.read_at(start, len).await?;
-    let mut out = Vec::with_capacity(len);
+    // Each chunk is opened in place with its plaintext moved down over the tags before it (in
+    // the same pass), so the window leaves as one contiguous buffer.
     let mut at = 0usize;
+    let mut plain = 0usize;
     for i in first..=last {
         let (_, l) = stored_span(size, i);
         let l = l as usize;
-        let chunk = &mut buf[at..at + l];
         let m = key
-            .open_chunk(i, i == n - 1, chunk)
+            .open_chunk_within(i, i == n - 1, &mut buf[plain..at + l], at - plain)
             .map_err(|_| tampered())?;
-        out.extend_from_slice(&chunk[..m]);
+        plain += m;
         at += l;
     }
+    buf.truncate(plain);
     let skip = (from - first * CHUNK as u64) as usize;
     let keep = (to - from) as usize;
-    out.drain(..skip);
-    out.truncate(keep);
-    Ok(out)
+    Ok(vec![Bytes::from(buf).slice(skip..skip + keep)])
 }
 
 /// A download: plaintext bytes `[from, to)` of an object made of `pieces`. The first window
@@ -218,7 +219,7 @@ pub(crate) async fn read_data(
         })
         .collect::<Result<_, _>>()
         .map_err(|_| s3_error!(InternalError, "stored object metadata is damaged"))?;
-    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(READ_AHEAD);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<io::Result<Vec<Bytes>>>(READ_AHEAD);
     tokio::spawn(async move {
         for ((piece, from, to), key) in plan.into_iter().zip(keys) {
             let reader = match open_piece(objects.as_ref(), &piece, key.is_some()).await {
@@ -236,13 +237,13 @@ pub(crate) async fn read_data(
                     None => {
                         let len = usize::try_from(window_end - at).map_err(io::Error::other);
                         match len {
-                            Ok(n) => reader.read_at(at, n).await,
+                            Ok(n) => reader.read_at(at, n).await.map(|b| vec![Bytes::from(b)]),
                             Err(e) => Err(e),
                         }
                     }
                 };
                 let failed = result.is_err();
-                if tx.send(result.map(Bytes::from)).await.is_err() || failed {
+                if tx.send(result).await.is_err() || failed {
                     // The client went away, or the data did not authenticate.
                     return;
                 }
@@ -266,28 +267,34 @@ pub(crate) async fn read_data(
                 store_error(e)
             });
         }
-        None => Bytes::new(),
+        None => Vec::new(),
     };
     Ok(StreamingBlob::wrap(Download {
-        first: Some(first),
+        ready: first.into(),
         rx,
     }))
 }
 
+/// The body of a download: windows from the reading task, each a few slices.
 struct Download {
-    first: Option<Bytes>,
-    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    ready: std::collections::VecDeque<Bytes>,
+    rx: tokio::sync::mpsc::Receiver<io::Result<Vec<Bytes>>>,
 }
 
 impl futures::Stream for Download {
     type Item = io::Result<Bytes>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if let Some(b) = self.first.take() {
-            if !b.is_empty() {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
                 return Poll::Ready(Some(Ok(b)));
             }
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(window))) => self.ready.extend(window),
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            }
         }
-        self.rx.poll_recv(cx)
     }
 }
