@@ -287,6 +287,21 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
     for f in pathlib.Path(s.data_dir).rglob("*"):
         if f.is_file():
             assert key not in f.read_bytes(), f
+    # Bad SSE-C headers: a key of the wrong length, an MD5 that does not match, SSE-C with an
+    # aws:kms header. Nothing is written.
+    md5 = lambda k: base64.b64encode(hashlib.md5(k).digest()).decode()
+    for extra in (
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": os.urandom(16)},
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": base64.b64encode(key).decode(),
+         "SSECustomerKeyMD5": md5(other)},
+        {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key, "ServerSideEncryption": "aws:kms"},
+    ):
+        with pytest.raises(ClientError) as e:
+            mine.put_object(Bucket="private-bucket", Key="bad-c", Body=b"x", **extra)
+        assert (code(e), status(e)) == ("InvalidArgument", 400), extra
+    with pytest.raises(ClientError) as e:
+        mine.head_object(Bucket="private-bucket", Key="bad-c", **sse_c)
+    assert status(e) == 404
     # Copy out of SSE-C into SSE-KMS, then back into SSE-C under another key.
     cp = mine.copy_object(Bucket="private-bucket", Key="c2", CopySource="private-bucket/c",
                           CopySourceSSECustomerAlgorithm="AES256", CopySourceSSECustomerKey=key,
@@ -614,5 +629,36 @@ def test_a_kill_during_an_upload_leaves_nothing_visible(tmp_path):
         assert keys == ["kept"]
         assert s3.get_object(Bucket="crash-bucket", Key="kept")["Body"].read() == b"acknowledged"
         assert list((data / "objects" / "tmp").iterdir()) == []
+    finally:
+        s.stop()
+
+
+def test_virtual_hosted_style_requests(tmp_path):
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+    s = Server(["--dev", "--data-dir", str(tmp_path / "d"), "--s3-domain", "s3.test"])
+    try:
+        s.s3().create_bucket(Bucket="vhost-bucket")
+        port = s.s3_endpoint.rsplit(":", 1)[1]
+
+        def send(method, path, body=b""):
+            req = AWSRequest(method=method, url=f"http://vhost-bucket.s3.test:{port}{path}", data=body)
+            req.headers["x-amz-content-sha256"] = hashlib.sha256(body).hexdigest()
+            S3SigV4Auth(Credentials("test", "test"), "s3", REGION).add_auth(req)
+            head = [f"{method} {path} HTTP/1.1", f"Host: vhost-bucket.s3.test:{port}",
+                    f"Content-Length: {len(body)}", "Connection: close"]
+            head += [f"{k}: {v}" for k, v in req.headers.items() if k.lower() != "host"]
+            with socket.create_connection(("127.0.0.1", int(port))) as c:
+                c.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+                out = b""
+                while chunk := c.recv(65536):
+                    out += chunk
+            return out
+
+        assert b" 200 " in send("PUT", "/v/key.txt", b"virtual").split(b"\r\n")[0]
+        assert s.s3().get_object(Bucket="vhost-bucket", Key="v/key.txt")["Body"].read() == b"virtual"
+        got = send("GET", "/v/key.txt")
+        assert got.split(b"\r\n")[0].endswith(b"200 OK") and got.endswith(b"virtual")
     finally:
         s.stop()

@@ -232,6 +232,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         )),
         (None, false) => None,
     };
+    if plain && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing to serve plain HTTP on non-loopback address {}: listen on 127.0.0.1 or ::1, \
+             or serve TLS",
+            args.listen
+        ));
+    }
     if let Some(a) = s3_listen {
         if plain && !a.ip().is_loopback() {
             return Err(format!(
@@ -239,13 +246,6 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                  on 127.0.0.1 or ::1, or serve TLS"
             ));
         }
-    }
-    if plain && !args.listen.ip().is_loopback() {
-        return Err(format!(
-            "refusing to serve plain HTTP on non-loopback address {}: listen on 127.0.0.1 or ::1, \
-             or serve TLS",
-            args.listen
-        ));
     }
     let mut _temp = None;
     let (dir, dev) = if args.dev {

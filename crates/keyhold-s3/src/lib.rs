@@ -158,6 +158,49 @@ fn bounded(s: &str, max: usize) -> String {
     s[..end].to_string()
 }
 
+/// Virtual-hosted-style requests under one domain: `BUCKET.DOMAIN[:PORT]` names a bucket;
+/// the domain itself, or any other host (an IP address, `localhost`), is path style.
+struct VirtualHosts {
+    domain: String,
+}
+
+impl VirtualHosts {
+    fn new(domain: &str) -> Result<Self, String> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let valid = !domain.is_empty()
+            && domain.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(format!("--s3-domain {domain:?} is not a domain name"));
+        }
+        Ok(Self { domain })
+    }
+}
+
+impl s3s::host::S3Host for VirtualHosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> s3s::S3Result<s3s::host::VirtualHost<'a>> {
+        // The port, if any, is not part of the name.
+        let name = match host.rsplit_once(':') {
+            Some((n, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        let lower = name.to_ascii_lowercase();
+        match lower
+            .strip_suffix(&self.domain)
+            .and_then(|b| b.strip_suffix('.'))
+        {
+            Some(bucket) if !bucket.is_empty() => {
+                Ok(s3s::host::VirtualHost::new(self.domain.as_str())
+                    .with_bucket(bucket.to_string()))
+            }
+            _ => Ok(s3s::host::VirtualHost::new(self.domain.as_str())),
+        }
+    }
+}
+
 /// The `<Code>` of an S3 XML error body.
 fn error_code(body: &[u8]) -> Option<String> {
     let s = std::str::from_utf8(body).ok()?;
@@ -177,10 +220,15 @@ impl Gateway {
         let mut builder = S3ServiceBuilder::new(ops::S3Impl(inner.clone()));
         builder.set_auth(access::Auth(engine.clone()));
         builder.set_access(access::Access(engine));
+        // XML bodies (DeleteObjects of 1000 keys, CompleteMultipartUpload of 10,000 parts)
+        // fit in 4 MiB; larger ones are refused before they are buffered.
+        let mut config = s3s::config::S3Config::default();
+        config.xml_max_body_size = 4 * 1024 * 1024;
+        builder.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+            config,
+        ))));
         if let Some(domain) = &options.domain {
-            let host = s3s::host::SingleDomain::new(domain)
-                .map_err(|e| format!("--s3-domain {domain}: {e}"))?;
-            builder.set_host(host);
+            builder.set_host(VirtualHosts::new(domain)?);
         }
         Ok(Self {
             inner,
@@ -300,6 +348,21 @@ mod tests {
         );
         assert_eq!(error_code(b"<Error></Error>"), None);
         assert_eq!(error_code(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn virtual_hosts_name_buckets_under_the_domain_only() {
+        use s3s::host::S3Host as _;
+        let v = VirtualHosts::new("s3.example.com").unwrap();
+        let bucket = |h: &str| v.parse_host_header(h).unwrap().bucket().map(str::to_string);
+        assert_eq!(bucket("photos.s3.example.com"), Some("photos".into()));
+        assert_eq!(bucket("Photos.S3.Example.com:9443"), Some("photos".into()));
+        assert_eq!(bucket("a.b.s3.example.com"), Some("a.b".into()));
+        assert_eq!(bucket("s3.example.com:9443"), None);
+        assert_eq!(bucket("localhost:7090"), None);
+        assert_eq!(bucket("xs3.example.com"), None);
+        assert!(VirtualHosts::new("bad domain").is_err());
+        assert!(VirtualHosts::new("").is_err());
     }
 
     #[test]

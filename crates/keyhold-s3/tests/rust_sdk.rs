@@ -16,11 +16,16 @@ use keyhold_s3::{Gateway, GatewayOptions, LocalDir, Transport};
 struct Running {
     endpoint: String,
     audit: Arc<MemoryAuditLog>,
+    gateway: Arc<Gateway>,
     _dir: tempfile::TempDir,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 async fn start() -> Running {
+    start_with(GatewayOptions::default()).await
+}
+
+async fn start_with(options: GatewayOptions) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let root = keyhold_hsm::FileRootKey::create(&dir.path().join("root.key")).unwrap();
     let store = keyhold_store::SqliteStore::open(&dir.path().join("keyhold.db")).unwrap();
@@ -42,15 +47,15 @@ async fn start() -> Running {
         Some(dev),
     ));
     let objects = LocalDir::open(&dir.path().join("objects")).unwrap();
-    let gateway =
-        Arc::new(Gateway::new(engine, Arc::new(objects), GatewayOptions::default()).unwrap());
+    let gateway = Arc::new(Gateway::new(engine, Arc::new(objects), options).unwrap());
+    let serving = gateway.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let endpoint = format!("http://{}", listener.local_addr().unwrap());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
         let options = keyhold_server::ServerOptions::default();
         let handler = move |conn: keyhold_server::Connection, req| {
-            let g = gateway.clone();
+            let g = serving.clone();
             async move {
                 let t = Transport {
                     peer: conn.peer,
@@ -73,6 +78,7 @@ async fn start() -> Running {
     Running {
         endpoint,
         audit,
+        gateway,
         _dir: dir,
         _stop: tx,
     }
@@ -230,4 +236,45 @@ async fn the_rust_sdk_writes_reads_lists_and_uploads_in_parts() {
         .collect();
     assert_eq!(kms.len(), 1);
     assert_eq!(kms[0]["userIdentity"]["invokedBy"], "s3.amazonaws.com");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_never_completed_are_removed_by_the_maintenance_task() {
+    let s = start_with(GatewayOptions {
+        upload_expiry: std::time::Duration::ZERO,
+        ..GatewayOptions::default()
+    })
+    .await;
+    let c = client(&s.endpoint);
+    c.create_bucket().bucket("abandoned").send().await.unwrap();
+    let up = c
+        .create_multipart_upload()
+        .bucket("abandoned")
+        .key("never-done")
+        .send()
+        .await
+        .unwrap();
+    let id = up.upload_id().unwrap();
+    c.upload_part()
+        .bucket("abandoned")
+        .key("never-done")
+        .upload_id(id)
+        .part_number(1)
+        .body(ByteStream::from_static(b"part"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    assert_eq!(s.gateway.expire_uploads().await.unwrap(), 1);
+    let gone = c
+        .list_parts()
+        .bucket("abandoned")
+        .key("never-done")
+        .upload_id(id)
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gone.into_service_error().meta().code() == Some("NoSuchUpload"));
+    // With the upload gone the bucket is empty and can be deleted.
+    c.delete_bucket().bucket("abandoned").send().await.unwrap();
 }
