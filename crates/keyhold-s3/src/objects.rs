@@ -28,6 +28,16 @@ pub trait DataReader: Send + Sync {
     }
     /// Fills `buf` from `offset`; an error when the data ends before `buf` is full.
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>>;
+    /// Reads like [`DataReader::read_at`], then runs `then` on the bytes (decryption): a
+    /// store that reads on a blocking thread runs `then` there too, off the async threads.
+    async fn read_at_then(
+        &self,
+        offset: u64,
+        len: usize,
+        then: Box<dyn FnOnce(Vec<u8>) -> io::Result<bytes::Bytes> + Send>,
+    ) -> io::Result<bytes::Bytes> {
+        then(self.read_at(offset, len).await?)
+    }
 }
 
 /// Named pieces of ciphertext.
@@ -151,6 +161,23 @@ impl DataReader for LocalReader {
             let mut buf = vec![0u8; len];
             file.read_exact_at(&mut buf, offset)?;
             Ok(buf)
+        })
+        .await
+        .map_err(io::Error::other)?
+    }
+
+    async fn read_at_then(
+        &self,
+        offset: u64,
+        len: usize,
+        then: Box<dyn FnOnce(Vec<u8>) -> io::Result<bytes::Bytes> + Send>,
+    ) -> io::Result<bytes::Bytes> {
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt as _;
+            let mut buf = vec![0u8; len];
+            file.read_exact_at(&mut buf, offset)?;
+            then(buf)
         })
         .await
         .map_err(io::Error::other)?

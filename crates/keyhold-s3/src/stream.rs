@@ -144,11 +144,10 @@ async fn open_piece(
     Ok(reader)
 }
 
-/// Plaintext bytes `[from, to)` of one piece, reading and opening only the chunks they lie in:
-/// slices of the buffer read, opened in place (no copy).
+/// Plaintext bytes `[from, to)` of one piece, reading and opening only the chunks they lie in.
 async fn read_window(
     reader: &dyn DataReader,
-    key: &DataKey,
+    key: &Arc<DataKey>,
     size: u64,
     from: u64,
     to: u64,
@@ -163,24 +162,27 @@ async fn read_window(
     let (start, _) = stored_span(size, first);
     let (end_off, end_len) = stored_span(size, last);
     let len = usize::try_from(end_off + end_len - start).map_err(io::Error::other)?;
-    let mut buf = reader.read_at(start, len).await?;
-    // Each chunk is opened in place with its plaintext moved down over the tags before it (in
-    // the same pass), so the window leaves as one contiguous buffer.
-    let mut at = 0usize;
-    let mut plain = 0usize;
-    for i in first..=last {
-        let (_, l) = stored_span(size, i);
-        let l = l as usize;
-        let m = key
-            .open_chunk_within(i, i == n - 1, &mut buf[plain..at + l], at - plain)
-            .map_err(|_| tampered())?;
-        plain += m;
-        at += l;
-    }
-    buf.truncate(plain);
-    let skip = (from - first * CHUNK as u64) as usize;
-    let keep = (to - from) as usize;
-    Ok(vec![Bytes::from(buf).slice(skip..skip + keep)])
+    let key = key.clone();
+    let open = move |mut buf: Vec<u8>| -> io::Result<Bytes> {
+        // Each chunk is opened in place with its plaintext moved down over the tags before it
+        // (in the same pass), so the window leaves as one contiguous buffer.
+        let mut at = 0usize;
+        let mut plain = 0usize;
+        for i in first..=last {
+            let (_, l) = stored_span(size, i);
+            let l = l as usize;
+            let m = key
+                .open_chunk_within(i, i == n - 1, &mut buf[plain..at + l], at - plain)
+                .map_err(|_| tampered())?;
+            plain += m;
+            at += l;
+        }
+        buf.truncate(plain);
+        let skip = (from - first * CHUNK as u64) as usize;
+        let keep = (to - from) as usize;
+        Ok(Bytes::from(buf).slice(skip..skip + keep))
+    };
+    Ok(vec![reader.read_at_then(start, len, Box::new(open)).await?])
 }
 
 /// A download: plaintext bytes `[from, to)` of an object made of `pieces`. The first window
@@ -211,11 +213,12 @@ pub(crate) async fn read_data(
             plan.push((p.clone(), 0, 0));
         }
     }
-    let keys: Vec<Option<DataKey>> = plan
+    let keys: Vec<Option<Arc<DataKey>>> = plan
         .iter()
         .map(|(p, _, _)| {
             let mut id = [0u8; 16];
-            hex::decode_to_slice(&p.id, &mut id).map(|_| content.map(|c| DataKey::derive(c, &id)))
+            hex::decode_to_slice(&p.id, &mut id)
+                .map(|_| content.map(|c| Arc::new(DataKey::derive(c, &id))))
         })
         .collect::<Result<_, _>>()
         .map_err(|_| s3_error!(InternalError, "stored object metadata is damaged"))?;
