@@ -9,7 +9,8 @@
 //! - `access`: credentials and the access check (principal, operation name).
 //! - [`chunked`]: the stored format: AES-256-GCM in 64 KiB chunks bound to the data, its
 //!   index and the final flag.
-//! - [`sse`]: SSE headers as S3 checks them; SSE-C and Bucket Key wrapping.
+//! - [`sse`]: SSE headers as S3 checks them; SSE-C and Bucket Key wrapping; [`headers`]: the
+//!   tagging and copy-range headers.
 //! - `keys`: sealing and opening content keys per mode (owned key, KMS, customer key) and
 //!   the Bucket Key cache.
 //! - [`meta`]: the catalog documents; [`objects`]: where the ciphertext lives (a local
@@ -18,8 +19,10 @@
 #![forbid(unsafe_code)]
 
 mod access;
+#[cfg(feature = "backend")]
 pub mod backend;
 pub mod chunked;
+pub mod headers;
 mod keys;
 pub mod meta;
 pub mod objects;
@@ -35,6 +38,7 @@ use keyhold_kms::principal::Principal;
 use keyhold_kms::{Engine, RequestMeta, ServiceRequest};
 use s3s::service::{S3Service, S3ServiceBuilder};
 
+#[cfg(feature = "backend")]
 pub use backend::{BackendConfig, S3Backend};
 pub use objects::{LocalDir, ObjectStore};
 
