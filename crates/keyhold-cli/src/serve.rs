@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// port + 10 (127.0.0.1:7090 by default; an ephemeral port when --listen's is 0).
     #[arg(long, env = "KEYHOLD_S3_LISTEN", value_parser = listen_addr)]
     s3_listen: Option<SocketAddr>,
+    /// Serve `GET /metrics` (Prometheus text) and the health paths on this address (plain
+    /// HTTP) instead of on --listen.
+    #[arg(long, env = "KEYHOLD_METRICS_LISTEN", value_parser = listen_addr)]
+    metrics_listen: Option<SocketAddr>,
     /// Domain of virtual-hosted-style S3 requests (`BUCKET.DOMAIN`); path-style requests are
     /// always served.
     #[arg(long, env = "KEYHOLD_S3_DOMAIN")]
@@ -195,6 +199,9 @@ fn valid_region(r: &str) -> bool {
 
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), String> {
+    // Log lines are written by a thread of their own: a slow stderr never holds a request.
+    // Lines beyond its queue are dropped (and counted) rather than waited for.
+    let (writer, _log_guard) = tracing_appender::non_blocking(std::io::stderr());
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
@@ -202,7 +209,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 // logs its own faults.
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
         )
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     match args.log_format {
         LogFormat::Json => logs.json().init(),
         LogFormat::Text => logs
@@ -461,6 +468,39 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 )?))
             }
         };
+        let metrics = install_metrics()?;
+        let metrics_task = match args.metrics_listen {
+            Some(a) => {
+                let l = tokio::net::TcpListener::bind(a)
+                    .await
+                    .map_err(|e| format!("cannot listen on {a} (--metrics-listen): {e}"))?;
+                let (engine, handle) = (engine.clone(), metrics.clone());
+                let handler =
+                    move |_conn: keyhold_server::Connection,
+                          req: http::Request<hyper::body::Incoming>| {
+                        let answer = keyhold_server::operator_response(
+                            &engine,
+                            Some(&handle),
+                            req.method(),
+                            req.uri().path(),
+                        )
+                        .unwrap_or_else(|| {
+                            let mut r = http::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"not found\n"),
+                            ));
+                            *r.status_mut() = http::StatusCode::NOT_FOUND;
+                            r
+                        });
+                        async move { Ok::<_, std::convert::Infallible>(answer) }
+                    };
+                tracing::info!(listen = %a, "metrics and health on their own listener");
+                Some(tokio::spawn(async move {
+                    let options = ServerOptions::default();
+                    keyhold_server::serve(l, &options, shutdown_signal(), handler).await
+                }))
+            }
+            None => None,
+        };
         let listener = tokio::net::TcpListener::from_std(std_listener)
             .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
         let addr = listener
@@ -519,6 +559,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             Duration::from_secs(args.maintenance_secs.max(1)),
         );
         let mut options = ServerOptions {
+            // Served on the main listener unless they have their own.
+            metrics: metrics_task.is_none().then_some(metrics),
             max_inflight: args.max_inflight,
             max_connections_per_ip: args.max_connections_per_ip,
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
@@ -570,6 +612,30 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         tracing::info!("keyhold stopped");
         Ok::<(), String>(())
     })
+}
+
+/// Latency buckets of every `*_seconds` histogram (100 µs to 10 s).
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Installs the process's Prometheus recorder (histograms with [`LATENCY_BUCKETS`]) and keeps
+/// it tidy; the handle renders `/metrics`.
+fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, String> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .and_then(|b| b.install_recorder())
+        .map_err(|e| format!("cannot start the metrics recorder: {e}"))?;
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(handle)
 }
 
 /// Every `every`, aborts multipart uploads left incomplete past the gateway's expiry.

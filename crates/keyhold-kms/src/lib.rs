@@ -96,6 +96,30 @@ pub struct Refused<'a> {
     pub claimed_access_key_id: Option<&'a str>,
 }
 
+/// The one log line of a request, at info (`keyhold::request`): what was asked, by whom, of
+/// which key, and how it ended. Never a secret: names, ids and codes only.
+fn request_log(
+    meta: &RequestMeta,
+    operation: &str,
+    principal: Option<&Principal>,
+    key: Option<&str>,
+    error: Option<&KmsError>,
+    started: std::time::Instant,
+) {
+    tracing::info!(
+        target: "keyhold::request",
+        request_id = %meta.request_id,
+        operation,
+        principal = principal.map_or("-", |p| p.arn.as_str()),
+        key = key.unwrap_or("-"),
+        status = error.map_or(200, |e| e.code.http_status()),
+        error = error.map_or("-", |e| e.code.as_str()),
+        via = meta.via_service.as_deref().unwrap_or("-"),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+}
+
 /// The service principal of a `kms:ViaService` value (`s3.us-east-1.amazonaws.com` is
 /// `s3.amazonaws.com`), for the `invokedBy` of audit events.
 fn service_principal(via: &str) -> String {
@@ -253,6 +277,7 @@ impl Engine {
         if let Some(why) = self.audit.failure() {
             return Err(audit_failed(&why));
         }
+        let started = std::time::Instant::now();
         let result = request.run(self, principal, &mut rec);
         let invoker = meta.via_service.as_deref().map(service_principal);
         let err = result.as_ref().err();
@@ -278,10 +303,20 @@ impl Engine {
             event_source: audit::KMS_SOURCE,
             invoked_by: invoker.as_deref(),
         });
-        match recorded {
+        let result = match recorded {
             Ok(()) => result,
             Err(why) => Err(audit_failed(&why)),
-        }
+        };
+        let err = result.as_ref().err();
+        request_log(
+            meta,
+            op.name(),
+            Some(principal),
+            rec.resources.first().map(String::as_str),
+            err,
+            started,
+        );
+        result
     }
 
     /// Makes the audit log durable and signed up to here (at shutdown).
@@ -294,6 +329,15 @@ impl Engine {
     /// authenticated `principal`). Its body is not recorded (`requestParameters` is null):
     /// the event's size does not depend on what the client sent.
     pub fn audit_refused(&self, meta: &RequestMeta, refused: Refused<'_>, error: &KmsError) {
+        let name = ops::Operation::from_name(refused.op_name).map_or("unknown", |o| o.name());
+        request_log(
+            meta,
+            name,
+            refused.principal,
+            None,
+            Some(error),
+            std::time::Instant::now(),
+        );
         let _ = self.audit(&CallInfo {
             event_id: &uuid::Uuid::new_v4().to_string(),
             event_name: refused.op_name,
@@ -351,6 +395,18 @@ impl Engine {
             Some(why) => Err(audit_failed(&why)),
             None => Ok(()),
         }
+    }
+
+    /// Whether this node can do work: the audit log can be written and the store answers
+    /// (`/health/ready`).
+    pub fn ready(&self) -> Result<(), String> {
+        if let Some(why) = self.audit.failure() {
+            return Err(format!("the audit log cannot be written: {why}"));
+        }
+        self.store
+            .get_audit_head(&uuid::Uuid::new_v4().to_string())
+            .map(|_| ())
+            .map_err(|e| format!("the store does not answer: {e}"))
     }
 
     /// The S3 gateway's catalog of buckets, objects and uploads, in this engine's store.
@@ -632,9 +688,13 @@ impl Engine {
     pub(crate) fn key_record(&self, id: &KeyId) -> Result<Option<Arc<KeyRecord>>, KmsError> {
         if let Some(r) = self.keyring.record(id) {
             if r.valid_to.is_none_or(|t| t > self.clock.now_ms()) {
+                metrics::counter!("keyhold_key_cache_total", "kind" => "record", "result" => "hit")
+                    .increment(1);
                 return Ok(Some(r));
             }
         }
+        metrics::counter!("keyhold_key_cache_total", "kind" => "record", "result" => "miss")
+            .increment(1);
         let Some(mut rec) = self.store.get_key(id)? else {
             return Ok(None);
         };
@@ -659,8 +719,12 @@ impl Engine {
         version: u32,
     ) -> Result<Option<Arc<SecretBytes>>, KmsError> {
         if let Some(m) = self.keyring.material(id, version) {
+            metrics::counter!("keyhold_key_cache_total", "kind" => "material", "result" => "hit")
+                .increment(1);
             return Ok(Some(m));
         }
+        metrics::counter!("keyhold_key_cache_total", "kind" => "material", "result" => "miss")
+            .increment(1);
         let Some(v) = self.store.get_key_version(id, version)? else {
             return Ok(None);
         };

@@ -248,6 +248,7 @@ impl Gateway {
         transport: Transport,
         req: Request<hyper::body::Incoming>,
     ) -> Result<Response<s3s::Body>, s3s::HttpError> {
+        let started = std::time::Instant::now();
         let meta = RequestMeta {
             request_id: uuid::Uuid::new_v4().simple().to_string().to_uppercase(),
             source_ip: transport.peer.ip().to_string(),
@@ -299,6 +300,31 @@ impl Gateway {
             None
         };
         let s = exchange.lock();
+        let op = if s.operation.is_empty() {
+            "unknown".to_string()
+        } else {
+            s.operation.clone()
+        };
+        metrics::counter!(
+            "keyhold_s3_requests_total",
+            "operation" => op.clone(),
+            "code" => code.clone().unwrap_or_else(|| "OK".into())
+        )
+        .increment(1);
+        tracing::info!(
+            target: "keyhold::request",
+            request_id = %meta.request_id,
+            operation = %op,
+            principal = s.principal.as_ref().map_or("-", |p| p.arn.as_str()),
+            resource = s.resources.last().map_or("-", String::as_str),
+            status = status.as_u16(),
+            error = code.as_deref().unwrap_or("-"),
+            via = "s3",
+            latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "request"
+        );
+        metrics::histogram!("keyhold_s3_request_duration_seconds", "operation" => op)
+            .record(started.elapsed().as_secs_f64());
         let params = serde_json::Value::Object(s.parameters.clone());
         let message = code.as_ref().map(|_| status.to_string());
         let ev = ServiceRequest {

@@ -93,13 +93,15 @@ pub(crate) async fn handle(
         secure_transport: conn.tls,
     };
     let (parts, body) = req.into_parts();
-    if parts.method == Method::GET && parts.uri.path() == "/health" {
-        return Ok(response(
-            200,
-            &meta.request_id,
-            b"{\"status\":\"ok\"}".to_vec(),
-        ));
+    if let Some(r) = crate::operator_response(
+        &engine,
+        options.metrics.as_ref(),
+        &parts.method,
+        parts.uri.path(),
+    ) {
+        return Ok(r);
     }
+    let started = std::time::Instant::now();
     // The operation name, read once.
     // What the client sends into an audit event is bounded, so every event's size is too.
     let target = bounded(
@@ -127,6 +129,10 @@ pub(crate) async fn handle(
             },
         };
         engine.audit_refused(&meta, refused, &e);
+        // A refused request is counted under its operation when it named a known one (labels
+        // never carry what the client sent).
+        let op = Operation::from_name(&target).map_or("unknown", |o| o.name());
+        record(op, e.code.as_str(), started);
         error_response(&meta.request_id, &e)
     };
 
@@ -184,11 +190,13 @@ pub(crate) async fn handle(
     };
     // Overload: answer at once instead of queueing without bound.
     let Ok(_permit) = inflight.try_acquire_owned() else {
+        metrics::counter!("keyhold_requests_throttled_total").increment(1);
         return Ok(refuse(
             KmsError::new(ErrorCode::ThrottlingException, "Rate exceeded"),
             None,
         ));
     };
+    let _in_flight = InFlight::new();
     if parts.method != Method::POST || parts.uri.path() != "/" {
         return Ok(refuse(
             KmsError::new(
@@ -254,8 +262,36 @@ pub(crate) async fn handle(
             Err(e) => Err(KmsError::internal(e)),
         }
     };
-    Ok(match result.and_then(|r| r.to_json()) {
+    let answer = result.and_then(|r| r.to_json());
+    let code = answer.as_ref().err().map_or("OK", |e| e.code.as_str());
+    record(op.name(), code, started);
+    Ok(match answer {
         Ok(body) => response(200, &meta.request_id, body),
         Err(e) => error_response(&meta.request_id, &e),
     })
+}
+
+/// Counts a request in `keyhold_requests_in_flight` while it is alive.
+struct InFlight(metrics::Gauge);
+
+impl InFlight {
+    fn new() -> Self {
+        let g = metrics::gauge!("keyhold_requests_in_flight");
+        g.increment(1.0);
+        Self(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// Counts a finished request by operation and outcome, and its latency.
+fn record(operation: &'static str, code: &'static str, started: std::time::Instant) {
+    metrics::counter!("keyhold_requests_total", "operation" => operation, "code" => code)
+        .increment(1);
+    metrics::histogram!("keyhold_request_duration_seconds", "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
 }

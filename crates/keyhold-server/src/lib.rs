@@ -52,6 +52,9 @@ pub struct ServerOptions {
     pub idle_timeout: Duration,
     /// How long a client may take to send a request body.
     pub body_timeout: Duration,
+    /// Serves the Prometheus text of this recorder at `GET /metrics` (unauthenticated, as
+    /// Prometheus scrapes); not served when `None`.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 impl Default for ServerOptions {
@@ -65,6 +68,7 @@ impl Default for ServerOptions {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
+            metrics: None,
         }
     }
 }
@@ -209,6 +213,43 @@ where
         }
     }
     Ok(())
+}
+
+/// The answer to the unauthenticated operator paths (`/health`, `/health/live`,
+/// `/health/ready`, `/metrics`), or `None` for any other request.
+pub fn operator_response(
+    engine: &Engine,
+    metrics: Option<&metrics_exporter_prometheus::PrometheusHandle>,
+    method: &http::Method,
+    path: &str,
+) -> Option<http::Response<http_body_util::Full<bytes::Bytes>>> {
+    if method != http::Method::GET {
+        return None;
+    }
+    let (status, content_type, body) = match path {
+        "/health" | "/health/live" => (200, "application/json", "{\"status\":\"ok\"}".to_string()),
+        "/health/ready" => match engine.ready() {
+            Ok(()) => (
+                200,
+                "application/json",
+                "{\"status\":\"ready\"}".to_string(),
+            ),
+            Err(why) => (
+                503,
+                "application/json",
+                serde_json::json!({"status": "not ready", "reason": why}).to_string(),
+            ),
+        },
+        "/metrics" => (200, "text/plain; version=0.0.4", metrics?.render()),
+        _ => return None,
+    };
+    let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *r.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::OK);
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Some(r)
 }
 
 /// Every `every`, deletes imported key material past its ValidTo, destroys keys whose deletion

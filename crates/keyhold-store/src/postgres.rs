@@ -241,9 +241,18 @@ impl PgStore {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .try_send(job)
-            .map_err(|_| StoreError::Busy("every PostgreSQL connection is busy".into()))?;
-        rx.recv_timeout(CALL_TIMEOUT)
-            .map_err(|_| StoreError::Unavailable("PostgreSQL did not answer in time".into()))?
+            .map_err(|_| {
+                metrics::counter!("keyhold_store_pool_refused_total").increment(1);
+                StoreError::Busy("every PostgreSQL connection is busy".into())
+            })?;
+        // Calls waiting for or using a connection.
+        let busy = metrics::gauge!("keyhold_store_pool_in_use");
+        busy.increment(1.0);
+        let out = rx
+            .recv_timeout(CALL_TIMEOUT)
+            .map_err(|_| StoreError::Unavailable("PostgreSQL did not answer in time".into()));
+        busy.decrement(1.0);
+        out?
     }
 }
 
@@ -255,7 +264,8 @@ impl Backend for PgStore {
         kind: Tx,
         f: impl Fn(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.call(move |c| {
+        let started = std::time::Instant::now();
+        let result = self.call(move |c| {
             let mut tx = match kind {
                 // One statement needs no transaction of its own.
                 Tx::Read => return f(&mut PgConn(c)),
@@ -271,7 +281,9 @@ impl Backend for PgStore {
             let out = f(&mut PgConn(&mut tx))?;
             tx.commit().map_err(pg)?;
             Ok(out)
-        })
+        });
+        crate::sql::observe(kind, started, &result);
+        result
     }
 
     fn watch(&self, on_change: Box<dyn Fn(Option<KeyId>) + Send + Sync>) {

@@ -286,6 +286,26 @@ pub(crate) enum Tx {
     Snapshot,
 }
 
+impl Tx {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Snapshot => "snapshot",
+        }
+    }
+}
+
+/// Records how long one unit of work took (`keyhold_store_seconds{kind}`) and whether it
+/// failed (`keyhold_store_errors_total{kind}`).
+pub(crate) fn observe<T>(kind: Tx, started: std::time::Instant, r: &Result<T, StoreError>) {
+    metrics::histogram!("keyhold_store_seconds", "kind" => kind.label())
+        .record(started.elapsed().as_secs_f64());
+    if r.is_err() {
+        metrics::counter!("keyhold_store_errors_total", "kind" => kind.label()).increment(1);
+    }
+}
+
 /// A database the shared [`Store`] implementation runs on.
 pub(crate) trait Backend: Send + Sync {
     /// The backend's dialect.

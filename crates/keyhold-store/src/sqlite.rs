@@ -150,18 +150,23 @@ impl Backend for SqliteStore {
         kind: Tx,
         f: impl Fn(&mut dyn Conn) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let mut conn = self.conn();
-        let behavior = match kind {
-            Tx::Read => return f(&mut SqliteConn(&conn)),
-            // Takes the write lock at once, so two processes never deadlock upgrading.
-            Tx::Write => TransactionBehavior::Immediate,
-            Tx::Snapshot => TransactionBehavior::Deferred,
-        };
-        let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
-        // Dropping the transaction on an error rolls it back.
-        let out = f(&mut SqliteConn(&tx))?;
-        tx.commit().map_err(backend)?;
-        Ok(out)
+        let started = std::time::Instant::now();
+        let result = (|| {
+            let mut conn = self.conn();
+            let behavior = match kind {
+                Tx::Read => return f(&mut SqliteConn(&conn)),
+                // Takes the write lock at once, so two processes never deadlock upgrading.
+                Tx::Write => TransactionBehavior::Immediate,
+                Tx::Snapshot => TransactionBehavior::Deferred,
+            };
+            let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
+            // Dropping the transaction on an error rolls it back.
+            let out = f(&mut SqliteConn(&tx))?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })();
+        crate::sql::observe(kind, started, &result);
+        result
     }
 }
 

@@ -160,10 +160,13 @@ impl SegmentIo for FsSegments {
     }
 
     fn sync(&mut self) -> std::io::Result<()> {
-        match &self.file {
+        let started = std::time::Instant::now();
+        let r = match &self.file {
             Some(f) => f.sync_data(),
             None => Ok(()),
-        }
+        };
+        metrics::histogram!("keyhold_audit_fsync_seconds").record(started.elapsed().as_secs_f64());
+        r
     }
 
     fn truncate(&mut self, len: u64) -> std::io::Result<()> {
@@ -695,6 +698,9 @@ impl ChainedAuditLog {
         };
         let batch = std::mem::replace(&mut st.buf, Vec::with_capacity(64 * 1024));
         let upto = st.last_added;
+        // Events accepted but not yet in the segment file.
+        metrics::gauge!("keyhold_audit_pending_events")
+            .set(upto.saturating_sub(st.last_written) as f64);
         drop(st);
         let mut result = io.append(&batch);
         if result.is_ok() && self.options.fsync == FsyncMode::Always {

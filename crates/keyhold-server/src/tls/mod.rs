@@ -119,9 +119,18 @@ pub struct CertStore {
     current: RwLock<Arc<CertifiedKey>>,
 }
 
+/// Publishes when the served certificate expires
+/// (`keyhold_tls_certificate_expiry_timestamp_seconds`).
+fn note_expiry(cert: &CertifiedKey) {
+    if let Some(Ok((_, not_after))) = cert.cert.first().map(|c| validity(c.as_ref())) {
+        metrics::gauge!("keyhold_tls_certificate_expiry_timestamp_seconds").set(not_after as f64);
+    }
+}
+
 impl CertStore {
     /// A store serving `cert`.
     pub fn new(cert: Arc<CertifiedKey>) -> Self {
+        note_expiry(&cert);
         Self {
             current: RwLock::new(cert),
         }
@@ -129,6 +138,7 @@ impl CertStore {
 
     /// Serves `cert` from now on.
     pub fn replace(&self, cert: Arc<CertifiedKey>) {
+        note_expiry(&cert);
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = cert;
     }
 

@@ -14,6 +14,7 @@ mod hostile;
 mod import;
 mod keys;
 mod managed;
+mod operator;
 mod policies;
 mod rotation;
 mod tls;
