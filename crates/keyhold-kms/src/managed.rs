@@ -96,9 +96,29 @@ impl Engine {
         let Some((name, via, title)) = service(alias) else {
             return Ok(None);
         };
+        self.create_aws_key(
+            account,
+            alias,
+            format!("Default key that protects my {title} data when no other key is defined"),
+            policy(account, self.region(), via, title, name),
+            Some(ROTATION_DAYS),
+        )
+        .map(Some)
+    }
+
+    /// Makes a key AWS manages (an AWS managed or an AWS owned key) under `alias` in
+    /// `account`, once: a key another caller or node made first is the one returned.
+    pub(crate) fn create_aws_key(
+        &self,
+        account: &str,
+        alias: &AliasName,
+        description: String,
+        policy: String,
+        rotation_days: Option<u32>,
+    ) -> Result<KeyId, KmsError> {
         let _guard = self.lock_writes();
         if let Some(existing) = self.store().get_alias(account, alias)? {
-            return Ok(Some(existing.target));
+            return Ok(existing.target);
         }
         let id = KeyId::generate();
         let now = self.now_ms();
@@ -106,9 +126,7 @@ impl Engine {
         let key = KeyRecord {
             key_id: id,
             account: account.to_string(),
-            description: format!(
-                "Default key that protects my {title} data when no other key is defined"
-            ),
+            description,
             key_spec: KeySpec::SymmetricDefault,
             key_usage: KeyUsage::EncryptDecrypt,
             origin: Origin::AwsKms,
@@ -117,10 +135,10 @@ impl Engine {
             deletion_date: None,
             pending_window_days: None,
             current_version: 1,
-            policy: policy(account, self.region(), via, title, name),
+            policy,
             key_manager: KeyManager::Aws,
-            rotation_period_days: Some(ROTATION_DAYS),
-            next_rotation_at: Some(now + i64::from(ROTATION_DAYS) * DAY_MS),
+            rotation_period_days: rotation_days,
+            next_rotation_at: rotation_days.map(|d| now + i64::from(d) * DAY_MS),
             expiration_model: None,
             valid_to: None,
             material_digest: None,
@@ -145,13 +163,15 @@ impl Engine {
             .create_key(&key, Some(&version), &[], Some(&alias_rec))
         {
             Ok(()) => {
-                tracing::info!(%account, alias = %alias, key_id = %id, "AWS managed key created");
-                Ok(Some(id))
+                tracing::info!(%account, alias = %alias, key_id = %id, "AWS key created");
+                Ok(id)
             }
             // Another node made it first: use theirs.
-            Err(StoreError::AlreadyExists) => {
-                Ok(self.store().get_alias(account, alias)?.map(|a| a.target))
-            }
+            Err(StoreError::AlreadyExists) => self
+                .store()
+                .get_alias(account, alias)?
+                .map(|a| a.target)
+                .ok_or_else(|| KmsError::internal("AWS key alias vanished")),
             Err(e) => Err(e.into()),
         }
     }

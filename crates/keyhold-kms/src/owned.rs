@@ -7,9 +7,8 @@
 use keyhold_core::blob;
 use keyhold_core::context::EncryptionContext;
 use keyhold_core::ids::{AliasName, KeyId};
-use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::secret::SecretBytes;
-use keyhold_store::{AliasRecord, KeyRecord, KeyVersionRecord, StoreError};
+use keyhold_store::KeyRecord;
 
 use crate::error::{ErrorCode, KmsError};
 use crate::Engine;
@@ -50,63 +49,13 @@ impl Engine {
     }
 
     fn create_owned_key(&self, service: &str, alias: &AliasName) -> Result<KeyId, KmsError> {
-        let _guard = self.lock_writes();
-        if let Some(existing) = self.store().get_alias(OWNED_ACCOUNT, alias)? {
-            return Ok(existing.target);
-        }
-        let id = KeyId::generate();
-        let now = self.now_ms();
-        let material = SecretBytes::random(32).map_err(KmsError::internal)?;
-        let key = KeyRecord {
-            key_id: id,
-            account: OWNED_ACCOUNT.to_string(),
-            description: format!("AWS owned key of {service}"),
-            key_spec: KeySpec::SymmetricDefault,
-            key_usage: KeyUsage::EncryptDecrypt,
-            origin: Origin::AwsKms,
-            state: KeyState::Enabled,
-            created_at: now,
-            deletion_date: None,
-            pending_window_days: None,
-            current_version: 1,
-            policy: DENY_ALL.to_string(),
-            key_manager: KeyManager::Aws,
-            rotation_period_days: None,
-            next_rotation_at: None,
-            expiration_model: None,
-            valid_to: None,
-            material_digest: None,
-            custom_key_store_id: None,
-        };
-        let version = KeyVersionRecord {
-            key_id: id,
-            version: 1,
-            wrapped_material: self.wrap_material(&id, 1, &material)?,
-            created_at: now,
-            rotation_type: None,
-        };
-        let alias_rec = AliasRecord {
-            account: OWNED_ACCOUNT.to_string(),
-            name: alias.clone(),
-            target: id,
-            created_at: now,
-            updated_at: now,
-        };
-        match self
-            .store()
-            .create_key(&key, Some(&version), &[], Some(&alias_rec))
-        {
-            Ok(()) => {
-                tracing::info!(%service, key_id = %id, "AWS owned key created");
-                Ok(id)
-            }
-            Err(StoreError::AlreadyExists) => self
-                .store()
-                .get_alias(OWNED_ACCOUNT, alias)?
-                .map(|a| a.target)
-                .ok_or_else(|| KmsError::internal("owned key alias vanished")),
-            Err(e) => Err(e.into()),
-        }
+        self.create_aws_key(
+            OWNED_ACCOUNT,
+            alias,
+            format!("AWS owned key of {service}"),
+            DENY_ALL.to_string(),
+            None,
+        )
     }
 
     /// Seals `plaintext` (a data key) under `service`'s owned key, bound to `context`. Not a

@@ -156,14 +156,9 @@ impl DataReader for LocalReader {
 
     async fn read_at(&self, offset: u64, len: usize) -> io::Result<Vec<u8>> {
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt as _;
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)?;
-            Ok(buf)
-        })
-        .await
-        .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || read_exact_at(&file, offset, len))
+            .await
+            .map_err(io::Error::other)?
     }
 
     async fn read_at_then(
@@ -173,15 +168,18 @@ impl DataReader for LocalReader {
         then: Box<dyn FnOnce(Vec<u8>) -> io::Result<bytes::Bytes> + Send>,
     ) -> io::Result<bytes::Bytes> {
         let file = self.file.clone();
-        tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt as _;
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, offset)?;
-            then(buf)
-        })
-        .await
-        .map_err(io::Error::other)?
+        tokio::task::spawn_blocking(move || then(read_exact_at(&file, offset, len)?))
+            .await
+            .map_err(io::Error::other)?
     }
+}
+
+/// `len` bytes of `file` from `offset` (blocking).
+fn read_exact_at(file: &std::fs::File, offset: u64, len: usize) -> io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt as _;
+    let mut buf = vec![0u8; len];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(buf)
 }
 
 #[async_trait::async_trait]

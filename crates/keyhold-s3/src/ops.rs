@@ -656,7 +656,88 @@ enum Entry {
 /// The greatest character: a cursor of `prefix` + it is after every key under `prefix`.
 const AFTER_ALL: char = '\u{10FFFF}';
 
+/// One page of a listing, as both ListObjects versions return it.
+struct Page {
+    contents: Option<Vec<Object>>,
+    prefixes: Option<Vec<CommonPrefix>>,
+    /// Where the next page starts, when there is one.
+    next: Option<String>,
+    /// The last key or prefix on this page.
+    last: Option<String>,
+    max: i32,
+    count: i32,
+    encode: bool,
+}
+
+impl Page {
+    /// A name as returned: URL-encoded with `EncodingType=url`.
+    fn encode(&self, s: Option<String>) -> Option<String> {
+        if self.encode {
+            s.map(|s| url_encode(&s))
+        } else {
+            s
+        }
+    }
+}
+
 impl S3Impl {
+    /// One page of a bucket's listing for ListObjects and ListObjectsV2.
+    #[allow(clippy::too_many_arguments)]
+    async fn listing(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        prefix: Option<&str>,
+        delimiter: Option<&str>,
+        cursor: String,
+        max_keys: Option<i32>,
+        encoding: Option<&EncodingType>,
+        with_owner: bool,
+    ) -> S3Result<Page> {
+        let (b, _) = self.bucket(ctx, bucket).await?;
+        let max = max_keys_of(max_keys)?;
+        let encode = match encoding.map(EncodingType::as_str) {
+            None => false,
+            Some(EncodingType::URL) => true,
+            Some(_) => {
+                return Err(s3_error!(
+                    InvalidArgument,
+                    "Invalid Encoding Method specified in Request"
+                ))
+            }
+        };
+        let (entries, next) = self
+            .list(bucket, prefix.unwrap_or(""), delimiter, cursor, max)
+            .await?;
+        let owner = with_owner.then(|| owner_of(&b.account));
+        let mut contents = Vec::new();
+        let mut prefixes = Vec::new();
+        let mut last = None;
+        for e in &entries {
+            match e {
+                Entry::Object(r) => {
+                    last = Some(r.key.clone());
+                    contents.push(Self::object_entry(r, owner.clone(), encode)?);
+                }
+                Entry::Prefix(p) => {
+                    last = Some(p.clone());
+                    prefixes.push(CommonPrefix {
+                        prefix: Some(if encode { url_encode(p) } else { p.clone() }),
+                    });
+                }
+            }
+        }
+        Ok(Page {
+            contents: (!contents.is_empty()).then_some(contents),
+            prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            next,
+            last,
+            max: i32::try_from(max).unwrap_or(1000),
+            count: i32::try_from(entries.len()).unwrap_or(0),
+            encode,
+        })
+    }
+
     /// Lists a bucket's keys after `cursor` under `prefix`, rolling keys up to common
     /// prefixes at `delimiter`; at most `max` entries, and whether more follow (with the cursor
     /// to resume from).
@@ -765,7 +846,7 @@ fn cursor_of(token: &str) -> S3Result<String> {
         })
 }
 
-fn max_keys(m: Option<i32>) -> S3Result<usize> {
+fn max_keys_of(m: Option<i32>) -> S3Result<usize> {
     match m {
         None => Ok(1000),
         Some(n) if n < 0 => Err(s3_error!(
@@ -1091,49 +1172,29 @@ impl S3 for S3Impl {
             .0
             .keys
             .seal(ctx.caller(), &input.bucket, &input.key, &sse)?;
-        let mut sent = Checksums {
-            crc32: input.checksum_crc32,
-            crc32c: input.checksum_crc32c,
-            sha1: input.checksum_sha1,
-            sha256: input.checksum_sha256,
-            crc64nvme: input.checksum_crc64nvme,
+        let checks = BodyChecks {
+            content_md5: input.content_md5.clone(),
+            algorithm: input.checksum_algorithm.clone(),
+            sent: Checksums {
+                crc32: input.checksum_crc32,
+                crc32c: input.checksum_crc32c,
+                sha1: input.checksum_sha1,
+                sha256: input.checksum_sha256,
+                crc64nvme: input.checksum_crc64nvme,
+            },
+            trailer,
+            trailers,
+            declared: input.content_length.and_then(|n| u64::try_from(n).ok()),
         };
-        let md5_etag = matches!(sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
-        let mut digests = Digests {
-            md5: (md5_etag || input.content_md5.is_some()).then(s3s::crypto::Md5::default),
-            checksum: checksum_hasher(
-                input.checksum_algorithm.as_ref(),
-                &sent,
-                trailer.as_deref(),
-            )?,
-        };
-        let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
-        let piece = write_data(
-            self.0.objects.as_ref(),
-            cipher(&sealed, &content),
-            body,
-            &mut digests,
-            self.0.options.max_object_size,
-            declared,
-        )
-        .await?;
-        let checked = (|| {
-            let md5 = content_md5_check(input.content_md5.as_deref(), digests.md5.take())?;
-            sent.add_trailers(trailers.as_ref())?;
-            let checksum = sent.verify(std::mem::take(&mut digests.checksum).finalize())?;
-            Ok::<_, s3s::S3Error>((md5, checksum))
-        })();
-        let (md5, checksum) = match checked {
-            Ok(x) => x,
-            Err(e) => {
-                self.0.delete_pieces([piece]).await;
-                return Err(e);
-            }
-        };
-        let etag = match (md5_etag, md5) {
-            (true, Some(d)) => hex::encode(d),
-            _ => random_etag(),
-        };
+        let (piece, etag, checksum) = self
+            .store_body(
+                &sealed,
+                &content,
+                body,
+                checks,
+                self.0.options.max_object_size,
+            )
+            .await?;
         ctx.exchange.param(
             "x-amz-server-side-encryption",
             sealed.algorithm().unwrap_or("SSE-C"),
@@ -1447,23 +1508,6 @@ impl S3 for S3Impl {
         let ctx = self.ctx(&req)?;
         let input = req.input;
         ctx.exchange.set_target(&input.bucket, None);
-        let (b, _) = self.bucket(&ctx, &input.bucket).await?;
-        let max = max_keys(input.max_keys)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        if input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() != EncodingType::URL)
-        {
-            return Err(s3_error!(
-                InvalidArgument,
-                "Invalid Encoding Method specified in Request"
-            ));
-        }
         let mut cursor = input.start_after.clone().unwrap_or_default();
         if let Some(t) = &input.continuation_token {
             let c = cursor_of(t)?;
@@ -1471,43 +1515,32 @@ impl S3 for S3Impl {
                 cursor = c;
             }
         }
-        let (entries, next) = self
-            .list(
+        let page = self
+            .listing(
+                &ctx,
                 &input.bucket,
-                &prefix,
+                input.prefix.as_deref(),
                 input.delimiter.as_deref(),
                 cursor,
-                max,
+                input.max_keys,
+                input.encoding_type.as_ref(),
+                input.fetch_owner.unwrap_or(false),
             )
             .await?;
-        let owner = input
-            .fetch_owner
-            .unwrap_or(false)
-            .then(|| owner_of(&b.account));
-        let mut contents = Vec::new();
-        let mut prefixes = Vec::new();
-        for e in &entries {
-            match e {
-                Entry::Object(r) => contents.push(Self::object_entry(r, owner.clone(), encode)?),
-                Entry::Prefix(p) => prefixes.push(CommonPrefix {
-                    prefix: Some(if encode { url_encode(p) } else { p.clone() }),
-                }),
-            }
-        }
-        let enc = |s: Option<String>| if encode { s.map(|s| url_encode(&s)) } else { s };
+        let enc = |s: Option<String>| page.encode(s);
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: enc(input.prefix),
             delimiter: enc(input.delimiter),
-            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
-            key_count: Some(i32::try_from(entries.len()).unwrap_or(0)),
-            is_truncated: Some(next.is_some()),
+            max_keys: Some(page.max),
+            key_count: Some(page.count),
+            is_truncated: Some(page.next.is_some()),
             continuation_token: input.continuation_token,
-            next_continuation_token: next.as_deref().map(token_of),
+            next_continuation_token: page.next.as_deref().map(token_of),
             start_after: enc(input.start_after),
             encoding_type: input.encoding_type,
-            contents: (!contents.is_empty()).then_some(contents),
-            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            contents: page.contents,
+            common_prefixes: page.prefixes,
             ..Default::default()
         }))
     }
@@ -1519,53 +1552,34 @@ impl S3 for S3Impl {
         let ctx = self.ctx(&req)?;
         let input = req.input;
         ctx.exchange.set_target(&input.bucket, None);
-        let (b, _) = self.bucket(&ctx, &input.bucket).await?;
-        let max = max_keys(input.max_keys)?;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let encode = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == EncodingType::URL);
-        let cursor = input.marker.clone().unwrap_or_default();
-        let (entries, next) = self
-            .list(
+        let page = self
+            .listing(
+                &ctx,
                 &input.bucket,
-                &prefix,
+                input.prefix.as_deref(),
                 input.delimiter.as_deref(),
-                cursor,
-                max,
+                input.marker.clone().unwrap_or_default(),
+                input.max_keys,
+                input.encoding_type.as_ref(),
+                true,
             )
             .await?;
-        let owner = Some(owner_of(&b.account));
-        let mut contents = Vec::new();
-        let mut prefixes = Vec::new();
-        let mut last = None;
-        for e in &entries {
-            match e {
-                Entry::Object(r) => {
-                    last = Some(r.key.clone());
-                    contents.push(Self::object_entry(r, owner.clone(), encode)?);
-                }
-                Entry::Prefix(p) => {
-                    last = Some(p.clone());
-                    prefixes.push(CommonPrefix {
-                        prefix: Some(if encode { url_encode(p) } else { p.clone() }),
-                    });
-                }
-            }
-        }
-        let enc = |s: Option<String>| if encode { s.map(|s| url_encode(&s)) } else { s };
+        let enc = |s: Option<String>| page.encode(s);
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
             prefix: enc(input.prefix),
             delimiter: enc(input.delimiter),
             marker: enc(input.marker),
-            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
-            is_truncated: Some(next.is_some()),
-            next_marker: if next.is_some() { enc(last) } else { None },
+            max_keys: Some(page.max),
+            is_truncated: Some(page.next.is_some()),
+            next_marker: if page.next.is_some() {
+                enc(page.last.clone())
+            } else {
+                None
+            },
             encoding_type: input.encoding_type,
-            contents: (!contents.is_empty()).then_some(contents),
-            common_prefixes: (!prefixes.is_empty()).then_some(prefixes),
+            contents: page.contents,
+            common_prefixes: page.prefixes,
             ..Default::default()
         }))
     }
@@ -1681,37 +1695,18 @@ impl S3 for S3Impl {
             src.size,
         )
         .await?;
-        let md5_etag = matches!(sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
-        let mut digests = Digests {
-            md5: md5_etag.then(s3s::crypto::Md5::default),
-            checksum: Default::default(),
+        // The copy keeps the source's checksum algorithm, computed anew over what is written.
+        let checks = BodyChecks {
+            trailer: src
+                .checksum
+                .as_ref()
+                .map(|c| format!("x-amz-checksum-{}", c.algorithm.to_ascii_lowercase())),
+            declared: Some(src.size),
+            ..BodyChecks::default()
         };
-        if let Some(c) = &src.checksum {
-            digests.checksum = checksum_hasher(
-                None,
-                &Checksums::default(),
-                Some(&format!(
-                    "x-amz-checksum-{}",
-                    c.algorithm.to_ascii_lowercase()
-                )),
-            )?;
-        }
-        let piece = write_data(
-            self.0.objects.as_ref(),
-            cipher(&sealed, &content),
-            body,
-            &mut digests,
-            MAX_COPY,
-            Some(src.size),
-        )
-        .await?;
-        let md5 = content_md5_check(None, digests.md5.take())?;
-        let checksum =
-            Checksums::default().verify(std::mem::take(&mut digests.checksum).finalize())?;
-        let etag = match (md5_etag, md5) {
-            (true, Some(d)) => hex::encode(d),
-            _ => random_etag(),
-        };
+        let (piece, etag, checksum) = self
+            .store_body(&sealed, &content, body, checks, MAX_COPY)
+            .await?;
         let now = now_ms();
         let meta = ObjectMeta {
             size: piece.size,
@@ -1912,49 +1907,29 @@ impl S3 for S3Impl {
         let Some(body) = input.body else {
             return Err(s3_error!(IncompleteBody, "You did not provide the number of bytes specified by the Content-Length HTTP header."));
         };
-        let mut sent = Checksums {
-            crc32: input.checksum_crc32,
-            crc32c: input.checksum_crc32c,
-            sha1: input.checksum_sha1,
-            sha256: input.checksum_sha256,
-            crc64nvme: input.checksum_crc64nvme,
+        let checks = BodyChecks {
+            content_md5: input.content_md5.clone(),
+            algorithm: input.checksum_algorithm.clone(),
+            sent: Checksums {
+                crc32: input.checksum_crc32,
+                crc32c: input.checksum_crc32c,
+                sha1: input.checksum_sha1,
+                sha256: input.checksum_sha256,
+                crc64nvme: input.checksum_crc64nvme,
+            },
+            trailer,
+            trailers,
+            declared: input.content_length.and_then(|n| u64::try_from(n).ok()),
         };
-        let md5_etag = matches!(up.sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
-        let mut digests = Digests {
-            md5: (md5_etag || input.content_md5.is_some()).then(s3s::crypto::Md5::default),
-            checksum: checksum_hasher(
-                input.checksum_algorithm.as_ref(),
-                &sent,
-                trailer.as_deref(),
-            )?,
-        };
-        let declared = input.content_length.and_then(|n| u64::try_from(n).ok());
-        let piece = write_data(
-            self.0.objects.as_ref(),
-            cipher(&up.sealed, &content),
-            body,
-            &mut digests,
-            self.0.options.max_object_size,
-            declared,
-        )
-        .await?;
-        let checked = (|| {
-            let md5 = content_md5_check(input.content_md5.as_deref(), digests.md5.take())?;
-            sent.add_trailers(trailers.as_ref())?;
-            let checksum = sent.verify(std::mem::take(&mut digests.checksum).finalize())?;
-            Ok::<_, s3s::S3Error>((md5, checksum))
-        })();
-        let (md5, checksum) = match checked {
-            Ok(x) => x,
-            Err(e) => {
-                self.0.delete_pieces([piece]).await;
-                return Err(e);
-            }
-        };
-        let etag = match (md5_etag, md5) {
-            (true, Some(d)) => hex::encode(d),
-            _ => random_etag(),
-        };
+        let (piece, etag, checksum) = self
+            .store_body(
+                &up.sealed,
+                &content,
+                body,
+                checks,
+                self.0.options.max_object_size,
+            )
+            .await?;
         let checksum = checksum.map(|c| StoredChecksum { kind: None, ..c });
         self.store_part(
             &input.upload_id,
@@ -2051,24 +2026,19 @@ impl S3 for S3Impl {
             to,
         )
         .await?;
-        let md5_etag = matches!(up.sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
-        let mut digests = Digests {
-            md5: md5_etag.then(s3s::crypto::Md5::default),
-            checksum: Default::default(),
+        let checks = BodyChecks {
+            declared: Some(to - from),
+            ..BodyChecks::default()
         };
-        let piece = write_data(
-            self.0.objects.as_ref(),
-            cipher(&up.sealed, &content),
-            body,
-            &mut digests,
-            self.0.options.max_object_size,
-            Some(to - from),
-        )
-        .await?;
-        let etag = match content_md5_check(None, digests.md5.take())? {
-            Some(d) => hex::encode(d),
-            None => random_etag(),
-        };
+        let (piece, etag, _) = self
+            .store_body(
+                &up.sealed,
+                &content,
+                body,
+                checks,
+                self.0.options.max_object_size,
+            )
+            .await?;
         self.store_part(&input.upload_id, part_number, &etag, piece, None)
             .await?;
         let h = sse_headers(&up.sealed);
@@ -2470,7 +2440,75 @@ impl S3 for S3Impl {
     }
 }
 
+/// What a body is checked against as it is stored.
+#[derive(Default)]
+struct BodyChecks {
+    /// `Content-MD5`, base64.
+    content_md5: Option<String>,
+    /// `x-amz-sdk-checksum-algorithm`.
+    algorithm: Option<ChecksumAlgorithm>,
+    /// `x-amz-checksum-*` headers sent.
+    sent: Checksums,
+    /// `x-amz-trailer`: the checksums that follow the body.
+    trailer: Option<String>,
+    /// The trailers, once the body has been read.
+    trailers: Option<s3s::TrailingHeaders>,
+    /// The length the client declared.
+    declared: Option<u64>,
+}
+
 impl S3Impl {
+    /// Hashes, encrypts and stores `body` as a new piece, then checks its MD5 and checksums
+    /// (deleting the piece when one does not match). The piece, the ETag (the MD5 where S3's
+    /// rule makes it one, else random) and the checksum to keep.
+    async fn store_body(
+        &self,
+        sealed: &Sealed,
+        content: &crate::chunked::ContentKey,
+        body: StreamingBlob,
+        mut checks: BodyChecks,
+        max: u64,
+    ) -> S3Result<(DataRef, String, Option<StoredChecksum>)> {
+        let md5_etag = matches!(sealed, Sealed::S3 { .. } | Sealed::Unencrypted);
+        let mut digests = Digests {
+            md5: (md5_etag || checks.content_md5.is_some()).then(s3s::crypto::Md5::default),
+            checksum: checksum_hasher(
+                checks.algorithm.as_ref(),
+                &checks.sent,
+                checks.trailer.as_deref(),
+            )?,
+        };
+        let piece = write_data(
+            self.0.objects.as_ref(),
+            cipher(sealed, content),
+            body,
+            &mut digests,
+            max,
+            checks.declared,
+        )
+        .await?;
+        let checked = (|| {
+            let md5 = content_md5_check(checks.content_md5.as_deref(), digests.md5.take())?;
+            checks.sent.add_trailers(checks.trailers.as_ref())?;
+            let checksum = checks
+                .sent
+                .verify(std::mem::take(&mut digests.checksum).finalize())?;
+            Ok::<_, s3s::S3Error>((md5, checksum))
+        })();
+        let (md5, checksum) = match checked {
+            Ok(x) => x,
+            Err(e) => {
+                self.0.delete_pieces([piece]).await;
+                return Err(e);
+            }
+        };
+        let etag = match (md5_etag, md5) {
+            (true, Some(d)) => hex::encode(d),
+            _ => random_etag(),
+        };
+        Ok((piece, etag, checksum))
+    }
+
     async fn set_tags(&self, bucket: &str, key: &str, tags: Vec<(String, String)>) -> S3Result<()> {
         // A concurrent write of the object retries the change on the new version.
         for _ in 0..5 {
