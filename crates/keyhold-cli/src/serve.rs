@@ -103,8 +103,13 @@ pub struct ServeArgs {
     dev_secret_access_key: String,
     /// When audit writes are fsynced: `interval` (at least every 100 ms) or `always` (before
     /// each response, with group commit).
-    #[arg(long, env = "KEYHOLD_AUDIT_FSYNC", default_value = "interval")]
-    audit_fsync: String,
+    #[arg(
+        long,
+        env = "KEYHOLD_AUDIT_FSYNC",
+        value_enum,
+        default_value = "interval"
+    )]
+    audit_fsync: AuditFsync,
     /// Keep the state in PostgreSQL (`postgres://user@host/db`) instead of the SQLite file in
     /// the data dir; several keyhold nodes can share it (see the README).
     #[arg(long, env = "KEYHOLD_STORE", hide_env_values = true)]
@@ -156,6 +161,15 @@ pub struct ServeArgs {
 /// With a shared store, the longest a node may serve key state cached before another node
 /// changed it (disable, delete, policy, alias, grant), should a change notification be lost.
 const SHARED_STALENESS: Duration = Duration::from_secs(1);
+
+/// When audit writes are fsynced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFsync {
+    /// At least every 100 ms.
+    Interval,
+    /// Before each response, with group commit.
+    Always,
+}
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -307,10 +321,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let (root, store) = dir.open()?;
     let store: Arc<dyn keyhold_store::Store> = Arc::from(store);
     let root_for_tls = root.clone();
-    let fsync = match args.audit_fsync.as_str() {
-        "always" => FsyncMode::Always,
-        "interval" => FsyncMode::Interval(Duration::from_millis(100)),
-        other => return Err(format!("--audit-fsync {other:?}: use always or interval")),
+    let fsync = match args.audit_fsync {
+        AuditFsync::Always => FsyncMode::Always,
+        AuditFsync::Interval => FsyncMode::Interval(Duration::from_millis(100)),
     };
     let audit_options = AuditOptions {
         fsync,
