@@ -65,3 +65,23 @@ def test_bench_reads_the_endpoint_from_the_aws_environment(dev_server):
     # No --endpoint: AWS_ENDPOINT_URL, as the AWS CLI and SDKs read it.
     out = bench("--op", "encrypt", duration="0.3", env={"AWS_ENDPOINT_URL": dev_server.endpoint})
     assert out["endpoint"] == dev_server.endpoint and out["target"]["requests"] > 0
+
+
+def test_bench_s3_against_a_server_and_in_process(tmp_path):
+    s = Server(["--dev", "--data-dir", str(tmp_path / "d")])
+    try:
+        for sse in ("s3", "kms", "kms-bucket-key"):
+            out = bench("--s3", "put", "--sse", sse, "--object-size", "256K",
+                        "--s3-endpoint", s.s3_endpoint, duration="0.5")
+            assert out["target"]["requests"] > 0 and out["target"]["errors"] == {}, (sse, out)
+        out = bench("--s3", "get", "--object-size", "1M", "--s3-endpoint", s.s3_endpoint,
+                    duration="0.5")
+        assert out["target"]["bytes"] == out["target"]["requests"] * 1024 * 1024
+    finally:
+        s.stop()
+    out = bench("--s3", "get", "--sse", "kms-bucket-key", "--object-size", "1M", "--in-process",
+                "--baseline", duration="0.5")
+    assert out["ratio"] > 0 and out["baseline"]["errors"] == {} and out["peak_rss_mib"] > 0
+    # Encryption off exists only on the benchmark's own gateway.
+    p = run_keyhold("bench", "--s3", "put", "--sse", "none", "--duration", "0.2")
+    assert p.returncode != 0 and "--in-process" in p.stderr
