@@ -540,6 +540,13 @@ def test_malformed_xml_and_short_bodies(dev, s3):
     with pytest.raises(ClientError) as e:
         s3.head_object(Bucket="bucket-one", Key="short")
     assert status(e) == 404
+    # An error answered (perhaps) before the body was read closes the connection, so an unread
+    # body is never taken for the next request (boto3 sends Expect: 100-continue and may then
+    # skip the body).
+    out = raw_request(dev.s3_endpoint, "PUT", "/bucket-one/bad-sse", b"abc",
+                      headers={"Expect": "100-continue", "x-amz-server-side-encryption": "bogus"})
+    head = out.split(b"\r\n\r\n")[0].lower()
+    assert b" 400 " in head.split(b"\r\n")[0] and b"connection: close" in head
     # The server is unaffected.
     s3.put_object(Bucket="bucket-one", Key="after", Body=b"ok")
     assert s3.get_object(Bucket="bucket-one", Key="after")["Body"].read() == b"ok"

@@ -266,6 +266,16 @@ impl Gateway {
             .or_else(|| presigned_access_key_id(req.uri()))
             .map(|a| bounded(&a, 128));
         let exchange = Arc::new(Exchange::default());
+        // An HTTP/1 request that carries a body (clients send `Expect: 100-continue` with most),
+        // answered with an error perhaps before the body was read: the connection is closed
+        // after the answer, so no unread body can be taken for the next request.
+        let has_body = req.version() <= http::Version::HTTP_11
+            && (req.headers().contains_key(http::header::TRANSFER_ENCODING)
+                || req
+                    .headers()
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v != "0"));
         let refusal = self
             .inner
             .engine
@@ -287,6 +297,12 @@ impl Gateway {
         };
         if let Ok(v) = HeaderValue::from_str(&meta.request_id) {
             response.headers_mut().insert("x-amz-request-id", v);
+        }
+        if has_body && (response.status().is_client_error() || response.status().is_server_error())
+        {
+            response
+                .headers_mut()
+                .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
         }
         // The audit event: an error's code comes from its XML body (small and complete).
         let status = response.status();
