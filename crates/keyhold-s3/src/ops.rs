@@ -636,6 +636,29 @@ fn check_conditions(
     Ok(())
 }
 
+/// The bytes `[from, to)` a `Range` asks of an object of `size` bytes, and its
+/// `Content-Range`; the whole object without one.
+fn span_of(range: Option<&Range>, size: u64) -> S3Result<(u64, u64, Option<String>)> {
+    match range {
+        None => Ok((0, size, None)),
+        Some(r) => {
+            let span = r
+                .check(size)
+                .map_err(|_| s3_error!(InvalidRange, "The requested range is not satisfiable"))?;
+            let header = format!("bytes {}-{}/{size}", span.start, span.end - 1);
+            Ok((span.start, span.end, Some(header)))
+        }
+    }
+}
+
+/// The conditional headers of a read.
+struct Preconditions<'a> {
+    if_match: Option<&'a ETagCondition>,
+    if_unmodified_since: Option<&'a Timestamp>,
+    if_none_match: Option<&'a ETagCondition>,
+    if_modified_since: Option<&'a Timestamp>,
+}
+
 /// Percent-encodes a key for `EncodingType=url` listings.
 fn url_encode(s: &str) -> String {
     const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -1240,39 +1263,31 @@ impl S3 for S3Impl {
     ) -> S3Result<S3Response<GetObjectOutput>> {
         let ctx = self.ctx(&req)?;
         let input = req.input;
-        ctx.exchange.set_target(&input.bucket, Some(&input.key));
-        self.bucket(&ctx, &input.bucket).await?;
-        let customer = ctx.customer_key(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
-        let (rec, m) = self.object(&input.bucket, &input.key).await?;
-        check_conditions(
-            &m.etag,
-            rec.modified_at,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            false,
-        )?;
+        let (customer, rec, m) = self
+            .readable(
+                &ctx,
+                &input.bucket,
+                &input.key,
+                [
+                    input.sse_customer_algorithm.as_deref(),
+                    input.sse_customer_key.as_deref(),
+                    input.sse_customer_key_md5.as_deref(),
+                ],
+                Preconditions {
+                    if_match: input.if_match.as_ref(),
+                    if_unmodified_since: input.if_unmodified_since.as_ref(),
+                    if_none_match: input.if_none_match.as_ref(),
+                    if_modified_since: input.if_modified_since.as_ref(),
+                },
+            )
+            .await?;
         if input.part_number.is_some() {
             return Err(s3_error!(
                 NotImplemented,
                 "GetObject by part number is not supported"
             ));
         }
-        let (from, to, content_range) = match &input.range {
-            None => (0, m.size, None),
-            Some(r) => {
-                let span = r.check(m.size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable")
-                })?;
-                let range = format!("bytes {}-{}/{}", span.start, span.end - 1, m.size);
-                (span.start, span.end, Some(range))
-            }
-        };
+        let (from, to, content_range) = span_of(input.range.as_ref(), m.size)?;
         let content = self.0.keys.open(
             ctx.caller(),
             &input.bucket,
@@ -1347,36 +1362,27 @@ impl S3 for S3Impl {
     ) -> S3Result<S3Response<HeadObjectOutput>> {
         let ctx = self.ctx(&req)?;
         let input = req.input;
-        ctx.exchange.set_target(&input.bucket, Some(&input.key));
-        self.bucket(&ctx, &input.bucket).await?;
-        let customer = ctx.customer_key(
-            input.sse_customer_algorithm.as_deref(),
-            input.sse_customer_key.as_deref(),
-            input.sse_customer_key_md5.as_deref(),
-        )?;
-        let (rec, m) = self.object(&input.bucket, &input.key).await?;
-        check_conditions(
-            &m.etag,
-            rec.modified_at,
-            input.if_match.as_ref(),
-            input.if_unmodified_since.as_ref(),
-            input.if_none_match.as_ref(),
-            input.if_modified_since.as_ref(),
-            false,
-        )?;
+        let (customer, rec, m) = self
+            .readable(
+                &ctx,
+                &input.bucket,
+                &input.key,
+                [
+                    input.sse_customer_algorithm.as_deref(),
+                    input.sse_customer_key.as_deref(),
+                    input.sse_customer_key_md5.as_deref(),
+                ],
+                Preconditions {
+                    if_match: input.if_match.as_ref(),
+                    if_unmodified_since: input.if_unmodified_since.as_ref(),
+                    if_none_match: input.if_none_match.as_ref(),
+                    if_modified_since: input.if_modified_since.as_ref(),
+                },
+            )
+            .await?;
         check_customer(&m.sealed, customer.as_ref())?;
-        let (length, content_range) = match &input.range {
-            None => (m.size, None),
-            Some(r) => {
-                let span = r.check(m.size).map_err(|_| {
-                    s3_error!(InvalidRange, "The requested range is not satisfiable")
-                })?;
-                (
-                    span.end - span.start,
-                    Some(format!("bytes {}-{}/{}", span.start, span.end - 1, m.size)),
-                )
-            }
-        };
+        let (from, to, content_range) = span_of(input.range.as_ref(), m.size)?;
+        let length = to - from;
         let h = sse_headers(&m.sealed);
         let mut out = HeadObjectOutput {
             content_length: Some(i64::try_from(length).unwrap_or(i64::MAX)),
@@ -2507,6 +2513,32 @@ impl S3Impl {
             _ => random_etag(),
         };
         Ok((piece, etag, checksum))
+    }
+
+    /// The object a GET or HEAD reads, once the caller's account owns its bucket, its
+    /// conditions hold, and with the SSE-C key the request carries (checked for TLS).
+    async fn readable(
+        &self,
+        ctx: &Ctx,
+        bucket: &str,
+        key: &str,
+        sse_c: [Option<&str>; 3],
+        pre: Preconditions<'_>,
+    ) -> S3Result<(Option<CustomerKey>, ObjectRecord, ObjectMeta)> {
+        ctx.exchange.set_target(bucket, Some(key));
+        self.bucket(ctx, bucket).await?;
+        let customer = ctx.customer_key(sse_c[0], sse_c[1], sse_c[2])?;
+        let (rec, m) = self.object(bucket, key).await?;
+        check_conditions(
+            &m.etag,
+            rec.modified_at,
+            pre.if_match,
+            pre.if_unmodified_since,
+            pre.if_none_match,
+            pre.if_modified_since,
+            false,
+        )?;
+        Ok((customer, rec, m))
     }
 
     async fn set_tags(&self, bucket: &str, key: &str, tags: Vec<(String, String)>) -> S3Result<()> {
