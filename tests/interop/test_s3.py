@@ -261,6 +261,11 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
         mine.create_bucket(Bucket="private-bucket")
     assert code(e) == "BucketAlreadyOwnedByYou"
     assert theirs.list_buckets()["Buckets"] == []
+    # ExpectedBucketOwner: the right account passes, another is refused.
+    assert mine.head_object(Bucket="private-bucket", Key="x", ExpectedBucketOwner="111122223333")
+    with pytest.raises(ClientError) as e:
+        mine.get_object(Bucket="private-bucket", Key="x", ExpectedBucketOwner="444455556666")
+    assert code(e) == "AccessDenied"
 
     # SSE-C: the key is needed (and checked) on every read; it is never stored.
     key = os.urandom(32)

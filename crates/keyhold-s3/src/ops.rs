@@ -154,6 +154,8 @@ fn to_json<T: serde::Serialize>(v: &T) -> S3Result<String> {
 
 /// Who is calling and how, from what the front door and the access check put in the request.
 struct Ctx {
+    /// `x-amz-expected-bucket-owner`, when sent: a bucket of another account is refused.
+    expected_owner: Option<String>,
     principal: Principal,
     meta: RequestMeta,
     transport: Transport,
@@ -228,7 +230,13 @@ impl S3Impl {
                 ));
             }
         }
+        let expected_owner = req
+            .headers
+            .get("x-amz-expected-bucket-owner")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         Ok(Ctx {
+            expected_owner,
             principal,
             meta,
             transport,
@@ -251,7 +259,9 @@ impl S3Impl {
                 "The specified bucket does not exist"
             ));
         };
-        if b.account != ctx.principal.account {
+        if b.account != ctx.principal.account
+            || ctx.expected_owner.as_ref().is_some_and(|o| *o != b.account)
+        {
             return Err(s3_error!(AccessDenied, "Access Denied"));
         }
         let meta: BucketMeta = serde_json::from_str(&b.meta).map_err(damaged)?;
