@@ -219,9 +219,11 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("KEYHOLD_LOG")
-                // s3s reports every client error (NoSuchKey, ...) at error level; the gateway
-                // logs its own faults.
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,s3s=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+                // s3s never logs, whatever the filter: at debug it prints whole requests
+                // (SSE-C keys, signatures), and it reports every client error (NoSuchKey, ...)
+                // at error level. The gateway logs its own faults.
+                .add_directive("s3s=off".parse().map_err(|e| format!("log filter: {e}"))?),
         )
         .with_writer(writer);
     match args.log_format {
