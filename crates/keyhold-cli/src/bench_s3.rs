@@ -129,26 +129,11 @@ async fn start_gateway(unencrypted: bool) -> Result<InProcess, String> {
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let handler = move |conn: keyhold_server::Connection, req| {
-            let g = gateway.clone();
-            async move {
-                let t = keyhold_s3::Transport {
-                    peer: conn.peer,
-                    tls: conn.tls,
-                };
-                g.handle(t, req).await
-            }
-        };
         let options = keyhold_server::ServerOptions::default();
-        let _ = keyhold_server::serve(
-            listener,
-            &options,
-            async {
-                let _ = rx.await;
-            },
-            handler,
-        )
-        .await;
+        let stop = async {
+            let _ = rx.await;
+        };
+        let _ = crate::serve::serve_s3(listener, gateway, &options, stop).await;
     });
     Ok(InProcess {
         endpoint,

@@ -594,19 +594,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let s3_task = s3.map(|(l, g)| {
             let options = options.clone();
             spawn_upload_expiry(g.clone(), Duration::from_secs(args.maintenance_secs.max(1)));
-            tokio::spawn(async move {
-                let handler = move |conn: keyhold_server::Connection, req| {
-                    let g = g.clone();
-                    async move {
-                        let t = keyhold_s3::Transport {
-                            peer: conn.peer,
-                            tls: conn.tls,
-                        };
-                        g.handle(t, req).await
-                    }
-                };
-                keyhold_server::serve(l, &options, shutdown_signal(), handler).await
-            })
+            tokio::spawn(async move { serve_s3(l, g, &options, shutdown_signal()).await })
         });
         keyhold_server::run(listener, engine.clone(), options, shutdown_signal())
             .await
@@ -651,6 +639,27 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, St
         }
     });
     Ok(handle)
+}
+
+/// Serves the S3 gateway on `listener` with the connection limits of `options` until
+/// `shutdown` resolves.
+pub(crate) async fn serve_s3(
+    listener: tokio::net::TcpListener,
+    gateway: Arc<keyhold_s3::Gateway>,
+    options: &ServerOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let handler = move |conn: keyhold_server::Connection, req| {
+        let g = gateway.clone();
+        async move {
+            let t = keyhold_s3::Transport {
+                peer: conn.peer,
+                tls: conn.tls,
+            };
+            g.handle(t, req).await
+        }
+    };
+    keyhold_server::serve(listener, options, shutdown, handler).await
 }
 
 /// Every `every`, aborts multipart uploads left incomplete past the gateway's expiry.

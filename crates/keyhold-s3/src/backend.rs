@@ -13,7 +13,7 @@ use std::sync::Arc;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::Client;
 
-use crate::objects::{DataReader, DataWriter, ObjectStore};
+use crate::objects::{DataReader, DataWriter, ObjectStore, TempFile};
 
 /// Where the backend is and how to sign for it.
 #[derive(Clone)]
@@ -151,49 +151,27 @@ impl S3Backend {
     }
 
     fn key(&self, name: &str) -> io::Result<String> {
-        if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(format!("{}{}/{}", self.prefix, &name[..2], name))
-        } else {
-            Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("bad data name {name:?}"),
-            ))
-        }
+        let name = crate::objects::checked(name)?;
+        Ok(format!("{}{}/{}", self.prefix, &name[..2], name))
     }
 }
 
 struct SpoolWriter {
-    file: Option<tokio::fs::File>,
-    path: PathBuf,
+    spool: TempFile,
     key: String,
     bucket: String,
     client: Client,
 }
 
-impl Drop for SpoolWriter {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
 #[async_trait::async_trait]
 impl DataWriter for SpoolWriter {
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt as _;
-        match &mut self.file {
-            Some(f) => f.write_all(bytes).await,
-            None => Err(io::Error::other("writer already committed")),
-        }
+        self.spool.write(bytes).await
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt as _;
-        let Some(mut file) = self.file.take() else {
-            return Err(io::Error::other("writer already committed"));
-        };
-        file.flush().await?;
-        drop(file);
-        let body = ByteStream::from_path(&self.path)
+        self.spool.close(false).await?;
+        let body = ByteStream::from_path(self.spool.path())
             .await
             .map_err(backend_error)?;
         self.client
@@ -264,10 +242,8 @@ impl ObjectStore for S3Backend {
         let path = self
             .spool
             .join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&path).await?;
         Ok(Box::new(SpoolWriter {
-            file: Some(file),
-            path,
+            spool: TempFile::create(path).await?,
             key,
             bucket: self.bucket.clone(),
             client: self.client.clone(),

@@ -309,7 +309,7 @@ impl Keys {
 
     /// The content key of the object `bucket/key`, opened as its mode requires: the KMS key's
     /// policy, grants and state apply for SSE-KMS; the customer's key must be given (and
-    /// right) for SSE-C, and must not be given otherwise.
+    /// right) for SSE-C, and must not be given otherwise ([`check_customer`]).
     pub(crate) fn open(
         &self,
         caller: Caller<'_>,
@@ -320,31 +320,13 @@ impl Keys {
     ) -> S3Result<ContentKey> {
         let arn = object_arn(bucket, key);
         let damaged = || s3_error!(InternalError, "stored object key does not open");
+        check_customer(sealed, customer)?;
         match sealed {
-            Sealed::Customer {
-                salt, hmac, key, ..
-            } => {
-                let Some(c) = customer else {
-                    return Err(s3_error!(
-                        InvalidRequest,
-                        "The object was stored using a form of Server Side Encryption. The \
-                         correct parameters must be provided to retrieve the object."
-                    ));
-                };
-                if !c.matches(&unb64(salt)?, &unb64(hmac)?) {
-                    return Err(s3_error!(
-                        AccessDenied,
-                        "The provided customer key does not match the key the object was \
-                         stored with."
-                    ));
-                }
+            Sealed::Customer { key, .. } => {
+                let c = customer.ok_or_else(|| s3_error!(InternalError))?;
                 crate::sse::unwrap(c.expose(), &unb64(key)?, arn.as_bytes()).ok_or_else(damaged)
             }
             Sealed::Unencrypted => Ok(ContentKey::random()),
-            _ if customer.is_some() => Err(s3_error!(
-                InvalidRequest,
-                "The encryption parameters are not applicable to this object."
-            )),
             Sealed::S3 { key } => {
                 let ctx = keyhold_core::context::EncryptionContext::from_pairs(&[(
                     "aws:s3:arn",
@@ -379,6 +361,33 @@ impl Keys {
                 crate::sse::unwrap(&kek, &unb64(wrapped)?, arn.as_bytes()).ok_or_else(damaged)
             }
         }
+    }
+}
+
+/// A HEAD (or a step that reads no bytes) of an SSE-C object still needs its key, and a key
+/// sent for any other object is refused.
+pub(crate) fn check_customer(sealed: &Sealed, customer: Option<&CustomerKey>) -> S3Result<()> {
+    match (sealed, customer) {
+        (Sealed::Customer { salt, hmac, .. }, Some(c)) => {
+            if c.matches(&unb64(salt)?, &unb64(hmac)?) {
+                Ok(())
+            } else {
+                Err(s3_error!(
+                    AccessDenied,
+                    "The provided customer key does not match the key the object was stored with."
+                ))
+            }
+        }
+        (Sealed::Customer { .. }, None) => Err(s3_error!(
+            InvalidRequest,
+            "The object was stored using a form of Server Side Encryption. The correct \
+             parameters must be provided to retrieve the object."
+        )),
+        (_, Some(_)) => Err(s3_error!(
+            InvalidRequest,
+            "The encryption parameters are not applicable to this object."
+        )),
+        (_, None) => Ok(()),
     }
 }
 

@@ -59,7 +59,7 @@ pub struct LocalDir {
 }
 
 /// Names are data ids: 32 lower-case hex digits.
-fn checked(name: &str) -> io::Result<&str> {
+pub(crate) fn checked(name: &str) -> io::Result<&str> {
     if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(name)
     } else {
@@ -91,55 +91,92 @@ impl LocalDir {
     }
 }
 
-struct LocalWriter {
+/// A file written under a temporary name; removed when dropped, unless it was moved away
+/// ([`TempFile::moved`]).
+pub(crate) struct TempFile {
     file: Option<tokio::fs::File>,
-    tmp: PathBuf,
-    dest: PathBuf,
+    path: PathBuf,
+    moved: bool,
 }
 
-impl Drop for LocalWriter {
-    fn drop(&mut self) {
-        if self.file.is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+impl TempFile {
+    /// Creates the file at `path`.
+    pub(crate) async fn create(path: PathBuf) -> io::Result<Self> {
+        let file = tokio::fs::File::create(&path).await?;
+        Ok(Self {
+            file: Some(file),
+            path,
+            moved: false,
+        })
+    }
+
+    /// Appends bytes.
+    pub(crate) async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        match &mut self.file {
+            Some(f) => f.write_all(bytes).await,
+            None => Err(io::Error::other("temporary file already closed")),
         }
     }
+
+    /// Flushes (and with `sync`, fsyncs) what was written and closes the file; it stays at
+    /// [`TempFile::path`].
+    pub(crate) async fn close(&mut self, sync: bool) -> io::Result<()> {
+        use tokio::io::AsyncWriteExt as _;
+        let Some(mut file) = self.file.take() else {
+            return Err(io::Error::other("temporary file already closed"));
+        };
+        file.flush().await?;
+        if sync {
+            file.sync_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Where the file is.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file was renamed elsewhere: nothing is left to remove.
+    pub(crate) fn moved(mut self) {
+        self.moved = true;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.moved {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+struct LocalWriter {
+    tmp: TempFile,
+    dest: PathBuf,
 }
 
 #[async_trait::async_trait]
 impl DataWriter for LocalWriter {
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt as _;
-        match &mut self.file {
-            Some(f) => f.write_all(bytes).await,
-            None => Err(io::Error::other("writer already committed")),
-        }
+        self.tmp.write(bytes).await
     }
 
     async fn commit(mut self: Box<Self>) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt as _;
-        let Some(mut file) = self.file.take() else {
-            return Err(io::Error::other("writer already committed"));
-        };
-        let result = async {
-            file.flush().await?;
-            file.sync_all().await?;
-            drop(file);
-            let dir = self
-                .dest
-                .parent()
-                .map(Path::to_path_buf)
-                .unwrap_or_default();
-            tokio::fs::create_dir_all(&dir).await?;
-            tokio::fs::rename(&self.tmp, &self.dest).await?;
-            tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
-                .await
-                .map_err(io::Error::other)?
-        }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&self.tmp).await;
-        }
-        result
+        self.tmp.close(true).await?;
+        let dir = self
+            .dest
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        tokio::fs::create_dir_all(&dir).await?;
+        tokio::fs::rename(self.tmp.path(), &self.dest).await?;
+        let LocalWriter { tmp, .. } = *self;
+        tmp.moved();
+        tokio::task::spawn_blocking(move || std::fs::File::open(&dir)?.sync_all())
+            .await
+            .map_err(io::Error::other)?
     }
 }
 
@@ -190,10 +227,8 @@ impl ObjectStore for LocalDir {
             .root
             .join("tmp")
             .join(format!("{name}.{}", uuid::Uuid::new_v4().simple()));
-        let file = tokio::fs::File::create(&tmp).await?;
         Ok(Box::new(LocalWriter {
-            file: Some(file),
-            tmp,
+            tmp: TempFile::create(tmp).await?,
             dest,
         }))
     }

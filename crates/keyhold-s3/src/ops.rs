@@ -12,7 +12,7 @@ use s3s::dto::*;
 use s3s::{s3_error, S3Request, S3Response, S3Result, S3};
 
 use crate::headers::{check_tags, copy_range, parse_tagging_header};
-use crate::keys::{Caller, Keys};
+use crate::keys::{check_customer, Caller, Keys};
 use crate::meta::{
     BucketMeta, DataRef, DefaultEncryption, Headers, ObjectMeta, PartMeta, Sealed, StoredChecksum,
     UploadMeta,
@@ -2638,33 +2638,6 @@ fn cipher<'a>(
     content: &'a crate::chunked::ContentKey,
 ) -> Option<&'a crate::chunked::ContentKey> {
     (!matches!(sealed, Sealed::Unencrypted)).then_some(content)
-}
-
-/// A HEAD (or a step that reads no bytes) of an SSE-C object still needs its key, and a key
-/// sent for any other object is refused.
-fn check_customer(sealed: &Sealed, customer: Option<&CustomerKey>) -> S3Result<()> {
-    match (sealed, customer) {
-        (Sealed::Customer { salt, hmac, .. }, Some(c)) => {
-            if c.matches(&crate::sse::unb64(salt)?, &crate::sse::unb64(hmac)?) {
-                Ok(())
-            } else {
-                Err(s3_error!(
-                    AccessDenied,
-                    "The provided customer key does not match the key the object was stored with."
-                ))
-            }
-        }
-        (Sealed::Customer { .. }, None) => Err(s3_error!(
-            InvalidRequest,
-            "The object was stored using a form of Server Side Encryption. The correct \
-             parameters must be provided to retrieve the object."
-        )),
-        (_, Some(_)) => Err(s3_error!(
-            InvalidRequest,
-            "The encryption parameters are not applicable to this object."
-        )),
-        (_, None) => Ok(()),
-    }
 }
 
 #[cfg(test)]
