@@ -127,3 +127,48 @@ def test_dev_banner_prints_endpoint_and_credentials(dev_server):
     assert dev_server.endpoint in text
     assert "arn:aws:iam::111122223333:user/dev" in text
     assert "AWS_ACCESS_KEY_ID=test" in text
+
+
+def test_grants_to_service_principals(kms):
+    """GranteeServicePrincipal, RetiringServicePrincipal and the SourceArn constraint, as
+    botocore's model has them."""
+    key = kms.create_key()["KeyMetadata"]["KeyId"]
+    volume = "arn:aws:ec2:us-east-1:000000000000:volume/vol-0123456789abcdef0"
+    g = kms.create_grant(KeyId=key, GranteeServicePrincipal="ec2.amazonaws.com",
+                         RetiringServicePrincipal="ec2.amazonaws.com",
+                         Operations=["Decrypt", "GenerateDataKeyWithoutPlaintext"],
+                         Constraints={"SourceArn": volume,
+                                      "EncryptionContextSubset": {"volume": "vol-1"}})
+    listed = kms.list_grants(KeyId=key)["Grants"]
+    assert len(listed) == 1
+    entry = listed[0]
+    assert entry["GrantId"] == g["GrantId"]
+    assert entry["GranteeServicePrincipal"] == "ec2.amazonaws.com"
+    assert entry["RetiringServicePrincipal"] == "ec2.amazonaws.com"
+    assert "GranteePrincipal" not in entry
+    assert entry["Constraints"] == {"SourceArn": volume,
+                                    "EncryptionContextSubset": {"volume": "vol-1"}}
+    only = kms.list_grants(KeyId=key, GranteeServicePrincipal="ec2.amazonaws.com")["Grants"]
+    assert [x["GrantId"] for x in only] == [g["GrantId"]]
+    assert kms.list_grants(KeyId=key, GranteeServicePrincipal="s3.amazonaws.com")["Grants"] == []
+    retirable = kms.list_retirable_grants(RetiringServicePrincipal="ec2.amazonaws.com")["Grants"]
+    assert g["GrantId"] in [x["GrantId"] for x in retirable]
+    # The grant lets the service, not the caller, use the key: the caller's own rights are
+    # from the key policy, and a grant to a service never admits an IAM principal.
+    for bad, code in [
+        (dict(GranteePrincipal="arn:aws:iam::000000000000:user/x",
+              GranteeServicePrincipal="ec2.amazonaws.com"), "ValidationException"),
+        (dict(), "ValidationException"),
+        (dict(GranteeServicePrincipal="not a service"), "ValidationException"),
+        (dict(GranteeServicePrincipal="ec2.amazonaws.com",
+              Constraints={"SourceArn": "arn:aws:ec2:us-east-1:12:volume/v"}),
+         "ValidationException"),
+    ]:
+        with pytest.raises(ClientError) as e:
+            kms.create_grant(KeyId=key, Operations=["Decrypt"], **bad)
+        assert e.value.response["Error"]["Code"] == code, bad
+    with pytest.raises(ClientError) as e:
+        kms.list_retirable_grants()
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    kms.revoke_grant(KeyId=key, GrantId=g["GrantId"])
+    assert kms.list_grants(KeyId=key)["Grants"] == []

@@ -337,12 +337,18 @@ fn check_backup_opens(
                 keyhold_store::PrincipalRecord::wrap_label(&p.access_key_id),
             )
         })
-        .chain(snapshot.versions.iter().map(|v| {
-            (
-                &v.wrapped_material,
-                keyhold_store::KeyVersionRecord::wrap_label(&v.key_id, v.version),
-            )
-        }))
+        .chain(
+            snapshot
+                .versions
+                .iter()
+                .filter(|v| v.has_material())
+                .map(|v| {
+                    (
+                        &v.wrapped_material,
+                        keyhold_store::KeyVersionRecord::wrap_label(&v.key_id, v.version),
+                    )
+                }),
+        )
         .chain(snapshot.custom_key_stores.iter().map(|c| {
             (
                 &c.password_wrapped,

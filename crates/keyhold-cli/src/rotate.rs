@@ -130,7 +130,7 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
     // 3. Every secret in the store, in one transaction.
     let snapshot = store.export().map_err(|e| e.to_string())?;
     let mut changes = Vec::with_capacity(snapshot.versions.len() + snapshot.principals.len());
-    for v in &snapshot.versions {
+    for v in snapshot.versions.iter().filter(|v| v.has_material()) {
         let label = KeyVersionRecord::wrap_label(&v.key_id, v.version);
         let secret = old
             .unwrap(&v.wrapped_material, &label)
@@ -315,12 +315,16 @@ fn probe(store: &dyn Store) -> Result<Option<Labelled>, String> {
         )));
     }
     let snapshot = store.export().map_err(|e| e.to_string())?;
-    Ok(snapshot.versions.first().map(|v| {
-        (
-            KeyVersionRecord::wrap_label(&v.key_id, v.version),
-            v.wrapped_material.clone(),
-        )
-    }))
+    Ok(snapshot
+        .versions
+        .iter()
+        .find(|v| v.has_material())
+        .map(|v| {
+            (
+                KeyVersionRecord::wrap_label(&v.key_id, v.version),
+                v.wrapped_material.clone(),
+            )
+        }))
 }
 
 /// Step 4: renames the `.next` files into place, the root's settings last.

@@ -73,6 +73,7 @@ fn engine_benches(c: &mut Criterion) {
         user_agent: "bench".into(),
         via_service: None,
         secure_transport: false,
+        source_arn: None,
     };
     // As the KMS front door does: decode the JSON body, call, encode the response.
     let handle = |op: &str, body: &[u8]| -> Vec<u8> {

@@ -98,6 +98,16 @@ request!(
 );
 
 request!(
+    /// DeleteImportedKeyMaterial.
+    DeleteImportedKeyMaterialRequest {
+        /// The key.
+        key_id: String,
+        /// The material to delete (default: the current one).
+        key_material_id: String,
+    }
+);
+
+request!(
     /// Any request that names one key and nothing else of interest
     /// (DescribeKey, EnableKey, DisableKey, CancelKeyDeletion).
     KeyIdRequest {
@@ -367,6 +377,9 @@ pub struct GrantConstraintsDto {
     /// The request's context must be exactly these pairs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_context_equals: Option<std::collections::BTreeMap<String, String>>,
+    /// The request must be made on behalf of this resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_arn: Option<String>,
 }
 
 request!(
@@ -388,6 +401,10 @@ request!(
         name: String,
         /// Check permissions only.
         dry_run: bool,
+        /// The service principal that may use the key.
+        grantee_service_principal: String,
+        /// The service principal that may retire the grant.
+        retiring_service_principal: String,
     }
 );
 
@@ -404,6 +421,8 @@ request!(
         grant_id: String,
         /// Only grants to this principal.
         grantee_principal: String,
+        /// Only grants to this service principal.
+        grantee_service_principal: String,
     }
 );
 
@@ -416,6 +435,8 @@ request!(
         marker: String,
         /// The retiring principal.
         retiring_principal: String,
+        /// The retiring service principal.
+        retiring_service_principal: String,
     }
 );
 
@@ -961,8 +982,20 @@ pub struct RotationEntry {
     pub key_id: String,
     /// The material's id.
     pub key_material_id: String,
-    /// `CURRENT` or `NON_CURRENT`.
+    /// The caller's description of imported material.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_material_description: Option<String>,
+    /// `IMPORTED` or `PENDING_IMPORT` (imported material only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub import_state: Option<&'static str>,
+    /// `CURRENT`, `NON_CURRENT` or `PENDING_ROTATION`.
     pub key_material_state: &'static str,
+    /// Whether imported material expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expiration_model: Option<String>,
+    /// When imported material expires.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<f64>,
     /// When the rotation that made it happened (rotations only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rotation_date: Option<f64>,
@@ -1005,7 +1038,11 @@ pub struct GrantListEntry {
     /// Creation time.
     pub creation_date: f64,
     /// Who may use the key.
-    pub grantee_principal: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grantee_principal: Option<String>,
+    /// The service principal that may use the key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grantee_service_principal: Option<String>,
     /// The account that made the grant.
     pub issuing_account: String,
     /// The operations allowed.
@@ -1016,6 +1053,9 @@ pub struct GrantListEntry {
     /// Who may retire it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retiring_principal: Option<String>,
+    /// The service principal that may retire it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retiring_service_principal: Option<String>,
     /// Its encryption context constraint.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constraints: Option<GrantConstraintsDto>,

@@ -80,21 +80,36 @@ impl<'a> Conditions<'a> {
 }
 
 /// True when grant `g` lets `caller` perform `op` (`Encrypt`, without `kms:`) with
-/// encryption context `ctx`: the caller is the grantee (or the grantee is its account), the
-/// grant lists the operation, and the context meets the grant's constraint (a stored
-/// constraint that cannot be read allows nothing).
+/// encryption context `ctx`, on behalf of resource `source_arn`: the caller is the grantee
+/// (or the grantee is its account; a grant to a service principal only that service), the
+/// grant lists the operation, the request is made for the grant's `SourceArn` if it has one,
+/// and the context meets the grant's constraint (a stored constraint that cannot be read
+/// allows nothing).
 pub(crate) fn grant_allows(
     g: &GrantRecord,
     caller: &Principal,
     op: &str,
     ctx: Option<&EncryptionContext>,
+    source_arn: Option<&str>,
 ) -> bool {
-    let grantee_ok = g.grantee == caller.arn
-        || g.grantee
-            .strip_prefix("arn:aws:iam::")
-            .and_then(|r| r.strip_suffix(":root"))
-            .is_some_and(|account| account == caller.account);
+    let grantee_ok = match (&g.grantee_service, caller.service_name()) {
+        (Some(service), Some(name)) => service == name,
+        (Some(_), None) | (None, Some(_)) => false,
+        (None, None) => {
+            g.grantee == caller.arn
+                || g.grantee
+                    .strip_prefix("arn:aws:iam::")
+                    .and_then(|r| r.strip_suffix(":root"))
+                    .is_some_and(|account| account == caller.account)
+        }
+    };
     if !grantee_ok || !g.operations.iter().any(|o| o == op) {
+        return false;
+    }
+    if g.source_arn
+        .as_deref()
+        .is_some_and(|s| Some(s) != source_arn)
+    {
         return false;
     }
     match &g.constraints {
@@ -192,6 +207,12 @@ impl Engine {
         if let Some(via) = &rec.via_service {
             put("kms:ViaService", vec![via.clone()]);
         }
+        if let Some(source) = &rec.source_arn {
+            put("aws:SourceArn", vec![source.clone()]);
+            if let Some(account) = source.split(':').nth(4).filter(|a| !a.is_empty()) {
+                put("aws:SourceAccount", vec![account.to_string()]);
+            }
+        }
         put("kms:KeySpec", vec![key.key_spec.as_str().into()]);
         put("kms:KeyUsage", vec![key.key_usage.as_str().into()]);
         put("kms:KeyOrigin", vec![key.origin.as_str().into()]);
@@ -263,7 +284,7 @@ impl Engine {
                 let grants = self.grants_of(key)?;
                 if let Some(g) = grants
                     .iter()
-                    .find(|g| grant_allows(g, caller, op, conds.context))
+                    .find(|g| grant_allows(g, caller, op, conds.context, rec.source_arn.as_deref()))
                 {
                     rec.decision = Some(format!("allowed {action} by grant {}", g.grant_id));
                     return Ok(Allowed::ByGrant(Box::new(g.clone())));
@@ -329,6 +350,9 @@ mod tests {
             constraints,
             token: "t".into(),
             created_at: 0,
+            grantee_service: None,
+            retiring_service: None,
+            source_arn: None,
         }
     }
 
@@ -344,13 +368,13 @@ mod tests {
     fn a_grant_allows_its_grantee_its_operations() {
         let g = grant(None);
         let app = caller("arn:aws:iam::111122223333:user/app");
-        assert!(grant_allows(&g, &app, "Encrypt", None));
-        assert!(!grant_allows(&g, &app, "ReEncryptFrom", None));
+        assert!(grant_allows(&g, &app, "Encrypt", None, None));
+        assert!(!grant_allows(&g, &app, "ReEncryptFrom", None, None));
         let other = caller("arn:aws:iam::111122223333:user/other");
-        assert!(!grant_allows(&g, &other, "Encrypt", None));
+        assert!(!grant_allows(&g, &other, "Encrypt", None, None));
         let mut to_account = grant(None);
         to_account.grantee = "arn:aws:iam::111122223333:root".into();
-        assert!(grant_allows(&to_account, &other, "Encrypt", None));
+        assert!(grant_allows(&to_account, &other, "Encrypt", None, None));
     }
 
     #[test]
@@ -360,18 +384,58 @@ mod tests {
         let sub = grant(Some(GrantConstraint::from_json(
             r#"{"EncryptionContextSubset":{"repo":"r-1"}}"#,
         )));
-        assert!(grant_allows(&sub, &app, "Encrypt", Some(&ctx)));
-        assert!(!grant_allows(&sub, &app, "Encrypt", None));
+        assert!(grant_allows(&sub, &app, "Encrypt", Some(&ctx), None));
+        assert!(!grant_allows(&sub, &app, "Encrypt", None, None));
         for stored in ["{", r#"{"EncryptionContextSubset":5}"#, "{}"] {
             let mut bad = grant(Some(GrantConstraint::from_json(stored)));
-            assert!(!grant_allows(&bad, &app, "Encrypt", Some(&ctx)), "{stored}");
-            assert!(!grant_allows(&bad, &app, "Encrypt", None), "{stored}");
+            assert!(
+                !grant_allows(&bad, &app, "Encrypt", Some(&ctx), None),
+                "{stored}"
+            );
+            assert!(!grant_allows(&bad, &app, "Encrypt", None, None), "{stored}");
             bad.operations.push("DescribeKey".into());
-            assert!(!grant_allows(&bad, &app, "DescribeKey", None), "{stored}");
+            assert!(
+                !grant_allows(&bad, &app, "DescribeKey", None, None),
+                "{stored}"
+            );
         }
         // The constraint does not bind operations without an encryption context.
         let mut sub = sub;
         sub.operations.push("DescribeKey".into());
-        assert!(grant_allows(&sub, &app, "DescribeKey", None));
+        assert!(grant_allows(&sub, &app, "DescribeKey", None, None));
+    }
+
+    #[test]
+    fn a_grant_to_a_service_principal_allows_only_that_service() {
+        let mut g = grant(None);
+        g.grantee = String::new();
+        g.grantee_service = Some("ec2.amazonaws.com".into());
+        let ec2 = Principal::service("ec2.amazonaws.com", "111122223333");
+        let s3 = Principal::service("s3.amazonaws.com", "111122223333");
+        let app = caller("arn:aws:iam::111122223333:user/app");
+        assert!(grant_allows(&g, &ec2, "Encrypt", None, None));
+        assert!(!grant_allows(&g, &s3, "Encrypt", None, None));
+        assert!(!grant_allows(&g, &app, "Encrypt", None, None));
+        // A grant to an account never admits a service acting in it.
+        let mut to_account = grant(None);
+        to_account.grantee = "arn:aws:iam::111122223333:root".into();
+        assert!(!grant_allows(&to_account, &ec2, "Encrypt", None, None));
+    }
+
+    #[test]
+    fn a_source_arn_constraint_binds_the_resource_acted_for() {
+        let mut g = grant(None);
+        g.grantee = String::new();
+        g.grantee_service = Some("ec2.amazonaws.com".into());
+        g.source_arn = Some("arn:aws:ec2:us-east-1:111122223333:volume/vol-1".into());
+        let ec2 = Principal::service("ec2.amazonaws.com", "111122223333");
+        let vol1 = "arn:aws:ec2:us-east-1:111122223333:volume/vol-1";
+        let vol2 = "arn:aws:ec2:us-east-1:111122223333:volume/vol-2";
+        assert!(grant_allows(&g, &ec2, "Decrypt", None, Some(vol1)));
+        assert!(!grant_allows(&g, &ec2, "Decrypt", None, Some(vol2)));
+        assert!(!grant_allows(&g, &ec2, "Decrypt", None, None));
+        // It binds operations without an encryption context too.
+        g.operations.push("DescribeKey".into());
+        assert!(!grant_allows(&g, &ec2, "DescribeKey", None, None));
     }
 }

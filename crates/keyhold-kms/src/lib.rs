@@ -83,6 +83,9 @@ pub struct RequestMeta {
     /// True when the request arrived over TLS (`aws:SecureTransport`); set by the front door
     /// from the connection itself, never from the request.
     pub secure_transport: bool,
+    /// The resource a service principal acts for (`aws:SourceArn`, and a grant's `SourceArn`
+    /// constraint); set only by keyhold's own services, never from a client's request.
+    pub source_arn: Option<String>,
 }
 
 /// What is known of a request refused before it became a typed call, for its audit event.
@@ -190,6 +193,8 @@ pub struct CallRecord {
     pub via_service: Option<String>,
     /// The request arrived over TLS (`aws:SecureTransport`).
     pub secure_transport: bool,
+    /// The resource the calling service acts for (`aws:SourceArn`).
+    pub source_arn: Option<String>,
 }
 
 impl Engine {
@@ -270,6 +275,7 @@ impl Engine {
             source_ip: meta.source_ip.clone(),
             via_service: meta.via_service.clone(),
             secure_transport: meta.secure_transport,
+            source_arn: meta.source_arn.clone(),
             ..CallRecord::default()
         };
         let event_id = uuid::Uuid::new_v4().to_string();
@@ -701,7 +707,7 @@ impl Engine {
         // Imported material past its ValidTo is deleted before anyone can use it, without
         // waiting for the maintenance task.
         if rec.valid_to.is_some_and(|t| t <= self.clock.now_ms()) {
-            self.remove_imported_material(id)?;
+            self.expire_materials(id)?;
             match self.store.get_key(id)? {
                 Some(r) => rec = r,
                 None => return Ok(None),
@@ -728,6 +734,10 @@ impl Engine {
         let Some(v) = self.store.get_key_version(id, version)? else {
             return Ok(None);
         };
+        // Deleted imported material, or new material not yet rotated in.
+        if !v.has_material() || v.imported.as_ref().is_some_and(|i| i.pending_rotation) {
+            return Ok(None);
+        }
         let m = self
             .root
             .unwrap(

@@ -150,6 +150,7 @@ impl Engine {
             wrapped_material: self.wrap_material(&id, 1, &material)?,
             created_at: now,
             rotation_type: None,
+            imported: None,
         };
         let alias_rec = AliasRecord {
             account: account.to_string(),

@@ -25,6 +25,22 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A service principal (`ec2.amazonaws.com`) acting in `account`: how keyhold's own
+    /// services call the engine as themselves. Its `arn` is the service name, which no IAM
+    /// ARN equals, so IAM statements and grants to IAM principals never match it.
+    pub fn service(name: &str, account: &str) -> Self {
+        Self {
+            arn: name.to_string(),
+            account: account.to_string(),
+            access_key_id: String::new(),
+        }
+    }
+
+    /// The service name, for a service principal.
+    pub fn service_name(&self) -> Option<&str> {
+        (!self.arn.starts_with("arn:")).then_some(self.arn.as_str())
+    }
+
     /// The user or role name: the last path segment of the ARN.
     pub fn name(&self) -> &str {
         self.arn.rsplit('/').next().unwrap_or(&self.arn)

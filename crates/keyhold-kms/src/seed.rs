@@ -345,6 +345,7 @@ pub fn bulk_create(
                     wrapped_material,
                     created_at: now_ms,
                     rotation_type: None,
+                    imported: None,
                 },
             ));
         }
@@ -399,6 +400,7 @@ impl Engine {
                             .map_err(internal)?,
                         created_at: now,
                         rotation_type: None,
+                        imported: None,
                     };
                     self.store()
                         .create_key(&p.key, Some(&version), &p.tags, None)

@@ -261,6 +261,7 @@ impl Gateway {
             ),
             via_service: Some(format!("s3.{}.amazonaws.com", self.inner.engine.region())),
             secure_transport: transport.tls,
+            source_arn: None,
         };
         let claimed = keyhold_sigv4::claimed_access_key_id(req.headers())
             .or_else(|| presigned_access_key_id(req.uri()))

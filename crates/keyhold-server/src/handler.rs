@@ -91,6 +91,7 @@ pub(crate) async fn handle(
         via_service: None,
         // From the connection the request came on, never from the request.
         secure_transport: conn.tls,
+        source_arn: None,
     };
     let (parts, body) = req.into_parts();
     if let Some(r) = crate::operator_response(

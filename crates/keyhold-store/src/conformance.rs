@@ -46,6 +46,7 @@ pub(crate) fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
             wrapped_material: vec![1, 2, 3],
             created_at: 1,
             rotation_type: None,
+            imported: None,
         },
     )
 }
@@ -65,6 +66,9 @@ pub(crate) fn grant(k: &KeyRecord) -> GrantRecord {
         )),
         token: "khgt1.token".into(),
         created_at: 3,
+        grantee_service: None,
+        retiring_service: None,
+        source_arn: Some("arn:aws:ec2:us-east-1:111122223333:volume/vol-1".into()),
     }
 }
 
@@ -119,6 +123,7 @@ pub fn backup_and_restore(from: &dyn Store, into: &dyn Store) {
         &KeyVersionRecord {
             version: 2,
             rotation_type: Some("AUTOMATIC".into()),
+            imported: None,
             ..v2.clone()
         },
     )
@@ -299,6 +304,7 @@ fn versions_and_deletion(s: &dyn Store) {
     let v2 = KeyVersionRecord {
         version: 2,
         rotation_type: Some("ON_DEMAND".into()),
+        imported: None,
         ..v.clone()
     };
     s.add_key_version(&k, &v2).unwrap();
@@ -307,10 +313,26 @@ fn versions_and_deletion(s: &dyn Store) {
         vec![v.clone(), v2.clone()]
     );
     assert_eq!(s.get_key(&k.key_id).unwrap().unwrap().current_version, 2);
-    // Imported material replaced atomically, or removed.
-    s.replace_material(&k, Some(&v)).unwrap();
-    assert_eq!(s.list_key_versions(&k.key_id).unwrap(), vec![v.clone()]);
-    s.replace_material(&k, None).unwrap();
+    // Imported material replaced atomically (with what is known of each material), or
+    // removed.
+    let imported = KeyVersionRecord {
+        imported: Some(crate::ImportedMaterial {
+            material_id: "f".repeat(64),
+            description: Some("batch 7".into()),
+            expiration_model: "KEY_MATERIAL_EXPIRES".into(),
+            valid_to: Some(99),
+            present: true,
+            pending_rotation: true,
+        }),
+        ..v2.clone()
+    };
+    s.replace_material(&k, &[v.clone(), imported.clone()])
+        .unwrap();
+    assert_eq!(
+        s.list_key_versions(&k.key_id).unwrap(),
+        vec![v.clone(), imported]
+    );
+    s.replace_material(&k, &[]).unwrap();
     assert!(s.list_key_versions(&k.key_id).unwrap().is_empty());
     // Deletion removes everything about the key.
     s.put_key_usage(&[KeyLastUsage {

@@ -29,8 +29,8 @@ use keyhold_core::ids::{AliasName, KeyId};
 pub use catalog::{BucketRecord, ObjectCatalog, ObjectRecord, PartRecord, UploadRecord};
 pub use postgres::PgStore;
 pub use records::{
-    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
-    KeyVersionRecord, PrincipalRecord, Snapshot, Tag,
+    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot, Tag,
 };
 pub use sqlite::SqliteStore;
 
@@ -121,12 +121,13 @@ pub trait Store: ObjectCatalog + Send + Sync {
     /// Inserts many new keys, each with its first version, in one transaction (bulk seeding
     /// for scale tests); nothing is inserted if any key fails.
     fn create_keys(&self, keys: &[(KeyRecord, KeyVersionRecord)]) -> Result<(), StoreError>;
-    /// Replaces all of a key's material with `version` (or none) and writes the key's fields,
-    /// atomically (import, deletion of imported material, expiry).
+    /// Replaces all of a key's versions with `versions` and writes the key's fields,
+    /// atomically (import, deletion of imported material, expiry, rotation of imported
+    /// material).
     fn replace_material(
         &self,
         key: &KeyRecord,
-        version: Option<&KeyVersionRecord>,
+        versions: &[KeyVersionRecord],
     ) -> Result<(), StoreError>;
     /// Keys whose imported material expires at or before `now_ms`.
     fn keys_due_for_expiry(&self, now_ms: i64) -> Result<Vec<KeyId>, StoreError>;
@@ -204,7 +205,8 @@ pub trait Store: ObjectCatalog + Send + Sync {
     fn create_grant(&self, grant: &GrantRecord) -> Result<(), StoreError>;
     /// Every grant on a key, by grant id.
     fn list_grants(&self, key: &KeyId) -> Result<Vec<GrantRecord>, StoreError>;
-    /// Every grant whose retiring principal is `retiring`, on any key.
+    /// Every grant whose retiring principal (or retiring service principal) is `retiring`, on
+    /// any key.
     fn list_retirable_grants(&self, retiring: &str) -> Result<Vec<GrantRecord>, StoreError>;
     /// A grant by id and/or token (at least one given).
     fn find_grant(

@@ -61,15 +61,53 @@ pub struct KeyVersionRecord {
     pub wrapped_material: Vec<u8>,
     /// When this version was made.
     pub created_at: i64,
-    /// How this version came to be: `None` for the first material, else `AUTOMATIC` or
-    /// `ON_DEMAND` rotation.
+    /// How this version came to be: `None` for the first material (and for imported material
+    /// pending rotation), else `AUTOMATIC` or `ON_DEMAND` rotation.
     pub rotation_type: Option<String>,
+    /// For imported material: its id, description and expiry, whether it is in KMS now, and
+    /// whether it waits for an on-demand rotation. `None` for generated material (and for
+    /// material imported before keyhold kept this per version; the key's fields describe it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub imported: Option<ImportedMaterial>,
+}
+
+/// What keyhold knows of one imported key material, kept beside its version.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ImportedMaterial {
+    /// The key material id (64 hex digits) derived from the material.
+    pub material_id: String,
+    /// The caller's description of the material (`KeyMaterialDescription`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// `KEY_MATERIAL_EXPIRES` or `KEY_MATERIAL_DOES_NOT_EXPIRE`.
+    pub expiration_model: String,
+    /// When it expires, for `KEY_MATERIAL_EXPIRES`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_to: Option<i64>,
+    /// False once the material was deleted or expired (`PENDING_IMPORT`): the version's
+    /// wrapped material is then empty until the same material is imported again.
+    pub present: bool,
+    /// True for new material imported but not yet made current by `RotateKeyOnDemand`
+    /// (`PENDING_ROTATION`).
+    pub pending_rotation: bool,
+}
+
+impl ImportedMaterial {
+    /// Serialized for the store.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 impl KeyVersionRecord {
     /// The root-key label that binds wrapped material to its key and version.
     pub fn wrap_label(key_id: &KeyId, version: u32) -> Vec<u8> {
         format!("keyhold:key-material:{key_id}:{version}").into_bytes()
+    }
+
+    /// False for imported material that was deleted or expired (nothing is wrapped).
+    pub fn has_material(&self) -> bool {
+        !self.wrapped_material.is_empty()
     }
 }
 
@@ -193,10 +231,20 @@ pub struct GrantRecord {
     pub key_id: KeyId,
     /// Optional name (CreateGrant's idempotency token).
     pub name: Option<String>,
-    /// Who may use the key.
+    /// Who may use the key: an IAM ARN (empty for a grant to a service principal).
     pub grantee: String,
-    /// Who may retire the grant.
+    /// Who may retire the grant (an IAM ARN).
     pub retiring: Option<String>,
+    /// The service principal that may use the key (`GranteeServicePrincipal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grantee_service: Option<String>,
+    /// The service principal that may retire the grant (`RetiringServicePrincipal`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retiring_service: Option<String>,
+    /// The `SourceArn` constraint: the grant applies only to requests made on behalf of this
+    /// resource.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_arn: Option<String>,
     /// The account that created the grant.
     pub issuing_account: String,
     /// Operation names (`Encrypt`, `Decrypt`, ...).
@@ -217,6 +265,7 @@ impl std::fmt::Debug for GrantRecord {
             .field("grant_id", &self.grant_id)
             .field("key_id", &self.key_id)
             .field("grantee", &self.grantee)
+            .field("grantee_service", &self.grantee_service)
             .field("operations", &self.operations)
             .finish_non_exhaustive()
     }

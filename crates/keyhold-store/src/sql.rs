@@ -11,8 +11,9 @@ use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 use keyhold_core::policy::default_key_policy;
 
 use crate::{
-    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, KeyLastUsage, KeyRecord,
-    KeyVersionRecord, PrincipalRecord, Snapshot, Store, StoreError, Tag, WrappedChange,
+    AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot, Store, StoreError, Tag,
+    WrappedChange,
 };
 
 /// The SQL dialects keyhold speaks. Every difference between them is a method here.
@@ -476,6 +477,14 @@ CREATE TABLE s3_parts (
     PRIMARY KEY (upload_id, part_number)
 );
 "#,
+    r#"
+ALTER TABLE key_versions ADD COLUMN imported TEXT;
+ALTER TABLE grants ADD COLUMN grantee_service TEXT;
+ALTER TABLE grants ADD COLUMN retiring_service TEXT;
+ALTER TABLE grants ADD COLUMN source_arn TEXT;
+CREATE INDEX grants_by_retiring_service ON grants(retiring_service)
+    WHERE retiring_service IS NOT NULL;
+"#,
 ];
 
 /// Migration `i` (0-based) in `dialect` (tests build old schemas with it).
@@ -515,10 +524,10 @@ const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origi
     created_at, deletion_date, pending_window_days, current_version, policy, key_manager, \
     rotation_period_days, next_rotation_at, expiration_model, valid_to, material_digest, \
     custom_key_store_id";
-const VERSION_COLS: &str = "key_id, version, wrapped_material, created_at, rotation_type";
+const VERSION_COLS: &str = "key_id, version, wrapped_material, created_at, rotation_type, imported";
 const ALIAS_COLS: &str = "account, name, target_key_id, created_at, updated_at";
 const GRANT_COLS: &str = "grant_id, key_id, name, grantee, retiring, issuing_account, \
-    operations, constraints, token, created_at";
+    operations, constraints, token, created_at, grantee_service, retiring_service, source_arn";
 const PRINCIPAL_COLS: &str = "access_key_id, arn, account, wrapped_secret, created_at";
 const CKS_COLS: &str =
     "id, account, name, cluster_id, trust_anchor, password_wrapped, connected, created_at";
@@ -587,6 +596,10 @@ fn version_from_row(mut r: Row) -> Result<KeyVersionRecord, StoreError> {
         wrapped_material: r.blob(2)?,
         created_at: r.i64(3)?,
         rotation_type: r.opt_text(4)?,
+        imported: match r.opt_text(5)? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|_| bad("imported material", &t))?),
+            None => None,
+        },
     })
 }
 
@@ -618,6 +631,9 @@ fn grant_from_row(mut r: Row) -> Result<GrantRecord, StoreError> {
         constraints: r.opt_text(7)?.as_deref().map(GrantConstraint::from_json),
         token: r.text(8)?,
         created_at: r.i64(9)?,
+        grantee_service: r.opt_text(10)?,
+        retiring_service: r.opt_text(11)?,
+        source_arn: r.opt_text(12)?,
     })
 }
 
@@ -690,13 +706,14 @@ fn insert_key(c: &mut dyn Conn, k: &KeyRecord) -> Result<(), StoreError> {
 
 fn insert_version(c: &mut dyn Conn, v: &KeyVersionRecord) -> Result<(), StoreError> {
     c.execute(
-        &format!("INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5)"),
+        &format!("INSERT INTO key_versions ({VERSION_COLS}) VALUES ($1, $2, $3, $4, $5, $6)"),
         &[
             (&v.key_id).into(),
             v.version.into(),
             (&v.wrapped_material).into(),
             v.created_at.into(),
             v.rotation_type.as_ref().into(),
+            v.imported.as_ref().map(ImportedMaterial::to_json).into(),
         ],
     )?;
     Ok(())
@@ -729,7 +746,7 @@ fn insert_grant(c: &mut dyn Conn, g: &GrantRecord) -> Result<(), StoreError> {
     c.execute(
         &format!(
             "INSERT INTO grants ({GRANT_COLS}) VALUES ({})",
-            placeholders(10)
+            placeholders(13)
         ),
         &[
             (&g.grant_id).into(),
@@ -742,6 +759,9 @@ fn insert_grant(c: &mut dyn Conn, g: &GrantRecord) -> Result<(), StoreError> {
             g.constraints.as_ref().map(GrantConstraint::to_json).into(),
             (&g.token).into(),
             g.created_at.into(),
+            g.grantee_service.as_ref().into(),
+            g.retiring_service.as_ref().into(),
+            g.source_arn.as_ref().into(),
         ],
     )?;
     Ok(())
@@ -939,15 +959,15 @@ impl<B: Backend> Store for B {
     fn replace_material(
         &self,
         key: &KeyRecord,
-        version: Option<&KeyVersionRecord>,
+        versions: &[KeyVersionRecord],
     ) -> Result<(), StoreError> {
-        let (key, version) = (key.clone(), version.cloned());
+        let (key, versions) = (key.clone(), versions.to_vec());
         self.run(Tx::Write, move |c| {
             c.execute(
                 "DELETE FROM key_versions WHERE key_id = $1",
                 &[(&key.key_id).into()],
             )?;
-            if let Some(v) = &version {
+            for v in &versions {
                 insert_version(c, v)?;
             }
             write_key(c, &key)?;
@@ -1247,7 +1267,10 @@ impl<B: Backend> Store for B {
         let retiring = Value::from(retiring);
         self.run(Tx::Read, move |c| {
             let rows = c.query(
-                &format!("SELECT {GRANT_COLS} FROM grants WHERE retiring = $1 ORDER BY grant_id"),
+                &format!(
+                    "SELECT {GRANT_COLS} FROM grants WHERE retiring = $1 OR retiring_service = $1 \
+                     ORDER BY grant_id"
+                ),
                 std::slice::from_ref(&retiring),
             )?;
             all(rows, grant_from_row)

@@ -48,7 +48,8 @@ enum PrincipalPattern {
     Account(String),
     /// One IAM user or role ARN.
     Arn(String),
-    /// A service principal (`"Service": "..."`); never matches an IAM principal.
+    /// A service principal (`"Service": "..."`): matches only that service calling as
+    /// itself, never an IAM principal.
     Service(String),
 }
 
@@ -56,9 +57,11 @@ impl PrincipalPattern {
     fn matches(&self, ctx: &RequestContext<'_>) -> bool {
         match self {
             Self::Anyone => true,
-            Self::Account(a) => a == ctx.principal_account,
+            // A service principal acting in an account is not one of the account's principals.
+            Self::Account(a) => a == ctx.principal_account && ctx.principal_arn.starts_with("arn:"),
             Self::Arn(arn) => arn == ctx.principal_arn,
-            Self::Service(_) => false,
+            // A service principal's "ARN" is its name (`ec2.amazonaws.com`); no IAM ARN is.
+            Self::Service(s) => s == ctx.principal_arn && !s.starts_with("arn:"),
         }
     }
 }

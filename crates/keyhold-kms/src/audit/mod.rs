@@ -266,6 +266,16 @@ fn resource_kind(arn: &str) -> &'static str {
 /// Builds the CloudTrail-shaped event, serialized as one JSON object.
 pub fn event(info: &CallInfo<'_>) -> Vec<u8> {
     let user_identity = match info.principal {
+        // A service calling as itself: CloudTrail's AWSService identity.
+        Some(p) if p.service_name().is_some() => UserIdentity {
+            kind: "AWSService",
+            principal_id: None,
+            arn: None,
+            account_id: Some(&p.account),
+            access_key_id: None,
+            user_name: None,
+            invoked_by: Some(&p.arn),
+        },
         Some(p) => UserIdentity {
             kind: if p.arn.contains(":role/") {
                 "AssumedRole"

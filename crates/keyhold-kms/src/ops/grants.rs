@@ -124,22 +124,85 @@ const NO_CONSTRAINTS: &[&str] = &[
 /// The prefix of every grant token keyhold issues.
 const TOKEN_PREFIX: &str = "khgt1.";
 
-/// The API shape of a stored constraint (an unreadable one shows as none: it allows nothing,
-/// and says so in the log).
+/// The API shape of a grant's constraints (an unreadable encryption context constraint shows
+/// as none: it allows nothing, and says so in the log).
 fn constraints_dto(g: &GrantRecord) -> Option<GrantConstraintsDto> {
-    match g.constraints.as_ref()? {
-        GrantConstraint::Subset(m) => Some(GrantConstraintsDto {
-            encryption_context_subset: Some(m.clone()),
-            encryption_context_equals: None,
-        }),
-        GrantConstraint::Equals(m) => Some(GrantConstraintsDto {
-            encryption_context_subset: None,
-            encryption_context_equals: Some(m.clone()),
-        }),
-        GrantConstraint::Unreadable(_) => {
+    let (subset, equals) = match g.constraints.as_ref() {
+        Some(GrantConstraint::Subset(m)) => (Some(m.clone()), None),
+        Some(GrantConstraint::Equals(m)) => (None, Some(m.clone())),
+        Some(GrantConstraint::Unreadable(_)) => {
             tracing::warn!(grant_id = %g.grant_id, "grant constraint in the store is unreadable");
-            None
+            (None, None)
         }
+        None => (None, None),
+    };
+    if subset.is_none() && equals.is_none() && g.source_arn.is_none() {
+        return None;
+    }
+    Some(GrantConstraintsDto {
+        encryption_context_subset: subset,
+        encryption_context_equals: equals,
+        source_arn: g.source_arn.clone(),
+    })
+}
+
+/// A service principal name as AWS's model allows it (`ec2.amazonaws.com`).
+fn check_service_principal(p: &str, field: &str) -> Result<(), KmsError> {
+    str_len(p, field, 1, 128)?;
+    let labels: Vec<&str> = p.split('.').collect();
+    let ok = labels.len() >= 3
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(KmsError::validation(format!(
+            "1 validation error detected: Value '{p}' at '{field}' failed to satisfy \
+             constraint: Member must satisfy regular expression pattern: \
+             ^([A-Za-z0-9\\-]+)\\.([A-Za-z0-9\\-]+)(\\.[A-Za-z0-9\\-]+)+$"
+        )))
+    }
+}
+
+/// A `SourceArn` grant constraint as AWS's model allows it.
+fn check_source_arn(arn: &str) -> Result<(), KmsError> {
+    str_len(arn, "constraints.sourceArn", 20, 512)?;
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = matches!(parts.as_slice(), ["arn", partition, service, region, account, rest]
+        if partition.starts_with("aws")
+            && partition[3..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !service.is_empty()
+            && service.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && region.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit())
+            && !rest.is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(KmsError::validation(format!(
+            "1 validation error detected: Value '{arn}' at 'constraints.sourceArn' failed to \
+             satisfy constraint: Member must satisfy regular expression pattern: \
+             ^arn:aws[a-z0-9-]*:[a-z0-9-]+:[a-z0-9-]*:[0-9]{{12}}:.+$"
+        )))
+    }
+}
+
+/// Exactly one of an IAM principal and a service principal.
+fn one_of(
+    iam: Option<String>,
+    service: Option<String>,
+    what: &str,
+    required: bool,
+) -> Result<(Option<String>, Option<String>), KmsError> {
+    match (&iam, &service) {
+        (Some(_), Some(_)) => Err(KmsError::validation(format!(
+            "Specify either {what}Principal or {what}ServicePrincipal, but not both."
+        ))),
+        (None, None) if required => Err(KmsError::validation(format!(
+            "Specify either {what}Principal or {what}ServicePrincipal."
+        ))),
+        _ => Ok((iam, service)),
     }
 }
 
@@ -206,11 +269,13 @@ fn grant_entry(engine: &Engine, key: &KeyRecord, g: &GrantRecord) -> GrantListEn
         key_id: engine.key_arn(key),
         grant_id: g.grant_id.clone(),
         creation_date: epoch_seconds(g.created_at),
-        grantee_principal: g.grantee.clone(),
+        grantee_principal: Some(g.grantee.clone()).filter(|p| !p.is_empty()),
+        grantee_service_principal: g.grantee_service.clone(),
         issuing_account: format!("arn:aws:iam::{}:root", g.issuing_account),
         operations: g.operations.clone(),
         name: g.name.clone(),
         retiring_principal: g.retiring.clone(),
+        retiring_service_principal: g.retiring_service.clone(),
         constraints: constraints_dto(g),
     }
 }
@@ -222,10 +287,29 @@ pub(super) fn create_grant(
     rec: &mut CallRecord,
 ) -> Result<CreateGrantResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
-    let grantee = required(req.grantee_principal, "granteePrincipal")?;
-    check_principal(&grantee, "granteePrincipal")?;
-    if let Some(r) = &req.retiring_principal {
+    let (grantee, grantee_service) = one_of(
+        req.grantee_principal,
+        req.grantee_service_principal,
+        "Grantee",
+        true,
+    )?;
+    if let Some(g) = &grantee {
+        check_principal(g, "granteePrincipal")?;
+    }
+    if let Some(g) = &grantee_service {
+        check_service_principal(g, "granteeServicePrincipal")?;
+    }
+    let (retiring, retiring_service) = one_of(
+        req.retiring_principal,
+        req.retiring_service_principal,
+        "Retiring",
+        false,
+    )?;
+    if let Some(r) = &retiring {
         check_principal(r, "retiringPrincipal")?;
+    }
+    if let Some(r) = &retiring_service {
+        check_service_principal(r, "retiringServicePrincipal")?;
     }
     let operations = required(req.operations, "operations")?;
     if operations.is_empty() {
@@ -258,12 +342,16 @@ pub(super) fn create_grant(
     grant_tokens(&req.grant_tokens)?;
     // An empty map is the same as none (the Terraform AWS provider sends both maps, the
     // unused one empty).
-    let (subset, equals) = req.constraints.map_or((None, None), |c| {
+    let (subset, equals, source_arn) = req.constraints.map_or((None, None, None), |c| {
         (
             c.encryption_context_subset.filter(|m| !m.is_empty()),
             c.encryption_context_equals.filter(|m| !m.is_empty()),
+            c.source_arn,
         )
     });
+    if let Some(s) = &source_arn {
+        check_source_arn(s)?;
+    }
     let constraint = match (subset, equals) {
         (Some(_), Some(_)) => {
             return Err(KmsError::validation(
@@ -301,10 +389,12 @@ pub(super) fn create_grant(
     let arn = engine.key_arn(&key);
     rec.resources.push(arn.clone());
     let mut conds = Conditions::default()
-        .and("kms:GranteePrincipal", vec![grantee.clone()])
         .and("kms:GrantOperations", ops_sorted.clone())
         .and("kms:GrantIsForAWSResource", vec!["false".into()]);
-    if let Some(r) = &req.retiring_principal {
+    if let Some(g) = &grantee {
+        conds = conds.and("kms:GranteePrincipal", vec![g.clone()]);
+    }
+    if let Some(r) = &retiring {
         conds = conds.and("kms:RetiringPrincipal", vec![r.clone()]);
     }
     if let Some(c) = &constraint {
@@ -323,6 +413,17 @@ pub(super) fn create_grant(
                 ErrorCode::AccessDeniedException,
                 format!(
                     "User: {} may not grant {op}: grant {} does not allow it",
+                    caller.arn, parent.grant_id
+                ),
+            ));
+        }
+        // A grant made through a grant limited to one resource is limited to it too.
+        if parent.source_arn.is_some() && parent.source_arn != source_arn {
+            return Err(KmsError::new(
+                ErrorCode::AccessDeniedException,
+                format!(
+                    "User: {} may not create a grant less constrained than grant {}: it must \
+                     keep the SourceArn constraint",
                     caller.arn, parent.grant_id
                 ),
             ));
@@ -360,10 +461,13 @@ pub(super) fn create_grant(
         let existing = engine.store().list_grants(&key.key_id)?;
         if let Some(g) = existing.iter().find(|g| {
             g.name.as_deref() == Some(name.as_str())
-                && g.grantee == grantee
-                && g.retiring == req.retiring_principal
+                && g.grantee == grantee.clone().unwrap_or_default()
+                && g.grantee_service == grantee_service
+                && g.retiring == retiring
+                && g.retiring_service == retiring_service
                 && g.operations == ops_sorted
                 && g.constraints == constraint
+                && g.source_arn == source_arn
         }) {
             return Ok(CreateGrantResponse {
                 grant_token: g.token.clone(),
@@ -377,8 +481,11 @@ pub(super) fn create_grant(
         grant_id: hex::encode(id_bytes),
         key_id: key.key_id,
         name: req.name,
-        grantee,
-        retiring: req.retiring_principal,
+        grantee: grantee.unwrap_or_default(),
+        retiring,
+        grantee_service,
+        retiring_service,
+        source_arn,
         issuing_account: caller.account.clone(),
         operations: ops_sorted,
         constraints: constraint,
@@ -438,6 +545,15 @@ pub(super) fn list_grants(
     if let Some(p) = &req.grantee_principal {
         str_len(p, "granteePrincipal", 1, 256)?;
     }
+    if let Some(p) = &req.grantee_service_principal {
+        check_service_principal(p, "granteeServicePrincipal")?;
+    }
+    one_of(
+        req.grantee_principal.clone(),
+        req.grantee_service_principal.clone(),
+        "Grantee",
+        false,
+    )?;
     let key = engine.key_for(
         caller,
         rec,
@@ -456,6 +572,11 @@ pub(super) fn list_grants(
                 .as_ref()
                 .is_none_or(|p| &g.grantee == p)
         })
+        .filter(|g| {
+            req.grantee_service_principal
+                .as_ref()
+                .is_none_or(|p| g.grantee_service.as_ref() == Some(p))
+        })
         .map(|g| ((*key).clone(), g))
         .collect();
     page_of(engine, grants, req.limit.unwrap_or(50), &req.marker)
@@ -467,7 +588,29 @@ pub(super) fn list_retirable_grants(
     req: ListRetirableGrantsRequest,
     _rec: &mut CallRecord,
 ) -> Result<ListGrantsResponse, KmsError> {
-    let retiring = required(req.retiring_principal, "retiringPrincipal")?;
+    let (iam, service) = one_of(
+        req.retiring_principal,
+        req.retiring_service_principal,
+        "Retiring",
+        true,
+    )?;
+    if let Some(s) = service {
+        check_service_principal(&s, "retiringServicePrincipal")?;
+        // A service retires grants in every account; a caller sees those on its account's keys.
+        let mut grants = Vec::new();
+        for g in engine.store().list_retirable_grants(&s)? {
+            if g.retiring_service.as_ref() != Some(&s) {
+                continue;
+            }
+            if let Some(k) = engine.key_record(&g.key_id)? {
+                if k.account == caller.account {
+                    grants.push(((*k).clone(), g));
+                }
+            }
+        }
+        return page_of(engine, grants, req.limit.unwrap_or(50), &req.marker);
+    }
+    let retiring = iam.unwrap_or_default();
     check_principal(&retiring, "retiringPrincipal")?;
     // Only principals of the caller's own account may be looked up.
     if retiring.split(':').nth(4) != Some(caller.account.as_str()) {
@@ -481,6 +624,9 @@ pub(super) fn list_retirable_grants(
     }
     let mut grants = Vec::new();
     for g in engine.store().list_retirable_grants(&retiring)? {
+        if g.retiring.as_ref() != Some(&retiring) {
+            continue;
+        }
         if let Some(k) = engine.key_record(&g.key_id)? {
             grants.push(((*k).clone(), g));
         }
@@ -526,8 +672,14 @@ pub(super) fn retire_grant(
         .key_record(&grant.key_id)?
         .ok_or_else(|| KmsError::not_found("The grant's key does not exist."))?;
     rec.resources.push(engine.key_arn(&key));
-    let may = grant.retiring.as_deref() == Some(caller.arn.as_str())
-        || (grant.grantee == caller.arn && grant.operations.iter().any(|o| o == "RetireGrant"))
+    let service = caller.service_name();
+    let may = (service.is_none() && grant.retiring.as_deref() == Some(caller.arn.as_str()))
+        || (service.is_some() && grant.retiring_service.as_deref() == service)
+        || (grant.operations.iter().any(|o| o == "RetireGrant")
+            && match service {
+                Some(s) => grant.grantee_service.as_deref() == Some(s),
+                None => grant.grantee_service.is_none() && grant.grantee == caller.arn,
+            })
         || (caller.account == grant.issuing_account
             && engine
                 .authorize(caller, rec, &key, "kms:RetireGrant", &Conditions::default())

@@ -95,9 +95,15 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         expiration_model: rec.expiration_model.clone(),
         valid_to: rec.valid_to.map(epoch_seconds),
         pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
-        current_key_material_id: (rec.key_spec == KeySpec::SymmetricDefault
-            && rec.current_version > 0)
-            .then(|| key_material_id(&rec.key_id, rec.current_version)),
+        current_key_material_id: match rec.origin {
+            // Imported material: the id derived from the material (ImportKeyMaterial's).
+            Origin::External => rec
+                .material_digest
+                .clone()
+                .filter(|_| rec.key_spec == KeySpec::SymmetricDefault && rec.current_version > 0),
+            _ => (rec.key_spec == KeySpec::SymmetricDefault && rec.current_version > 0)
+                .then(|| key_material_id(&rec.key_id, rec.current_version)),
+        },
     }
 }
 
@@ -316,6 +322,7 @@ pub(super) fn create_key(
             wrapped_material: engine.wrap_material(&id, 1, m)?,
             created_at: now,
             rotation_type: None,
+            imported: None,
         }),
         None => None,
     };

@@ -260,7 +260,7 @@ operations! {
     /// ImportKeyMaterial.
     ImportKeyMaterial(ImportKeyMaterialRequest) -> KeyMaterialResponse => import::import_key_material, hot = false, read_only = false;
     /// DeleteImportedKeyMaterial.
-    DeleteImportedKeyMaterial(KeyIdRequest) -> KeyMaterialResponse => import::delete_imported_key_material,
+    DeleteImportedKeyMaterial(DeleteImportedKeyMaterialRequest) -> KeyMaterialResponse => import::delete_imported_key_material,
         hot = false, read_only = false;
 }
 

@@ -38,6 +38,24 @@ pub(crate) fn check_rotatable(key: &KeyRecord, arn: &str) -> Result<(), KmsError
     Ok(())
 }
 
+/// True for keys that rotate on demand to material the caller imports: symmetric keys with
+/// EXTERNAL material.
+pub(crate) fn rotates_imported(key: &KeyRecord) -> bool {
+    key.key_spec == KeySpec::SymmetricDefault
+        && key.origin == Origin::External
+        && key.custom_key_store_id.is_none()
+}
+
+/// Refuses keys that cannot rotate on demand: symmetric keys with AWS_KMS or imported
+/// material do.
+fn check_rotatable_on_demand(key: &KeyRecord, arn: &str) -> Result<(), KmsError> {
+    if rotates_imported(key) {
+        Ok(())
+    } else {
+        check_rotatable(key, arn)
+    }
+}
+
 /// Refuses keys whose state does not allow changing rotation.
 fn check_rotation_state(key: &KeyRecord, arn: &str) -> Result<(), KmsError> {
     match key.state.crypto_refusal() {
@@ -134,7 +152,7 @@ pub(super) fn rotate_key_on_demand(
 ) -> Result<KeyIdResponse, KmsError> {
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:RotateKeyOnDemand")?;
     let arn = engine.key_arn(&key);
-    check_rotatable(&key, &arn)?;
+    check_rotatable_on_demand(&key, &arn)?;
     check_rotation_state(&key, &arn)?;
     let on_demand = engine
         .store()
@@ -148,7 +166,11 @@ pub(super) fn rotate_key_on_demand(
             format!("{arn} has had the most on-demand rotations allowed ({MAX_ON_DEMAND})"),
         ));
     }
-    engine.rotate(&key.key_id, "ON_DEMAND")?;
+    if rotates_imported(&key) {
+        engine.rotate_to_imported(&key.key_id)?;
+    } else {
+        engine.rotate(&key.key_id, "ON_DEMAND")?;
+    }
     Ok(KeyIdResponse { key_id: arn })
 }
 
@@ -186,10 +208,14 @@ pub(super) fn list_key_rotations(
         "kms:ListKeyRotations",
         &Conditions::default(),
     )?;
-    check_rotatable(&key, &engine.key_arn(&key))?;
-    let versions: Vec<_> = engine
-        .store()
-        .list_key_versions(&key.key_id)?
+    check_rotatable_on_demand(&key, &engine.key_arn(&key))?;
+    let imported = rotates_imported(&key);
+    let versions = if imported {
+        engine.imported_versions(&key)?
+    } else {
+        engine.store().list_key_versions(&key.key_id)?
+    };
+    let versions: Vec<_> = versions
         .into_iter()
         .filter(|v| v.version > after && (all || v.rotation_type.is_some()))
         .collect();
@@ -199,12 +225,31 @@ pub(super) fn list_key_rotations(
         .iter()
         .map(|v| RotationEntry {
             key_id: key.key_id.to_string(),
-            key_material_id: key_material_id(&key.key_id, v.version),
-            key_material_state: if v.version == key.current_version {
+            key_material_id: match &v.imported {
+                Some(m) => m.material_id.clone(),
+                None => key_material_id(&key.key_id, v.version),
+            },
+            key_material_description: v.imported.as_ref().and_then(|m| m.description.clone()),
+            import_state: v.imported.as_ref().map(|m| {
+                if m.present {
+                    "IMPORTED"
+                } else {
+                    "PENDING_IMPORT"
+                }
+            }),
+            key_material_state: if v.imported.as_ref().is_some_and(|m| m.pending_rotation) {
+                "PENDING_ROTATION"
+            } else if v.version == key.current_version {
                 "CURRENT"
             } else {
                 "NON_CURRENT"
             },
+            expiration_model: v.imported.as_ref().map(|m| m.expiration_model.clone()),
+            valid_to: v
+                .imported
+                .as_ref()
+                .and_then(|m| m.valid_to)
+                .map(epoch_seconds),
             rotation_date: v
                 .rotation_type
                 .as_ref()
@@ -259,6 +304,7 @@ impl Engine {
             wrapped_material: self.wrap_material(id, version, &material)?,
             created_at: now,
             rotation_type: Some(rotation_type.to_string()),
+            imported: None,
         };
         key.current_version = version;
         if rotation_type == "AUTOMATIC" {

@@ -557,3 +557,84 @@ async fn an_empty_constraint_map_is_no_constraint() {
     assert_eq!(unconstrained, 1);
     t.s.stop().await;
 }
+
+/// A grant to a service principal lets that service, calling as itself for the grant's
+/// `SourceArn`, use the key; nobody else, and not for another resource.
+#[tokio::test]
+async fn a_service_principal_grant_admits_only_that_service_for_its_resource() {
+    use keyhold_kms::api::{CreateGrantRequest, EncryptRequest, GrantConstraintsDto};
+    use keyhold_kms::principal::Principal;
+    use keyhold_kms::{Request, RequestMeta};
+
+    let s = TestServer::start().await;
+    let key = s
+        .client()
+        .create_key()
+        .send()
+        .await
+        .unwrap()
+        .key_metadata
+        .unwrap()
+        .key_id;
+    let dev = Principal {
+        arn: format!("arn:aws:iam::{ACCOUNT}:user/dev"),
+        account: ACCOUNT.into(),
+        access_key_id: "test".into(),
+    };
+    let volume = format!("arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-1");
+    let meta = RequestMeta {
+        request_id: "r1".into(),
+        ..RequestMeta::default()
+    };
+    s.engine
+        .call(
+            &dev,
+            &meta,
+            Request::CreateGrant(CreateGrantRequest {
+                key_id: Some(key.clone()),
+                grantee_service_principal: Some("ec2.amazonaws.com".into()),
+                operations: Some(vec!["Encrypt".into()]),
+                constraints: Some(GrantConstraintsDto {
+                    source_arn: Some(volume.clone()),
+                    ..GrantConstraintsDto::default()
+                }),
+                ..CreateGrantRequest::default()
+            }),
+        )
+        .unwrap();
+    let encrypt = || {
+        Request::Encrypt(EncryptRequest {
+            key_id: Some(key.clone()),
+            plaintext: Some("aGk=".into()),
+            ..EncryptRequest::default()
+        })
+    };
+    let for_resource = |arn: Option<&str>| RequestMeta {
+        source_arn: arn.map(str::to_string),
+        ..meta.clone()
+    };
+    let ec2 = Principal::service("ec2.amazonaws.com", ACCOUNT);
+    let s3 = Principal::service("s3.amazonaws.com", ACCOUNT);
+    s.engine
+        .call(&ec2, &for_resource(Some(&volume)), encrypt())
+        .unwrap();
+    for (who, source) in [
+        (
+            &ec2,
+            Some(format!("arn:aws:ec2:{REGION}:{ACCOUNT}:volume/vol-2")),
+        ),
+        (&ec2, None),
+        (&s3, Some(volume.clone())),
+    ] {
+        let e = s
+            .engine
+            .call(who, &for_resource(source.as_deref()), encrypt())
+            .unwrap_err();
+        assert_eq!(
+            e.code.as_str(),
+            "AccessDeniedException",
+            "{who:?} {source:?}"
+        );
+    }
+    s.stop().await;
+}

@@ -367,3 +367,105 @@ async fn asymmetric_and_hmac_import() {
     assert_eq!(mac.as_ref(), expected.as_ref());
     s.stop().await;
 }
+
+/// Of several imported materials, the one past its ValidTo is deleted alone: the key waits
+/// for it (PendingImport), the listing shows it PENDING_IMPORT, and re-importing it restores
+/// the key with its ciphertext.
+#[tokio::test]
+async fn one_expired_material_of_several_makes_the_key_wait_for_it() {
+    use aws_sdk_kms::types::{ImportState, ImportType, IncludeKeyMaterial, KeyMaterialState};
+    let s = TestServer::start().await;
+    let c = s.client();
+    let k = external_key(&c, KeySpec::SymmetricDefault, KeyUsageType::EncryptDecrypt).await;
+    let (token, first) = wrapped(&c, &k, AlgorithmSpec::RsaesOaepSha256, &[1; 32]).await;
+    c.import_key_material()
+        .key_id(&k)
+        .import_token(token)
+        .encrypted_key_material(first)
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .send()
+        .await
+        .unwrap();
+    let valid_to = (s.clock_now_secs() + 3600.0) as i64;
+    let (token, second) = wrapped(&c, &k, AlgorithmSpec::RsaesOaepSha256, &[2; 32]).await;
+    let m2 = c
+        .import_key_material()
+        .key_id(&k)
+        .import_token(token)
+        .encrypted_key_material(second)
+        .import_type(ImportType::NewKeyMaterial)
+        .expiration_model(ExpirationModelType::KeyMaterialExpires)
+        .valid_to(DateTime::from_secs(valid_to))
+        .send()
+        .await
+        .unwrap()
+        .key_material_id
+        .unwrap();
+    c.rotate_key_on_demand().key_id(&k).send().await.unwrap();
+    let ct = c
+        .encrypt()
+        .key_id(&k)
+        .plaintext(blob(b"under the second"))
+        .send()
+        .await
+        .unwrap()
+        .ciphertext_blob
+        .unwrap();
+    let md = c.describe_key().key_id(&k).send().await.unwrap();
+    let md = md.key_metadata.unwrap();
+    assert_eq!(md.current_key_material_id.as_deref(), Some(m2.as_str()));
+    assert_eq!(md.valid_to.map(|d| d.secs()), Some(valid_to));
+
+    s.clock.advance_ms(2 * 3600 * 1000);
+    let e = c
+        .decrypt()
+        .ciphertext_blob(ct.clone())
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "KMSInvalidStateException");
+    let listed = c
+        .list_key_rotations()
+        .key_id(&k)
+        .include_key_material(IncludeKeyMaterial::AllKeyMaterial)
+        .send()
+        .await
+        .unwrap();
+    let states: Vec<_> = listed
+        .rotations()
+        .iter()
+        .map(|r| (r.import_state.clone(), r.key_material_state.clone()))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            (
+                Some(ImportState::Imported),
+                Some(KeyMaterialState::NonCurrent)
+            ),
+            (
+                Some(ImportState::PendingImport),
+                Some(KeyMaterialState::Current)
+            ),
+        ]
+    );
+    let md = c.describe_key().key_id(&k).send().await.unwrap();
+    assert_eq!(
+        md.key_metadata.unwrap().key_state,
+        Some(KeyState::PendingImport)
+    );
+
+    let (token, again) = wrapped(&c, &k, AlgorithmSpec::RsaesOaepSha256, &[2; 32]).await;
+    c.import_key_material()
+        .key_id(&k)
+        .import_token(token)
+        .encrypted_key_material(again)
+        .key_material_id(&m2)
+        .expiration_model(ExpirationModelType::KeyMaterialDoesNotExpire)
+        .send()
+        .await
+        .unwrap();
+    let pt = c.decrypt().ciphertext_blob(ct).send().await.unwrap();
+    assert_eq!(pt.plaintext.unwrap().as_ref(), b"under the second");
+    s.stop().await;
+}
