@@ -250,37 +250,6 @@ pub(crate) fn audit_admin(
         .map_err(|e| format!("the action was done but could not be kept for the audit log: {e}"))
 }
 
-/// `keyhold admin backup`.
-pub fn backup(dir: &DataDirArg, to: &std::path::Path) -> Result<(), String> {
-    let (_root, store) = dir.open().open()?;
-    let snapshot = store.export().map_err(|e| e.to_string())?;
-    let bytes = serde_json::to_vec(&snapshot).map_err(|e| e.to_string())?;
-    let tmp = to.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::io::Write::write_all(&mut f, &bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, to).map_err(|e| format!("{}: {e}", to.display()))?;
-    println!(
-        "backed up {} keys, {} aliases, {} grants and {} principals to {}",
-        snapshot.keys.len(),
-        snapshot.aliases.len(),
-        snapshot.grants.len(),
-        snapshot.principals.len(),
-        to.display()
-    );
-    Ok(())
-}
-
 /// `keyhold admin seed-keys`.
 pub fn seed_keys(
     dir: &DataDirArg,
@@ -293,7 +262,7 @@ pub fn seed_keys(
     }
     let (root, store) = dir.open().open()?;
     let started = std::time::Instant::now();
-    let mut last = std::time::Instant::now();
+    let bar = crate::progress::items(count as u64, "creating keys");
     keyhold_kms::seed::bulk_create(
         root.as_ref(),
         store.as_ref(),
@@ -301,13 +270,9 @@ pub fn seed_keys(
         count,
         batch,
         SystemClock.now_ms(),
-        |done| {
-            if last.elapsed().as_secs() >= 2 {
-                eprintln!("{done} / {count} keys");
-                last = std::time::Instant::now();
-            }
-        },
+        |done| bar.set_position(done as u64),
     )?;
+    bar.finish_and_clear();
     audit_admin(
         store.as_ref(),
         "SeedKeys",
@@ -317,83 +282,6 @@ pub fn seed_keys(
     println!(
         "created {count} keys for account {account} in {secs:.1} s ({:.0} keys/s)",
         count as f64 / secs.max(1e-9)
-    );
-    Ok(())
-}
-
-/// Refuses a backup whose secrets this data dir's root key cannot open, before anything is
-/// written: restoring it would leave a server that cannot use any key or credential.
-fn check_backup_opens(
-    snapshot: &keyhold_store::Snapshot,
-    root: &dyn keyhold_hsm::RootKey,
-    dir: &std::path::Path,
-) -> Result<(), String> {
-    let wrapped = snapshot
-        .principals
-        .iter()
-        .map(|p| {
-            (
-                &p.wrapped_secret,
-                keyhold_store::PrincipalRecord::wrap_label(&p.access_key_id),
-            )
-        })
-        .chain(
-            snapshot
-                .versions
-                .iter()
-                .filter(|v| v.has_material())
-                .map(|v| {
-                    (
-                        &v.wrapped_material,
-                        keyhold_store::KeyVersionRecord::wrap_label(&v.key_id, v.version),
-                    )
-                }),
-        )
-        .chain(snapshot.custom_key_stores.iter().map(|c| {
-            (
-                &c.password_wrapped,
-                keyhold_store::CustomKeyStoreRecord::wrap_label(&c.id),
-            )
-        }));
-    for (bytes, label) in wrapped {
-        if root.unwrap(bytes, &label).is_err() {
-            return Err(format!(
-                "the backup's secrets are wrapped under another root key than {}'s: give it the \
-                 root key of the data dir the backup came from (nothing was restored)",
-                dir.display()
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// `keyhold admin restore`.
-pub fn restore(dir: &DataDirArg, from: &std::path::Path) -> Result<(), String> {
-    let bytes = std::fs::read(from).map_err(|e| format!("{}: {e}", from.display()))?;
-    let snapshot: keyhold_store::Snapshot = serde_json::from_slice(&bytes)
-        .map_err(|e| format!("{}: not a keyhold backup ({e})", from.display()))?;
-    let (root, store) = dir.open().open_for_restore()?;
-    check_backup_opens(&snapshot, root.as_ref(), &dir.open().root)?;
-    store.import(&snapshot).map_err(|e| match e {
-        keyhold_store::StoreError::NotEmpty => {
-            "refusing to restore into a store that already holds keys or principals".to_string()
-        }
-        other => other.to_string(),
-    })?;
-    audit_admin(
-        store.as_ref(),
-        "RestoreBackup",
-        serde_json::json!({
-            "backup": from.display().to_string(),
-            "keys": snapshot.keys.len(),
-            "principals": snapshot.principals.len(),
-        }),
-    )?;
-    println!(
-        "restored {} keys and {} principals from {}",
-        snapshot.keys.len(),
-        snapshot.principals.len(),
-        from.display()
     );
     Ok(())
 }

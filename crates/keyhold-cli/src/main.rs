@@ -14,11 +14,13 @@
 
 mod admin;
 mod audit;
+mod backup;
 mod bench;
 mod bench_s3;
 mod ca;
 mod config;
 mod datadir;
+mod progress;
 mod rotate;
 mod serve;
 
@@ -228,8 +230,8 @@ fn main() -> ExitCode {
         },
         Command::Admin { command } => match command {
             AdminCommand::Principal { command } => admin::principal(command),
-            AdminCommand::Backup { dir, to } => admin::backup(&dir, &to),
-            AdminCommand::Restore { dir, from } => admin::restore(&dir, &from),
+            AdminCommand::Backup { dir, to } => backup::backup(&dir, &to),
+            AdminCommand::Restore { dir, from } => backup::restore(&dir, &from),
             AdminCommand::AdoptRoot { dir, from } => {
                 rotate::adopt(&dir.open(), &datadir::DataDir::new(&from)).and_then(|n| {
                     admin::audit_admin(

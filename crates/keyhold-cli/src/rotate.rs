@@ -130,7 +130,13 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
     // 3. Every secret in the store, in one transaction.
     let snapshot = store.export().map_err(|e| e.to_string())?;
     let mut changes = Vec::with_capacity(snapshot.versions.len() + snapshot.principals.len());
+    let bar = crate::progress::items(
+        (snapshot.versions.len() + snapshot.principals.len() + snapshot.custom_key_stores.len())
+            as u64,
+        "rewrapping secrets",
+    );
     for v in snapshot.versions.iter().filter(|v| v.has_material()) {
+        bar.inc(1);
         let label = KeyVersionRecord::wrap_label(&v.key_id, v.version);
         let secret = old
             .unwrap(&v.wrapped_material, &label)
@@ -145,6 +151,7 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
         });
     }
     for p in &snapshot.principals {
+        bar.inc(1);
         let label = PrincipalRecord::wrap_label(&p.access_key_id);
         let secret = old
             .unwrap(&p.wrapped_secret, &label)
@@ -158,6 +165,7 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
         });
     }
     for c in &snapshot.custom_key_stores {
+        bar.inc(1);
         let label = CustomKeyStoreRecord::wrap_label(&c.id);
         let secret = old
             .unwrap(&c.password_wrapped, &label)
@@ -170,6 +178,7 @@ fn rotate_until(dir: &DataDir, to: NewRoot, stop: Stop) -> Result<usize, String>
                 .map_err(|e| e.to_string())?,
         });
     }
+    bar.finish_and_clear();
     if stop == Stop::BeforeStore {
         return Ok(0);
     }

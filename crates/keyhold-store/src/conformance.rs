@@ -150,6 +150,7 @@ pub fn run_all(make: &dyn Fn() -> Box<dyn Store>) {
     backup_and_restore(make().as_ref(), make().as_ref());
     keys(make().as_ref());
     bulk_keys(make().as_ref());
+    export_in_pages(make().as_ref(), make().as_ref());
     custom_key_stores(make().as_ref());
     versions_and_deletion(make().as_ref());
     aliases(make().as_ref());
@@ -221,6 +222,63 @@ fn bulk_keys(s: &dyn Store) {
     ));
     assert_eq!(s.get_key(&again[0].0.key_id).unwrap(), None);
     assert_eq!(s.list_keys(ACCT, None, 100).unwrap().len(), 50);
+}
+
+/// An export of more rows than one page streams every row once, in order; an import that
+/// fails part way leaves nothing behind.
+fn export_in_pages(s: &dyn Store, into: &dyn Store) {
+    use crate::{Record, RecordSink, RecordSource};
+    use std::sync::{Arc, Mutex};
+    let mut batch: Vec<_> = (0..2 * super::sql::EXPORT_PAGE_FOR_TESTS + 7)
+        .map(|_| key(ACCT))
+        .collect();
+    s.create_keys(&batch).unwrap();
+    batch.sort_by_key(|(k, _)| k.key_id.to_string());
+    struct Count(Vec<Record>, usize);
+    impl RecordSink for Count {
+        fn restart(&mut self) -> Result<(), StoreError> {
+            self.0.clear();
+            self.1 += 1;
+            Ok(())
+        }
+        fn put(&mut self, r: Record) -> Result<(), StoreError> {
+            self.0.push(r);
+            Ok(())
+        }
+    }
+    let sink = Arc::new(Mutex::new(Count(Vec::new(), 0)));
+    s.export_to(sink.clone()).unwrap();
+    let got = std::mem::take(&mut sink.lock().unwrap().0);
+    let keys: Vec<_> = got
+        .iter()
+        .filter_map(|r| match r {
+            Record::Key(k) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        keys,
+        batch.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(got.len(), 2 * batch.len());
+    // A source that fails after some records: the import is undone.
+    struct Failing(Vec<Record>, usize);
+    impl RecordSource for Failing {
+        fn rewind(&mut self) -> Result<(), StoreError> {
+            self.1 = 0;
+            Ok(())
+        }
+        fn next_record(&mut self) -> Result<Option<Record>, StoreError> {
+            self.1 += 1;
+            if self.1 > 100 {
+                return Err(StoreError::Backend("truncated".into()));
+            }
+            Ok(self.0.get(self.1 - 1).cloned())
+        }
+    }
+    let failing = Arc::new(Mutex::new(Failing(got, 0)));
+    assert!(into.import_from(failing).is_err());
+    assert!(into.list_keys(ACCT, None, 10).unwrap().is_empty());
 }
 
 fn cks(id: &str, account: &str, name: &str, cluster: &str) -> CustomKeyStoreRecord {

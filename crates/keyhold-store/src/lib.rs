@@ -24,13 +24,16 @@ pub mod records;
 mod sql;
 pub mod sqlite;
 
+use std::sync::{Arc, Mutex};
+
 use keyhold_core::ids::{AliasName, KeyId};
 
 pub use catalog::{BucketRecord, ObjectCatalog, ObjectRecord, PartRecord, UploadRecord};
 pub use postgres::PgStore;
 pub use records::{
     AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
-    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot, Tag,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Record, RecordSink, RecordSource,
+    Snapshot, Tag,
 };
 pub use sqlite::SqliteStore;
 
@@ -223,11 +226,38 @@ pub trait Store: ObjectCatalog + Send + Sync {
     /// When a key was last used, if it was.
     fn get_key_usage(&self, id: &KeyId) -> Result<Option<KeyLastUsage>, StoreError>;
 
-    /// Every row, read consistently (one snapshot of the database).
-    fn export(&self) -> Result<Snapshot, StoreError>;
+    /// Every row, read consistently (one snapshot of the database), put into `sink` one at a
+    /// time, a page of rows in memory at once; keys come before the rows that name them.
+    fn export_to(&self, sink: Arc<Mutex<dyn RecordSink>>) -> Result<(), StoreError>;
+    /// Writes every record `source` yields into this store, atomically (an error from the
+    /// source undoes everything); refused unless the store holds no key and no principal.
+    fn import_from(&self, source: Arc<Mutex<dyn RecordSource>>) -> Result<(), StoreError>;
+    /// Every row, read consistently, in memory.
+    fn export(&self) -> Result<Snapshot, StoreError> {
+        let sink = Arc::new(Mutex::new(Snapshot::default()));
+        self.export_to(sink.clone())?;
+        let mut guard = sink
+            .lock()
+            .map_err(|_| StoreError::Backend("export sink poisoned".into()))?;
+        Ok(std::mem::take(&mut *guard))
+    }
     /// Writes every row of `snapshot` into this store, atomically; refused unless the store
     /// holds no key and no principal.
-    fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError>;
+    fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        struct Records(Vec<Record>, usize);
+        impl RecordSource for Records {
+            fn rewind(&mut self) -> Result<(), StoreError> {
+                self.1 = 0;
+                Ok(())
+            }
+            fn next_record(&mut self) -> Result<Option<Record>, StoreError> {
+                self.1 += 1;
+                Ok(self.0.get(self.1 - 1).cloned())
+            }
+        }
+        let records = snapshot.clone().records().collect();
+        self.import_from(Arc::new(Mutex::new(Records(records, 0))))
+    }
     /// Replaces every wrapped secret (root-key rotation), atomically: every row changes or
     /// none does. Each change names the bytes it expects to replace; a row that holds other
     /// bytes (changed since it was read), or a wrapped row no change names (added since),

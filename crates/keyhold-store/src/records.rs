@@ -306,6 +306,88 @@ pub struct Snapshot {
     pub custom_key_stores: Vec<CustomKeyStoreRecord>,
 }
 
+/// One row of a store, as a backup streams it: keys come before the rows that name them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Record {
+    /// A key.
+    Key(KeyRecord),
+    /// A version of a key's material.
+    Version(KeyVersionRecord),
+    /// An alias.
+    Alias(AliasRecord),
+    /// A tag, with its key.
+    Tag(KeyId, Tag),
+    /// A grant.
+    Grant(GrantRecord),
+    /// A principal.
+    Principal(PrincipalRecord),
+    /// The last use of a key.
+    Usage(KeyLastUsage),
+    /// A custom key store.
+    CustomKeyStore(CustomKeyStoreRecord),
+}
+
+impl Snapshot {
+    /// Adds one record.
+    pub fn push(&mut self, r: Record) {
+        match r {
+            Record::Key(k) => self.keys.push(k),
+            Record::Version(v) => self.versions.push(v),
+            Record::Alias(a) => self.aliases.push(a),
+            Record::Tag(id, t) => self.tags.push((id, t)),
+            Record::Grant(g) => self.grants.push(g),
+            Record::Principal(p) => self.principals.push(p),
+            Record::Usage(u) => self.usage.push(u),
+            Record::CustomKeyStore(c) => self.custom_key_stores.push(c),
+        }
+    }
+
+    /// Every record, in the order a store takes them back.
+    pub fn records(self) -> impl Iterator<Item = Record> {
+        self.keys
+            .into_iter()
+            .map(Record::Key)
+            .chain(self.versions.into_iter().map(Record::Version))
+            .chain(self.aliases.into_iter().map(Record::Alias))
+            .chain(self.tags.into_iter().map(|(id, t)| Record::Tag(id, t)))
+            .chain(self.grants.into_iter().map(Record::Grant))
+            .chain(self.principals.into_iter().map(Record::Principal))
+            .chain(self.usage.into_iter().map(Record::Usage))
+            .chain(
+                self.custom_key_stores
+                    .into_iter()
+                    .map(Record::CustomKeyStore),
+            )
+    }
+}
+
+/// Where [`crate::Store::export_to`] puts records, one at a time.
+pub trait RecordSink: Send {
+    /// Forgets every record put so far: the export starts over (its transaction was retried).
+    fn restart(&mut self) -> Result<(), crate::StoreError>;
+    /// Takes one record.
+    fn put(&mut self, r: Record) -> Result<(), crate::StoreError>;
+}
+
+/// Where [`crate::Store::import_from`] reads records from, one at a time.
+pub trait RecordSource: Send {
+    /// Goes back to the first record (the import's transaction was retried).
+    fn rewind(&mut self) -> Result<(), crate::StoreError>;
+    /// The next record; `None` at the end.
+    fn next_record(&mut self) -> Result<Option<Record>, crate::StoreError>;
+}
+
+impl RecordSink for Snapshot {
+    fn restart(&mut self) -> Result<(), crate::StoreError> {
+        *self = Snapshot::default();
+        Ok(())
+    }
+    fn put(&mut self, r: Record) -> Result<(), crate::StoreError> {
+        self.push(r);
+        Ok(())
+    }
+}
+
 /// The newest signed digest of one node's audit chain, recorded outside the audit files so
 /// that deleting the newest segments together with their digests is caught.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! implementation (connections and transactions). Rows are decoded fallibly: a value of the
 //! wrong type or out of range is a [`StoreError::Backend`], never a panic or a truncation.
 
+use std::sync::{Arc, Mutex};
+
 use keyhold_core::grant::GrantConstraint;
 use keyhold_core::ids::{AliasName, KeyId};
 use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
@@ -12,8 +14,8 @@ use keyhold_core::policy::default_key_policy;
 
 use crate::{
     AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
-    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Snapshot, Store, StoreError, Tag,
-    WrappedChange,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Record, RecordSink, RecordSource,
+    Store, StoreError, Tag, WrappedChange,
 };
 
 /// The SQL dialects keyhold speaks. Every difference between them is a method here.
@@ -677,6 +679,33 @@ fn tag_from_row(mut r: Row) -> Result<(KeyId, Tag), StoreError> {
             value: r.text(2)?,
         },
     ))
+}
+
+/// Rows exported at once.
+const EXPORT_PAGE: usize = 1000;
+#[cfg(test)]
+pub(crate) const EXPORT_PAGE_FOR_TESTS: usize = EXPORT_PAGE;
+
+/// Puts every row of `sql` (an ordered query) into `sink`, a page at a time, so an export of
+/// any size holds one page in memory.
+fn pages(
+    c: &mut dyn Conn,
+    sql: &str,
+    sink: &mut dyn RecordSink,
+    f: impl Fn(Row) -> Result<Record, StoreError>,
+) -> Result<(), StoreError> {
+    let mut offset = 0;
+    loop {
+        let rows = c.query(&format!("{sql} LIMIT {EXPORT_PAGE} OFFSET {offset}"), &[])?;
+        let n = rows.len();
+        for r in rows {
+            sink.put(f(r)?)?;
+        }
+        if n < EXPORT_PAGE {
+            return Ok(());
+        }
+        offset += n;
+    }
 }
 
 pub(crate) fn all<T>(
@@ -1356,60 +1385,66 @@ impl<B: Backend> Store for B {
         })
     }
 
-    fn export(&self) -> Result<Snapshot, StoreError> {
-        self.run(Tx::Snapshot, |c| {
-            let mut q = |sql: &str| c.query(sql, &[]);
-            Ok(Snapshot {
-                keys: all(
-                    q(&format!("SELECT {KEY_COLS} FROM keys ORDER BY key_id"))?,
-                    key_from_row,
-                )?,
-                versions: all(
-                    q(&format!(
-                        "SELECT {VERSION_COLS} FROM key_versions ORDER BY key_id, version"
-                    ))?,
-                    version_from_row,
-                )?,
-                aliases: all(
-                    q(&format!(
-                        "SELECT {ALIAS_COLS} FROM aliases ORDER BY account, name"
-                    ))?,
-                    alias_from_row,
-                )?,
-                tags: all(
-                    q("SELECT key_id, tag_key, tag_value FROM tags ORDER BY key_id, tag_key")?,
-                    tag_from_row,
-                )?,
-                grants: all(
-                    q(&format!(
-                        "SELECT {GRANT_COLS} FROM grants ORDER BY grant_id"
-                    ))?,
-                    grant_from_row,
-                )?,
-                principals: all(
-                    q(&format!(
-                        "SELECT {PRINCIPAL_COLS} FROM principals ORDER BY access_key_id"
-                    ))?,
-                    principal_from_row,
-                )?,
-                usage: all(
-                    q(&format!(
-                        "SELECT {USAGE_COLS} FROM key_last_usage ORDER BY key_id"
-                    ))?,
-                    usage_from_row,
-                )?,
-                custom_key_stores: all(
-                    q(&format!(
-                        "SELECT {CKS_COLS} FROM custom_key_stores ORDER BY id"
-                    ))?,
-                    cks_from_row,
-                )?,
-            })
+    fn export_to(&self, sink: Arc<Mutex<dyn RecordSink>>) -> Result<(), StoreError> {
+        self.run(Tx::Snapshot, move |c| {
+            let mut sink = sink
+                .lock()
+                .map_err(|_| StoreError::Backend("export sink poisoned".into()))?;
+            // A retried transaction starts the export over.
+            sink.restart()?;
+            let sink = &mut *sink;
+            pages(
+                c,
+                &format!("SELECT {KEY_COLS} FROM keys ORDER BY key_id"),
+                sink,
+                |r| key_from_row(r).map(Record::Key),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {VERSION_COLS} FROM key_versions ORDER BY key_id, version"),
+                sink,
+                |r| version_from_row(r).map(Record::Version),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {ALIAS_COLS} FROM aliases ORDER BY account, name"),
+                sink,
+                |r| alias_from_row(r).map(Record::Alias),
+            )?;
+            pages(
+                c,
+                "SELECT key_id, tag_key, tag_value FROM tags ORDER BY key_id, tag_key",
+                sink,
+                |r| tag_from_row(r).map(|(id, t)| Record::Tag(id, t)),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {GRANT_COLS} FROM grants ORDER BY grant_id"),
+                sink,
+                |r| grant_from_row(r).map(Record::Grant),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {PRINCIPAL_COLS} FROM principals ORDER BY access_key_id"),
+                sink,
+                |r| principal_from_row(r).map(Record::Principal),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {USAGE_COLS} FROM key_last_usage ORDER BY key_id"),
+                sink,
+                |r| usage_from_row(r).map(Record::Usage),
+            )?;
+            pages(
+                c,
+                &format!("SELECT {CKS_COLS} FROM custom_key_stores ORDER BY id"),
+                sink,
+                |r| cks_from_row(r).map(Record::CustomKeyStore),
+            )
         })
     }
 
-    fn import(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let s = snapshot.clone();
+    fn import_from(&self, source: Arc<Mutex<dyn RecordSource>>) -> Result<(), StoreError> {
         self.run(Tx::Write, move |c| {
             B::DIALECT.lock(c, &["keys", "principals"])?;
             let existing = count(
@@ -1420,29 +1455,22 @@ impl<B: Backend> Store for B {
             if existing > 0 {
                 return Err(StoreError::NotEmpty);
             }
-            for k in &s.keys {
-                insert_key(c, k)?;
-            }
-            for v in &s.versions {
-                insert_version(c, v)?;
-            }
-            for a in &s.aliases {
-                insert_alias(c, a)?;
-            }
-            for (id, t) in &s.tags {
-                put_tag(c, id, t)?;
-            }
-            for g in &s.grants {
-                insert_grant(c, g)?;
-            }
-            for p in &s.principals {
-                insert_principal(c, p)?;
-            }
-            for u in &s.usage {
-                insert_usage(c, u)?;
-            }
-            for cks in &s.custom_key_stores {
-                insert_cks(c, cks)?;
+            let mut source = source
+                .lock()
+                .map_err(|_| StoreError::Backend("import source poisoned".into()))?;
+            // A retried transaction reads the records again from the first.
+            source.rewind()?;
+            while let Some(r) = source.next_record()? {
+                match &r {
+                    Record::Key(k) => insert_key(c, k)?,
+                    Record::Version(v) => insert_version(c, v)?,
+                    Record::Alias(a) => insert_alias(c, a)?,
+                    Record::Tag(id, t) => put_tag(c, id, t)?,
+                    Record::Grant(g) => insert_grant(c, g)?,
+                    Record::Principal(p) => insert_principal(c, p)?,
+                    Record::Usage(u) => insert_usage(c, u)?,
+                    Record::CustomKeyStore(cks) => insert_cks(c, cks)?,
+                }
             }
             Ok(())
         })
@@ -1489,8 +1517,9 @@ impl<B: Backend> Store for B {
             }
             let rows = count(
                 c,
-                "SELECT (SELECT COUNT(*) FROM key_versions) + (SELECT COUNT(*) FROM principals) \
-                 + (SELECT COUNT(*) FROM custom_key_stores)",
+                // Deleted imported material (nothing wrapped) has nothing to rewrap.
+                "SELECT (SELECT COUNT(*) FROM key_versions WHERE length(wrapped_material) > 0) \
+                 + (SELECT COUNT(*) FROM principals) + (SELECT COUNT(*) FROM custom_key_stores)",
                 &[],
             )?;
             if usize::try_from(rows).ok() != Some(changes.len()) {
