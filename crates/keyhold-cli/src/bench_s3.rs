@@ -261,7 +261,7 @@ struct Report {
     requests: u64,
     bytes: u64,
     seconds: f64,
-    latencies_us: Vec<u64>,
+    latencies: crate::latency::Latencies,
     errors: BTreeMap<String, u64>,
 }
 
@@ -271,11 +271,7 @@ impl Report {
     }
 
     fn pct_ms(&self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
-        }
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        self.latencies_us[i] as f64 / 1000.0
+        self.latencies.quantile_ms(p)
     }
 
     fn print(&self, what: &str) {
@@ -408,7 +404,9 @@ async fn load(endpoint: &str, args: &BenchArgs, op: S3Op, sse: Sse) -> Result<Re
                     Ok((s, n, _)) if s < 300 => {
                         report.requests += 1;
                         report.bytes += if op == S3Op::Put { size } else { n };
-                        report.latencies_us.push(t.elapsed().as_micros() as u64);
+                        report
+                            .latencies
+                            .record(u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX));
                     }
                     Ok((s, _, code)) => {
                         *report.errors.entry(format!("{s} {code}")).or_default() += 1
@@ -427,13 +425,12 @@ async fn load(endpoint: &str, args: &BenchArgs, op: S3Op, sse: Sse) -> Result<Re
         let r = t.await.map_err(|e| e.to_string())?;
         all.requests += r.requests;
         all.bytes += r.bytes;
-        all.latencies_us.extend(r.latencies_us);
+        all.latencies.merge(&r.latencies);
         for (k, v) in r.errors {
             *all.errors.entry(k).or_default() += v;
         }
     }
     all.seconds = start.elapsed().as_secs_f64();
-    all.latencies_us.sort_unstable();
     Ok(all)
 }
 

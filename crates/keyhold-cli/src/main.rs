@@ -20,6 +20,7 @@ mod bench_s3;
 mod ca;
 mod config;
 mod datadir;
+mod latency;
 mod progress;
 mod rotate;
 mod serve;

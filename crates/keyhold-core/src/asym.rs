@@ -124,17 +124,25 @@ fn der_element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
     rest.split_at_checked(len)
 }
 
-/// Whether `spki` is an EC SubjectPublicKeyInfo whose parameters name the curve `curve_oid`, as
-/// RFC 5480 requires (explicit curve parameters are refused, whatever curve they describe).
+/// Whether `spki` is an EC SubjectPublicKeyInfo whose parameters name the curve `curve_oid`
+/// (the OID's DER), as RFC 5480 requires (explicit curve parameters are refused, whatever curve
+/// they describe).
 fn names_curve(spki: &[u8], curve_oid: &[u8]) -> bool {
-    const ID_EC_PUBLIC_KEY: [u8; 9] = [0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01];
-    let Some((body, [])) = der_element(spki, 0x30) else {
+    use spki::der::asn1::ObjectIdentifier;
+    use spki::der::Decode;
+    const ID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
+    let (Ok(info), Ok(curve)) = (
+        spki::SubjectPublicKeyInfoRef::from_der(spki),
+        ObjectIdentifier::from_der(curve_oid),
+    ) else {
         return false;
     };
-    let Some((alg, _)) = der_element(body, 0x30) else {
-        return false;
-    };
-    alg.strip_prefix(ID_EC_PUBLIC_KEY.as_slice()) == Some(curve_oid)
+    info.algorithm.oid == ID_EC_PUBLIC_KEY
+        && info
+            .algorithm
+            .parameters
+            .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+            == Some(curve)
 }
 
 fn hmac_alg(spec: KeySpec) -> Option<(hmac::Algorithm, usize)> {
@@ -522,16 +530,17 @@ pub fn verify_public(
     )))
 }
 
-/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410), before the 32-byte point.
-const ED25519_SPKI_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-/// The 32-byte point of an Ed25519 SubjectPublicKeyInfo.
+/// The 32-byte point of an Ed25519 SubjectPublicKeyInfo (RFC 8410: id-Ed25519, no
+/// parameters).
 fn ed25519_spki_point(spki: &[u8]) -> Option<[u8; 32]> {
-    spki.strip_prefix(ED25519_SPKI_PREFIX.as_slice())?
-        .try_into()
-        .ok()
+    use spki::der::asn1::ObjectIdentifier;
+    use spki::der::Decode;
+    const ID_ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
+    let info = spki::SubjectPublicKeyInfoRef::from_der(spki).ok()?;
+    if info.algorithm.oid != ID_ED25519 || info.algorithm.parameters.is_some() {
+        return None;
+    }
+    info.subject_public_key.as_bytes()?.try_into().ok()
 }
 
 fn mu(message: &[u8]) -> Result<[u8; crate::ffi::MU_LEN], AsymError> {

@@ -410,16 +410,12 @@ fn signing_key(dir: &Path, root: &dyn RootKey) -> std::io::Result<EcdsaKeyPair> 
     Ok(kp)
 }
 
-/// PEM of a DER SubjectPublicKeyInfo.
+/// PEM of a DER SubjectPublicKeyInfo (RFC 7468, LF line endings).
 pub fn public_key_pem(spki: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(spki);
-    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
-    for chunk in b64.as_bytes().chunks(64) {
-        out.push_str(&String::from_utf8_lossy(chunk));
-        out.push('\n');
-    }
-    out.push_str("-----END PUBLIC KEY-----\n");
-    out
+    pem::encode_config(
+        &pem::Pem::new("PUBLIC KEY", spki),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// Appends the chain fields to an event object:

@@ -46,19 +46,15 @@ impl Report {
     }
 }
 
-/// Decodes a PEM (or DER) public key to DER.
+/// Decodes a PEM (or DER) public key to DER (empty when the PEM cannot be read: nothing then
+/// verifies).
 pub fn public_key_der(pem_or_der: &[u8]) -> Vec<u8> {
-    let text = String::from_utf8_lossy(pem_or_der);
-    if !text.contains("-----BEGIN") {
+    if !pem_or_der.starts_with(b"-----BEGIN") && !pem_or_der.windows(10).any(|w| w == b"-----BEGIN")
+    {
         return pem_or_der.to_vec();
     }
-    let b64: String = text
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect::<Vec<_>>()
-        .concat();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
+    pem::parse(pem_or_der)
+        .map(|p| p.into_contents())
         .unwrap_or_default()
 }
 
