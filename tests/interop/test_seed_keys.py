@@ -53,3 +53,34 @@ def test_seed_keys_refuses_a_bad_account(data_dir):
     p = run_keyhold("admin", "seed-keys", "--data-dir", str(data_dir), "--count", "5",
                     "--account", "12")
     assert p.returncode != 0 and "12-digit" in p.stderr
+
+
+def test_progress_is_drawn_on_a_terminal_only(data_dir, tmp_path):
+    """On a terminal (stderr a pty) long admin work draws a progress bar; in a pipe, nothing."""
+    import os
+    import subprocess
+
+    from conftest import keyhold_bin
+
+    assert run_keyhold("init", "--data-dir", str(data_dir)).returncode == 0
+    piped = run_keyhold("admin", "seed-keys", "--data-dir", str(data_dir), "--count", "3000")
+    assert piped.returncode == 0 and piped.stderr == "", piped.stderr
+    primary, secondary = os.openpty()
+    try:
+        p = subprocess.run([keyhold_bin(), "admin", "backup", "--data-dir", str(data_dir),
+                            "--to", str(tmp_path / "b.jsonl")],
+                           stdout=subprocess.PIPE, stderr=secondary, timeout=120)
+        os.close(secondary)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(primary)
+    assert p.returncode == 0
+    assert b"rows backed up" in drawn, drawn[-500:]
