@@ -64,6 +64,9 @@ pub enum AuditCommand {
         /// Events that failed with this error code (e.g. AccessDeniedException).
         #[arg(long)]
         error: Option<String>,
+        /// Events from this client address.
+        #[arg(long)]
+        source_ip: Option<String>,
     },
 }
 
@@ -284,6 +287,7 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
             principal,
             event,
             error,
+            source_ip,
         } => {
             let key = match key {
                 Some(k) if k.starts_with("alias/") || k.contains(":alias/") => {
@@ -298,6 +302,7 @@ pub fn run(cmd: AuditCommand) -> Result<bool, String> {
                 principal,
                 event_name: event,
                 error_code: error,
+                source_ip,
             };
             let stdout = std::io::stdout();
             let mut out = stdout.lock();

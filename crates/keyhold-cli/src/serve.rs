@@ -64,6 +64,9 @@ pub struct ServeArgs {
     /// port + 10 (127.0.0.1:7090 by default; an ephemeral port when --listen's is 0).
     #[arg(long, env = "KEYHOLD_S3_LISTEN", value_parser = listen_addr)]
     s3_listen: Option<SocketAddr>,
+    /// Do not serve the web console (`/console/` on --listen).
+    #[arg(long, env = "KEYHOLD_NO_CONSOLE")]
+    no_console: bool,
     /// Serve `GET /metrics` (Prometheus text) and the health paths on this address (plain
     /// HTTP) instead of on --listen.
     #[arg(long, env = "KEYHOLD_METRICS_LISTEN", value_parser = listen_addr)]
@@ -534,6 +537,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         if let Some(t) = &tls {
             let _ = writeln!(out, "  tls: {}", t.describe);
         }
+        if !args.no_console {
+            let _ = writeln!(out, "  console: {endpoint}/console/");
+        }
         if engine.root_provider() == "file" && !args.dev {
             tracing::warn!(
                 "the root key is a file in the data dir: anyone who copies the data dir can read \
@@ -581,6 +587,19 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+            mounted: (!args.no_console).then(|| {
+                let console = keyhold_console::Console::new(
+                    engine.clone(),
+                    keyhold_console::ConsoleOptions {
+                        audit_dir: Some(dir.audit_dir()),
+                        audit_public_key: Some(
+                            dir.audit_dir()
+                                .join(keyhold_kms::audit::chain::PUBLIC_KEY_FILE),
+                        ),
+                    },
+                );
+                Arc::new(ConsoleDoor(console)) as Arc<dyn keyhold_server::Mounted>
+            }),
             ..ServerOptions::default()
         };
         if let Some(t) = tls {
@@ -643,6 +662,25 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, St
 
 /// Serves the S3 gateway on `listener` with the connection limits of `options` until
 /// `shutdown` resolves.
+/// The web console, mounted on the KMS listener.
+#[derive(Debug)]
+struct ConsoleDoor(Arc<keyhold_console::Console>);
+
+impl keyhold_server::Mounted for ConsoleDoor {
+    fn owns(&self, path: &str) -> bool {
+        keyhold_console::Console::owns(path)
+    }
+
+    fn handle(
+        &self,
+        conn: keyhold_server::Connection,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> keyhold_server::MountedFuture {
+        let console = self.0.clone();
+        Box::pin(async move { console.handle(conn.peer, conn.tls, req).await })
+    }
+}
+
 pub(crate) async fn serve_s3(
     listener: tokio::net::TcpListener,
     gateway: Arc<keyhold_s3::Gateway>,

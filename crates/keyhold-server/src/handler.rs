@@ -77,6 +77,13 @@ pub(crate) async fn handle(
     conn: Connection,
     req: Request<Incoming>,
 ) -> Result<Resp, Infallible> {
+    if let Some(m) = options
+        .mounted
+        .as_ref()
+        .filter(|m| m.owns(req.uri().path()))
+    {
+        return Ok(m.handle(conn, req).await);
+    }
     let meta = RequestMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         source_ip: conn.peer.ip().to_string(),

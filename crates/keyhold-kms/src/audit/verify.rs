@@ -367,6 +367,8 @@ pub struct Query {
     pub event_name: Option<String>,
     /// Events that failed with this error code.
     pub error_code: Option<String>,
+    /// Events from this client address.
+    pub source_ip: Option<String>,
 }
 
 impl Query {
@@ -383,6 +385,10 @@ impl Query {
                 .error_code
                 .as_deref()
                 .is_none_or(|c| s("/errorCode") == Some(c))
+            && self
+                .source_ip
+                .as_deref()
+                .is_none_or(|ip| s("/sourceIPAddress") == Some(ip))
             && self.principal.as_deref().is_none_or(|p| {
                 s("/userIdentity/arn") == Some(p) || s("/userIdentity/accessKeyId") == Some(p)
             })
