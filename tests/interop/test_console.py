@@ -47,7 +47,7 @@ def site(tmp_path_factory):
                     "444455556666", "--name", "other", "--json")
     assert p.returncode == 0, p.stderr
     other = json.loads(p.stdout)
-    s = Server(["--data-dir", str(data)])
+    s = Server(["--data-dir", str(data), "--s3-listen", "127.0.0.1:0"])
     try:
         yield s, admin, other
     finally:
@@ -172,3 +172,30 @@ def test_sign_ins_are_audited(site):
     http, _ = signed_in(s, admin)
     r = http.get(f"{s.endpoint}/console/audit", params={"event": "ConsoleLogin"})
     assert r.status_code == 200 and "signin.amazonaws.com" in r.text
+
+
+def test_buckets_show_their_encryption(site):
+    s, admin, other = site
+    kms = s.client(admin["access_key_id"], admin["secret_access_key"])
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    s3 = s.s3(admin["access_key_id"], admin["secret_access_key"])
+    s3.create_bucket(Bucket="console-shown")
+    s3.put_bucket_encryption(Bucket="console-shown", ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms",
+                                                          "KMSMasterKeyID": key},
+                   "BucketKeyEnabled": True}]})
+    s3.put_object(Bucket="console-shown", Key="by-default.txt", Body=b"a")
+    s3.put_object(Bucket="console-shown", Key="<i>s3</i>.txt", Body=b"bb",
+                  ServerSideEncryption="AES256")
+    http, _ = signed_in(s, admin)
+    r = http.get(f"{s.endpoint}/console/buckets")
+    assert r.status_code == 200 and "console-shown" in r.text
+    assert f"SSE-KMS with {key}, Bucket Key" in r.text
+    r = http.get(f"{s.endpoint}/console/buckets/console-shown")
+    assert r.status_code == 200
+    assert "SSE-KMS (Bucket Key)" in r.text and key in r.text and "SSE-S3" in r.text
+    assert "<i>s3</i>" not in r.text and "&#60;i&#62;s3" in r.text
+    # Another account's principal sees neither the bucket nor its objects.
+    theirs, _ = signed_in(s, other)
+    assert "console-shown" not in theirs.get(f"{s.endpoint}/console/buckets").text
+    assert theirs.get(f"{s.endpoint}/console/buckets/console-shown").status_code == 404

@@ -19,6 +19,7 @@ mod bench;
 mod bench_s3;
 mod ca;
 mod config;
+mod console_door;
 mod datadir;
 mod latency;
 mod progress;

@@ -591,6 +591,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 let console = keyhold_console::Console::new(
                     engine.clone(),
                     keyhold_console::ConsoleOptions {
+                        buckets: s3.as_ref().map(|_| {
+                            Arc::new(crate::console_door::CatalogBuckets(engine.clone()))
+                                as Arc<dyn keyhold_console::Buckets>
+                        }),
                         audit_dir: Some(dir.audit_dir()),
                         audit_public_key: Some(
                             dir.audit_dir()
@@ -598,7 +602,8 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                         ),
                     },
                 );
-                Arc::new(ConsoleDoor(console)) as Arc<dyn keyhold_server::Mounted>
+                Arc::new(crate::console_door::ConsoleDoor(console))
+                    as Arc<dyn keyhold_server::Mounted>
             }),
             ..ServerOptions::default()
         };
@@ -662,25 +667,6 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle, St
 
 /// Serves the S3 gateway on `listener` with the connection limits of `options` until
 /// `shutdown` resolves.
-/// The web console, mounted on the KMS listener.
-#[derive(Debug)]
-struct ConsoleDoor(Arc<keyhold_console::Console>);
-
-impl keyhold_server::Mounted for ConsoleDoor {
-    fn owns(&self, path: &str) -> bool {
-        keyhold_console::Console::owns(path)
-    }
-
-    fn handle(
-        &self,
-        conn: keyhold_server::Connection,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> keyhold_server::MountedFuture {
-        let console = self.0.clone();
-        Box::pin(async move { console.handle(conn.peer, conn.tls, req).await })
-    }
-}
-
 pub(crate) async fn serve_s3(
     listener: tokio::net::TcpListener,
     gateway: Arc<keyhold_s3::Gateway>,

@@ -39,9 +39,52 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
 
+/// A bucket of the S3 gateway, as the console lists it.
+#[derive(Debug, Clone)]
+pub struct BucketSummary {
+    /// Its name.
+    pub name: String,
+    /// When it was made, ms since the epoch.
+    pub created_ms: i64,
+    /// Its default encryption, in words (`SSE-S3`, `SSE-KMS with alias/x, Bucket Key`).
+    pub encryption: String,
+}
+
+/// An object of a bucket.
+#[derive(Debug, Clone)]
+pub struct ObjectSummary {
+    /// Its key.
+    pub key: String,
+    /// Plaintext bytes.
+    pub size: u64,
+    /// When it was written, ms since the epoch.
+    pub modified_ms: i64,
+    /// `SSE-S3`, `SSE-KMS` or `SSE-C`.
+    pub sse: String,
+    /// The KMS key of SSE-KMS (its ARN).
+    pub kms_key: String,
+}
+
+/// The S3 gateway's buckets, for the buckets pages (the binary that serves both provides it).
+pub trait Buckets: std::fmt::Debug + Send + Sync {
+    /// The buckets `account` owns.
+    fn buckets(&self, account: &str) -> Result<Vec<BucketSummary>, String>;
+    /// Objects of `bucket` after `after`, at most `limit`, when `account` owns the bucket
+    /// (`None` otherwise, as for a bucket that does not exist).
+    fn objects(
+        &self,
+        account: &str,
+        bucket: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Option<Vec<ObjectSummary>>, String>;
+}
+
 /// What the console needs beyond the engine.
 #[derive(Debug, Clone, Default)]
 pub struct ConsoleOptions {
+    /// The S3 gateway's buckets (none: no buckets pages).
+    pub buckets: Option<Arc<dyn Buckets>>,
     /// The audit log's directory, for the audit trail pages (none: the pages say so).
     pub audit_dir: Option<PathBuf>,
     /// The PEM public key that verifies the audit log's digests.

@@ -284,6 +284,8 @@ impl Console {
             (["managed"], true, _) => page.managed(),
             (["aliases"], true, _) => page.aliases(),
             (["keystores"], true, _) => page.keystores(),
+            (["buckets"], true, _) => page.buckets(),
+            (["buckets", name], true, _) => page.bucket(name),
             (["audit"], true, _) => page.audit(),
             (["audit", "verify"], _, true) => page.verify(),
             (["audit", event], true, _) => page.event(event),
@@ -673,6 +675,127 @@ impl Page<'_> {
             &StoresPage {
                 c: self.chrome("Custom key stores"),
                 rows,
+            },
+        )
+    }
+
+    /// Audits a read of the gateway's catalog as the S3 event it stands for.
+    fn audit_s3_read(
+        &self,
+        event: &str,
+        resources: &[String],
+        error: Option<&str>,
+    ) -> Result<(), KmsError> {
+        self.console.engine.audit_service_request(
+            &self.caller.meta,
+            &ServiceRequest {
+                event_source: "s3.amazonaws.com",
+                event_name: event,
+                principal: Some(&self.caller.principal),
+                claimed_access_key_id: None,
+                parameters: &serde_json::json!({}),
+                error: error.map(|e| (e, "The bucket does not exist or is not yours.")),
+                resources,
+                read_only: true,
+            },
+        )
+    }
+
+    fn buckets(&self) -> Response<Full<Bytes>> {
+        let Some(provider) = self.console.options.buckets.clone() else {
+            return html(
+                200,
+                &BucketsPage {
+                    c: self.chrome("Buckets"),
+                    available: false,
+                    rows: Vec::new(),
+                },
+            );
+        };
+        if let Err(e) = self.audit_s3_read("ListBuckets", &[], None) {
+            return self.refused("Buckets", &e);
+        }
+        let mut c = self.chrome("Buckets");
+        let rows = match provider.buckets(&self.who.account) {
+            Ok(b) => b
+                .into_iter()
+                .map(|b| BucketRow {
+                    name: b.name,
+                    created: when(b.created_ms as f64 / 1000.0),
+                    encryption: b.encryption,
+                })
+                .collect(),
+            Err(e) => {
+                c.error = Some(format!("The buckets could not be read: {e}"));
+                Vec::new()
+            }
+        };
+        html(
+            200,
+            &BucketsPage {
+                c,
+                available: true,
+                rows,
+            },
+        )
+    }
+
+    fn bucket(&self, name: &str) -> Response<Full<Bytes>> {
+        let Some(provider) = self.console.options.buckets.clone() else {
+            return self.not_found();
+        };
+        if name.is_empty() || name.len() > 63 {
+            return self.not_found();
+        }
+        let after = self.ctx.query("after");
+        let arn = format!("arn:aws:s3:::{name}");
+        let listed = match provider.objects(&self.who.account, name, after, PAGE * 4) {
+            Ok(Some(o)) => o,
+            Ok(None) => {
+                let _ = self.audit_s3_read("ListObjectsV2", &[arn], Some("NoSuchBucket"));
+                return self.not_found();
+            }
+            Err(e) => {
+                let mut c = self.chrome(name);
+                c.error = Some(format!("The bucket could not be read: {e}"));
+                return html(
+                    500,
+                    &BucketPage {
+                        c,
+                        name: name.to_string(),
+                        rows: Vec::new(),
+                        next: None,
+                    },
+                );
+            }
+        };
+        if let Err(e) = self.audit_s3_read("ListObjectsV2", &[arn], None) {
+            return self.refused(name, &e);
+        }
+        let next = (listed.len() == PAGE * 4)
+            .then(|| {
+                listed
+                    .last()
+                    .map(|o| format!("/console/buckets/{}?after={}", enc(name), enc(&o.key)))
+            })
+            .flatten();
+        let rows = listed
+            .into_iter()
+            .map(|o| ObjectRow {
+                key: o.key,
+                size: o.size,
+                modified: when(o.modified_ms as f64 / 1000.0),
+                sse: o.sse,
+                kms_key: o.kms_key,
+            })
+            .collect();
+        html(
+            200,
+            &BucketPage {
+                c: self.chrome(name),
+                name: name.to_string(),
+                rows,
+                next,
             },
         )
     }

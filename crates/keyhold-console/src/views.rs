@@ -285,6 +285,41 @@ pub struct AuditPage {
     pub available: bool,
 }
 
+/// A bucket row.
+#[derive(Debug, Clone)]
+pub struct BucketRow {
+    pub name: String,
+    pub created: String,
+    pub encryption: String,
+}
+
+#[derive(Template)]
+#[template(path = "buckets.html")]
+pub struct BucketsPage {
+    pub c: Chrome,
+    pub available: bool,
+    pub rows: Vec<BucketRow>,
+}
+
+/// An object row.
+#[derive(Debug, Clone)]
+pub struct ObjectRow {
+    pub key: String,
+    pub size: u64,
+    pub modified: String,
+    pub sse: String,
+    pub kms_key: String,
+}
+
+#[derive(Template)]
+#[template(path = "bucket.html")]
+pub struct BucketPage {
+    pub c: Chrome,
+    pub name: String,
+    pub rows: Vec<ObjectRow>,
+    pub next: Option<String>,
+}
+
 #[derive(Template)]
 #[template(path = "event.html")]
 pub struct EventPage {
