@@ -93,6 +93,7 @@ try {
   assert.match(history, /ON_DEMAND/);
   assert.match(history, /CURRENT/);
   await shot("key");
+  await page.screenshot({ path: `${shots}/readme.png` });
 
   // A bad policy shows AWS's error and changes nothing.
   const before = await page.getByLabel("Policy document (JSON)").inputValue();
