@@ -8,6 +8,7 @@ mod aliases_tags;
 mod asymmetric;
 mod auth;
 mod bad_input;
+mod console;
 mod crypto;
 mod grants;
 mod hostile;
