@@ -6,6 +6,7 @@ use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 use keyhold_kms::api::*;
 use keyhold_kms::error::KmsError;
+use keyhold_kms::ops::GRANT_OPERATIONS;
 use keyhold_kms::principal::Principal;
 use keyhold_kms::{Request, RequestMeta, Response as KmsResponse, ServiceRequest};
 
@@ -55,22 +56,6 @@ const STATES: &[&str] = &[
     "PendingDeletion",
     "PendingImport",
     "Unavailable",
-];
-const GRANT_OPERATIONS: &[&str] = &[
-    "Decrypt",
-    "Encrypt",
-    "GenerateDataKey",
-    "GenerateDataKeyWithoutPlaintext",
-    "ReEncryptFrom",
-    "ReEncryptTo",
-    "Sign",
-    "Verify",
-    "GetPublicKey",
-    "GenerateMac",
-    "VerifyMac",
-    "DescribeKey",
-    "CreateGrant",
-    "RetireGrant",
 ];
 
 /// A key id from a URL: the console only links ids (36 characters of hex and dashes).

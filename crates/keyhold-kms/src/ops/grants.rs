@@ -23,7 +23,7 @@ use crate::validate::{grant_tokens, int_range, required, str_len};
 use crate::{CallRecord, Engine};
 
 /// Every grant operation AWS defines.
-const ALL_OPERATIONS: &[&str] = &[
+pub const ALL_OPERATIONS: &[&str] = &[
     "Decrypt",
     "Encrypt",
     "GenerateDataKey",

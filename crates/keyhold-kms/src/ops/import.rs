@@ -306,10 +306,7 @@ pub(super) fn import_key_material(
     let incorrect = |msg: String| KmsError::new(ErrorCode::IncorrectKeyMaterialException, msg);
 
     let _guard = engine.lock_writes();
-    let mut key = engine
-        .store()
-        .get_key(&key.key_id)?
-        .ok_or_else(|| KmsError::not_found(format!("Key '{key_id}' does not exist")))?;
+    let mut key = engine.stored_key(&key.key_id)?;
     let mut versions = engine.imported_versions(&key)?;
     let import_type = import_type.unwrap_or(if versions.is_empty() {
         ImportType::New
@@ -450,6 +447,13 @@ pub(super) fn delete_imported_key_material(
 }
 
 impl Engine {
+    /// A key as stored now (under the write lock: to change it).
+    fn stored_key(&self, id: &KeyId) -> Result<KeyRecord, KmsError> {
+        self.store()
+            .get_key(id)?
+            .ok_or_else(|| KmsError::not_found(format!("Key '{id}' does not exist")))
+    }
+
     /// A key's versions, each imported material described (material imported before keyhold
     /// kept this per version is described from the key's fields).
     pub(crate) fn imported_versions(
@@ -533,10 +537,7 @@ impl Engine {
         material_id: Option<&str>,
     ) -> Result<Option<String>, KmsError> {
         let _guard = self.lock_writes();
-        let mut key = self
-            .store()
-            .get_key(id)?
-            .ok_or_else(|| KmsError::not_found(format!("Key '{id}' does not exist")))?;
+        let mut key = self.stored_key(id)?;
         let mut versions = self.imported_versions(&key)?;
         let found = match material_id {
             Some(m) => Some(
@@ -592,10 +593,7 @@ impl Engine {
     /// with imported material).
     pub(crate) fn rotate_to_imported(&self, id: &KeyId) -> Result<(), KmsError> {
         let _guard = self.lock_writes();
-        let mut key = self
-            .store()
-            .get_key(id)?
-            .ok_or_else(|| KmsError::not_found(format!("Key '{id}' does not exist")))?;
+        let mut key = self.stored_key(id)?;
         let mut versions = self.imported_versions(&key)?;
         let Some(v) = versions
             .iter_mut()

@@ -17,6 +17,8 @@ mod usage;
 use serde::de::DeserializeOwned;
 
 pub(crate) use grants::is_grant_token;
+/// Every grant operation AWS defines (CreateGrant's `Operations`).
+pub use grants::ALL_OPERATIONS as GRANT_OPERATIONS;
 
 /// Checks seeded tags with the same rules as TagResource.
 pub(crate) fn seed_tags(
