@@ -159,7 +159,10 @@ def test_grants_to_service_principals(kms):
         (dict(GranteePrincipal="arn:aws:iam::000000000000:user/x",
               GranteeServicePrincipal="ec2.amazonaws.com"), "ValidationException"),
         (dict(), "ValidationException"),
-        (dict(GranteeServicePrincipal="not a service"), "ValidationException"),
+        (dict(GranteeServicePrincipal="not a service",
+              Constraints={"SourceArn": volume}), "ValidationException"),
+        # A service principal grant needs its resource.
+        (dict(GranteeServicePrincipal="ec2.amazonaws.com"), "ValidationException"),
         (dict(GranteeServicePrincipal="ec2.amazonaws.com",
               Constraints={"SourceArn": "arn:aws:ec2:us-east-1:12:volume/v"}),
          "ValidationException"),

@@ -352,6 +352,12 @@ pub(super) fn create_grant(
     if let Some(s) = &source_arn {
         check_source_arn(s)?;
     }
+    if grantee_service.is_some() && source_arn.is_none() {
+        return Err(KmsError::validation(
+            "A grant to a service principal (GranteeServicePrincipal) requires the SourceArn \
+             constraint.",
+        ));
+    }
     let constraint = match (subset, equals) {
         (Some(_), Some(_)) => {
             return Err(KmsError::validation(
