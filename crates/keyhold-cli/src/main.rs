@@ -21,6 +21,7 @@ mod ca;
 mod config;
 mod console_door;
 mod datadir;
+mod envelope;
 mod latency;
 mod progress;
 mod rotate;
@@ -61,6 +62,13 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Encrypt a file into an AWS Encryption SDK message under KMS keys (keyhold's, from the
+    /// AWS environment: AWS_ENDPOINT_URL_KMS or AWS_ENDPOINT_URL, AWS_REGION, credentials or a
+    /// profile, AWS_CA_BUNDLE).
+    Encrypt(envelope::EncryptArgs),
+    /// Decrypt an AWS Encryption SDK message (written by `keyhold encrypt` or any AWS Encryption
+    /// SDK) with the KMS keys it names; output appears only once the whole message checks.
+    Decrypt(envelope::DecryptArgs),
     /// Load a server with SigV4-signed requests and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Create a data dir: root key, database and a first principal.
@@ -214,6 +222,8 @@ fn main() -> ExitCode {
             );
             std::io::Write::write_all(&mut std::io::stdout(), &script).map_err(|e| e.to_string())
         }
+        Command::Encrypt(args) => envelope::encrypt(args),
+        Command::Decrypt(args) => envelope::decrypt(args),
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())

@@ -1,0 +1,128 @@
+"""`keyhold encrypt` / `keyhold decrypt` (the AWS Encryption SDK message format) against
+keyhold, both ways with the AWS Encryption SDK for Python."""
+
+import os
+import subprocess
+
+import aws_encryption_sdk
+import botocore.session
+import pytest
+from aws_encryption_sdk import CommitmentPolicy
+from aws_encryption_sdk.identifiers import Algorithm
+
+from conftest import keyhold_bin
+
+
+@pytest.fixture
+def env(dev_server, monkeypatch):
+    values = {
+        "AWS_ENDPOINT_URL": dev_server.endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.delenv("AWS_CA_BUNDLE", raising=False)
+    return {**os.environ, **values}
+
+
+def keyhold(env, *args, stdin=None):
+    return subprocess.run([keyhold_bin(), *args], capture_output=True, env=env, input=stdin,
+                          timeout=120)
+
+
+def sdk():
+    return aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+
+
+def provider(*arns):
+    return aws_encryption_sdk.StrictAwsKmsMasterKeyProvider(
+        key_ids=list(arns), botocore_session=botocore.session.Session())
+
+
+def test_keyhold_messages_decrypt_in_the_python_sdk(env, kms, tmp_path):
+    a = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.create_alias(AliasName="alias/backups", TargetKeyId=a)
+    b = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = os.urandom(3 * 4096 + 17)
+    (tmp_path / "in").write_bytes(plain)
+    for signed in (False, True):
+        out = tmp_path / f"out-{signed}"
+        p = keyhold(env, "encrypt", "--key", "alias/backups", "--key", b, "--context",
+                    "repo=r-123", str(tmp_path / "in"), "-o", str(out),
+                    *(["--signed"] if signed else []))
+        assert p.returncode == 0, p.stderr
+        message = out.read_bytes()
+        assert plain[:64] not in message
+        # Either key alone opens it: the Python SDK with only the second key.
+        pt, header = sdk().decrypt(source=message, key_provider=provider(b))
+        assert pt == plain
+        assert header.encryption_context["repo"] == "r-123"
+        assert header.algorithm == (Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384
+                                    if signed else Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY)
+        # And keyhold itself, with the required context.
+        back = tmp_path / f"back-{signed}"
+        p = keyhold(env, "decrypt", "--context", "repo=r-123", str(out), "-o", str(back))
+        assert p.returncode == 0, p.stderr
+        assert back.read_bytes() == plain
+
+
+def test_python_sdk_messages_decrypt_in_keyhold(env, kms, tmp_path):
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = b"made by the Python SDK " * 1000
+    for alg in (Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY,
+                Algorithm.AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384):
+        ct, _ = sdk().encrypt(source=plain, key_provider=provider(arn), algorithm=alg,
+                              encryption_context={"team": "web"})
+        src = tmp_path / "msg"
+        src.write_bytes(ct)
+        # From a file to stdout, and from stdin to a file.
+        p = keyhold(env, "decrypt", str(src), "-o", "-")
+        assert p.returncode == 0 and p.stdout == plain, p.stderr
+        out = tmp_path / "out"
+        p = keyhold(env, "decrypt", "-", "-o", str(out), "--force", stdin=ct)
+        assert p.returncode == 0 and out.read_bytes() == plain, p.stderr
+
+
+def test_refusals_leave_no_plaintext(env, kms, tmp_path):
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    src, msg, out = tmp_path / "in", tmp_path / "msg", tmp_path / "out"
+    src.write_bytes(b"secret " * 5000)
+    assert keyhold(env, "encrypt", "--key", arn, "--context", "repo=r-1", "--signed", str(src),
+                   "-o", str(msg)).returncode == 0
+    # No overwrite without --force.
+    p = keyhold(env, "encrypt", "--key", arn, str(src), "-o", str(msg))
+    assert p.returncode != 0 and b"--force" in p.stderr
+    # A context the message does not hold.
+    p = keyhold(env, "decrypt", "--context", "repo=r-2", str(msg), "-o", str(out))
+    assert p.returncode != 0 and b"encryption context" in p.stderr
+    assert not out.exists()
+    # A damaged message (its signature's last bytes): refused, and no file appears.
+    damaged = tmp_path / "damaged"
+    data = msg.read_bytes()
+    damaged.write_bytes(data[:-3] + bytes([data[-3] ^ 1]) + data[-2:])
+    p = keyhold(env, "decrypt", str(damaged), "-o", str(out))
+    assert p.returncode != 0 and b"does not authenticate" in p.stderr, p.stderr
+    assert not out.exists()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".keyhold-")]
+    # Not a message at all.
+    p = keyhold(env, "decrypt", str(src), "-o", str(out))
+    assert p.returncode != 0 and b"not a valid message" in p.stderr
+    # A disabled key cannot decrypt.
+    kms.disable_key(KeyId=arn)
+    p = keyhold(env, "decrypt", str(msg), "-o", str(out))
+    assert p.returncode != 0 and b"DisabledException" in p.stderr, p.stderr
+    assert not out.exists()
+    # A key that does not exist cannot encrypt.
+    p = keyhold(env, "encrypt", "--key", "alias/nope", str(src), "-o", str(tmp_path / "x"))
+    assert p.returncode != 0 and b"NotFoundException" in p.stderr
+    # Only the keys given are tried.
+    kms.enable_key(KeyId=arn)
+    other = kms.create_key()["KeyMetadata"]["Arn"]
+    p = keyhold(env, "decrypt", "--key", other, str(msg), "-o", str(out))
+    assert p.returncode != 0 and b"no KMS key you allowed" in p.stderr
+    assert not out.exists()
