@@ -2,6 +2,7 @@
 keyhold, both ways with the AWS Encryption SDK for Python."""
 
 import os
+import shutil
 import subprocess
 
 import aws_encryption_sdk
@@ -126,3 +127,35 @@ def test_refusals_leave_no_plaintext(env, kms, tmp_path):
     p = keyhold(env, "decrypt", "--key", other, str(msg), "-o", str(out))
     assert p.returncode != 0 and b"no KMS key you allowed" in p.stderr
     assert not out.exists()
+
+
+def test_the_aws_encryption_cli_reads_and_writes_keyhold_messages(env, kms, tmp_path):
+    cli = shutil.which("aws-encryption-cli")
+    if not cli:
+        pytest.skip("SKIP: aws-encryption-cli is not installed")
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(10_000))
+    common = ["--wrapping-keys", f"key={arn}", "--commitment-policy",
+              "require-encrypt-require-decrypt", "-S"]
+    # aws-encryption-cli encrypts, keyhold decrypts.
+    theirs = tmp_path / "theirs.enc"
+    p = subprocess.run([cli, "--encrypt", "-i", str(plain), "-o", str(theirs),
+                        "--encryption-context", "repo=r-9", *common],
+                       capture_output=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    out = tmp_path / "out1"
+    p = keyhold(env, "decrypt", "--context", "repo=r-9", str(theirs), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == plain.read_bytes()
+    # keyhold encrypts, aws-encryption-cli decrypts.
+    ours = tmp_path / "ours.enc"
+    p = keyhold(env, "encrypt", "--key", arn, "--context", "repo=r-9", "--signed", str(plain),
+                "-o", str(ours))
+    assert p.returncode == 0, p.stderr
+    out2 = tmp_path / "out2"
+    p = subprocess.run([cli, "--decrypt", "-i", str(ours), "-o", str(out2),
+                        "--encryption-context", "repo=r-9", *common],
+                       capture_output=True, env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert out2.read_bytes() == plain.read_bytes()
