@@ -159,3 +159,35 @@ def test_the_aws_encryption_cli_reads_and_writes_keyhold_messages(env, kms, tmp_
                        capture_output=True, env=env, timeout=120)
     assert p.returncode == 0, p.stderr
     assert out2.read_bytes() == plain.read_bytes()
+
+
+def test_the_js_sdk_reads_and_writes_keyhold_messages(env, kms, dev_server, tmp_path):
+    js = os.path.join(os.path.dirname(__file__), "js")
+    if not shutil.which("node") or not shutil.which("npm"):
+        pytest.skip("SKIP: Node.js and npm are not installed")
+    if not os.path.exists(os.path.join(js, "node_modules", "@aws-crypto", "client-node")):
+        p = subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=js, capture_output=True,
+                           text=True, timeout=600)
+        assert p.returncode == 0, p.stderr
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(20_000))
+    node_env = {**env, "KMS_ENDPOINT": dev_server.endpoint}
+
+    def node(*args):
+        p = subprocess.run(["node", "esdk.mjs", *args], cwd=js, capture_output=True, text=True,
+                           env=node_env, timeout=120)
+        assert p.returncode == 0 and p.stdout.strip() == "ok", p.stdout + p.stderr
+
+    # The JS SDK encrypts (signed suite), keyhold decrypts.
+    theirs, out = tmp_path / "theirs", tmp_path / "out"
+    node("encrypt", arn, str(plain), str(theirs))
+    p = keyhold(env, "decrypt", "--context", "repo=r-js", str(theirs), "-o", str(out))
+    assert p.returncode == 0, p.stderr
+    assert out.read_bytes() == plain.read_bytes()
+    # keyhold encrypts, the JS SDK decrypts.
+    ours, back = tmp_path / "ours", tmp_path / "back"
+    p = keyhold(env, "encrypt", "--key", arn, "--context", "repo=r-js", str(plain), "-o", str(ours))
+    assert p.returncode == 0, p.stderr
+    node("decrypt", arn, str(ours), str(back))
+    assert back.read_bytes() == plain.read_bytes()
