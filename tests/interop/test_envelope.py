@@ -191,3 +191,35 @@ def test_the_js_sdk_reads_and_writes_keyhold_messages(env, kms, dev_server, tmp_
     assert p.returncode == 0, p.stderr
     node("decrypt", arn, str(ours), str(back))
     assert back.read_bytes() == plain.read_bytes()
+
+
+def test_directories_and_metadata(env, kms, tmp_path):
+    import json
+    arn = kms.create_key()["KeyMetadata"]["Arn"]
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"alpha")
+    (src / "sub" / "b.bin").write_bytes(os.urandom(5000))
+    enc, dec, meta = tmp_path / "enc", tmp_path / "dec", tmp_path / "meta.jsonl"
+    # A directory needs --recursive.
+    p = keyhold(env, "encrypt", "--key", arn, str(src), "-o", str(enc))
+    assert p.returncode != 0 and b"--recursive" in p.stderr
+    p = keyhold(env, "encrypt", "--key", arn, "--context", "k=v", "--recursive", str(src),
+                "-o", str(enc), "--metadata-output", str(meta))
+    assert p.returncode == 0, p.stderr
+    assert (enc / "a.txt.encrypted").exists() and (enc / "sub" / "b.bin.encrypted").exists()
+    lines = [json.loads(l) for l in meta.read_text().splitlines()]
+    assert len(lines) == 2 and all(l["mode"] == "encrypt" for l in lines)
+    h = lines[0]["header"]
+    assert h["algorithm"] == "AES_256_GCM_HKDF_SHA512_COMMIT_KEY"
+    assert h["encryption_context"] == {"k": "v"} and h["frame_length"] == 4096
+    assert h["encrypted_data_keys"][0]["key_provider"] == {"provider_id": "aws-kms",
+                                                           "key_info": arn}
+    p = keyhold(env, "decrypt", "-r", str(enc), "-o", str(dec), "--metadata-output", "-")
+    assert p.returncode == 0, p.stderr
+    assert (dec / "a.txt").read_bytes() == b"alpha"
+    assert (dec / "sub" / "b.bin").read_bytes() == (src / "sub" / "b.bin").read_bytes()
+    assert [json.loads(l)["mode"] for l in p.stdout.decode().splitlines()] == ["decrypt"] * 2
+    # The Python SDK reads what was written.
+    pt, _ = sdk().decrypt(source=(enc / "a.txt.encrypted").read_bytes(), key_provider=provider(arn))
+    assert pt == b"alpha"

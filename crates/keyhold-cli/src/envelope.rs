@@ -32,11 +32,27 @@ pub struct EncryptArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
-    /// Where the message goes (`-`: standard output).
+    /// Where the message goes (`-`: standard output; a directory with --recursive).
     #[arg(short = 'o', long = "output")]
     output: String,
-    /// The plaintext (`-`: standard input).
+    #[command(flatten)]
+    common: Common,
+    /// The plaintext (`-`: standard input; a directory with --recursive).
     input: String,
+}
+
+/// Options both commands take.
+#[derive(Debug, clap::Args)]
+struct Common {
+    /// INPUT is a directory: every file under it, into the same tree under OUTPUT (a message
+    /// gets the suffix `.encrypted`; a decrypt drops it, or adds `.decrypted`).
+    #[arg(short = 'r', long)]
+    recursive: bool,
+    /// Write one JSON line per file (its header: suite, message id, encryption context,
+    /// encrypted data keys, frame length) to this file (`-`: standard output), as the
+    /// aws-encryption-cli does.
+    #[arg(long)]
+    metadata_output: Option<String>,
 }
 
 /// `keyhold decrypt`.
@@ -58,10 +74,12 @@ pub struct DecryptArgs {
     /// Replace OUTPUT if it exists.
     #[arg(long)]
     force: bool,
-    /// Where the plaintext goes (`-`: standard output).
+    /// Where the plaintext goes (`-`: standard output; a directory with --recursive).
     #[arg(short = 'o', long = "output")]
     output: String,
-    /// The message (`-`: standard input).
+    #[command(flatten)]
+    common: Common,
+    /// The message (`-`: standard input; a directory with --recursive).
     input: String,
 }
 
@@ -297,50 +315,194 @@ impl Sink {
     }
 }
 
-fn reader(input: &str) -> Result<Box<dyn Read>, String> {
+fn reader(input: &str) -> Result<(Box<dyn Read>, Option<indicatif::ProgressBar>), String> {
     if input == "-" {
-        return Ok(Box::new(std::io::BufReader::new(std::io::stdin())));
+        return Ok((Box::new(std::io::BufReader::new(std::io::stdin())), None));
     }
     let f = std::fs::File::open(input).map_err(|e| format!("{input}: {e}"))?;
-    Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+    // A bar on a terminal for files worth waiting for.
+    let bar = (size >= 64 << 20).then(|| crate::progress::bytes(size, input));
+    let f = std::io::BufReader::with_capacity(1 << 20, f);
+    Ok(match &bar {
+        Some(b) => (Box::new(b.wrap_read(f)), bar.clone()),
+        None => (Box::new(f), None),
+    })
+}
+
+/// The header as `--metadata-output` writes it.
+fn metadata(mode: &str, input: &str, output: &str, h: &keyhold_esdk::Header) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+    serde_json::json!({
+        "mode": mode,
+        "input": input,
+        "output": output,
+        "header": {
+            "version": "2.0",
+            "algorithm": h.suite.name(),
+            "message_id": b64(&h.message_id),
+            "encryption_context": h.context,
+            "encrypted_data_keys": h.edks.iter().map(|e| serde_json::json!({
+                "key_provider": {
+                    "provider_id": e.provider_id,
+                    "key_info": String::from_utf8_lossy(&e.provider_info),
+                },
+                "encrypted_data_key": b64(&e.ciphertext),
+            })).collect::<Vec<_>>(),
+            "content_type": 2,
+            "frame_length": h.frame_len,
+        }
+    })
+    .to_string()
+}
+
+/// The files one command works on: (input, output) pairs.
+fn jobs(
+    input: &str,
+    output: &str,
+    recursive: bool,
+    encrypting: bool,
+) -> Result<Vec<(String, String)>, String> {
+    if !recursive {
+        if input != "-" && Path::new(input).is_dir() {
+            return Err(format!("{input} is a directory: give --recursive"));
+        }
+        return Ok(vec![(input.to_string(), output.to_string())]);
+    }
+    if input == "-" || output == "-" {
+        return Err("--recursive works on directories, not standard input or output".into());
+    }
+    let root = Path::new(input);
+    if !root.is_dir() {
+        return Err(format!("{input} is not a directory"));
+    }
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let mut entries: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?
+            .filter_map(Result::ok)
+            .collect();
+        entries.sort_by_key(std::fs::DirEntry::path);
+        for e in entries {
+            let path = e.path();
+            let kind = e
+                .file_type()
+                .map_err(|err| format!("{}: {err}", path.display()))?;
+            if kind.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if !kind.is_file() {
+                continue;
+            }
+            let rel = path.strip_prefix(root).map_err(|e| e.to_string())?;
+            let mut target = Path::new(output).join(rel);
+            let name = target
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let renamed = if encrypting {
+                format!("{name}.encrypted")
+            } else {
+                name.strip_suffix(".encrypted")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{name}.decrypted"))
+            };
+            target.set_file_name(renamed);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| format!("{}: {e}", parent.display()))?;
+            }
+            out.push((
+                path.to_string_lossy().into_owned(),
+                target.to_string_lossy().into_owned(),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Where `--metadata-output` goes.
+fn metadata_sink(common: &Common, output: &str) -> Result<Option<Box<dyn Write>>, String> {
+    match common.metadata_output.as_deref() {
+        None => Ok(None),
+        Some("-") if output == "-" => {
+            Err("--metadata-output - and -o - would share standard output".into())
+        }
+        Some("-") => Ok(Some(Box::new(std::io::stdout()))),
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(|f| Some(Box::new(f) as Box<dyn Write>))
+            .map_err(|e| format!("{path}: {e}")),
+    }
 }
 
 /// `keyhold encrypt`.
 pub fn encrypt(args: EncryptArgs) -> Result<(), String> {
     let context: Context = args.context.into_iter().collect();
-    let mut input = reader(&args.input)?;
+    let work = jobs(&args.input, &args.output, args.common.recursive, true)?;
+    let mut meta = metadata_sink(&args.common, &args.output)?;
     let keyring = keyring(args.keys)?;
-    let mut sink = Sink::open(&args.output, args.force)?;
     let suite = if args.signed {
         Suite::CommittedSigned
     } else {
         Suite::Committed
     };
-    keyhold_esdk::encrypt(
-        &keyring,
-        suite,
-        &context,
-        args.frame_length,
-        &mut input,
-        &mut sink.writer(),
-    )
-    .map_err(|e| format!("{}: {e}", args.input))?;
-    sink.keep()
+    for (input, output) in &work {
+        let (mut reader, bar) = reader(input)?;
+        let mut sink = Sink::open(output, args.force)?;
+        let done = keyhold_esdk::encrypt(
+            &keyring,
+            suite,
+            &context,
+            args.frame_length,
+            &mut reader,
+            &mut sink.writer(),
+        )
+        .map_err(|e| format!("{input}: {e}"));
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let done = done?;
+        sink.keep()?;
+        if let Some(m) = meta.as_mut() {
+            writeln!(m, "{}", metadata("encrypt", input, output, &done.header))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
 
 /// `keyhold decrypt`.
 pub fn decrypt(args: DecryptArgs) -> Result<(), String> {
     let required: Context = args.context.into_iter().collect();
-    let mut input = reader(&args.input)?;
+    let work = jobs(&args.input, &args.output, args.common.recursive, false)?;
+    let mut meta = metadata_sink(&args.common, &args.output)?;
     let keyring = keyring(args.keys)?;
-    let mut sink = Sink::open(&args.output, args.force)?;
-    // On any error the temporary file is dropped, and with it every byte of plaintext.
-    keyhold_esdk::decrypt(
-        &keyring,
-        (!required.is_empty()).then_some(&required),
-        &mut input,
-        &mut sink.writer(),
-    )
-    .map_err(|e| format!("{}: {e}", args.input))?;
-    sink.keep()
+    for (input, output) in &work {
+        let (mut reader, bar) = reader(input)?;
+        let mut sink = Sink::open(output, args.force)?;
+        // On any error the temporary file is dropped, and with it every byte of plaintext.
+        let done = keyhold_esdk::decrypt(
+            &keyring,
+            (!required.is_empty()).then_some(&required),
+            &mut reader,
+            &mut sink.writer(),
+        )
+        .map_err(|e| format!("{input}: {e}"));
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let header = done?;
+        sink.keep()?;
+        if let Some(m) = meta.as_mut() {
+            writeln!(m, "{}", metadata("decrypt", input, output, &header))
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
 }
