@@ -73,6 +73,7 @@ def test_the_console_in_a_browser(playwright, site):
     # What the browser did is what the API sees.
     md = kms.describe_key(KeyId="alias/browser-made")["KeyMetadata"]
     assert md["KeyId"] == facts["keyId"]
+    assert kms.describe_key(KeyId="alias/browser-second")["KeyMetadata"]["KeyId"] == md["KeyId"]
     assert md["KeyState"] == "Disabled"  # cancelling a deletion leaves the key disabled
     tags = {t["TagKey"]: t["TagValue"] for t in kms.list_resource_tags(KeyId=md["KeyId"])["Tags"]}
     assert tags == {"team": "web", "env": "test"}

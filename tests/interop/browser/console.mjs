@@ -70,6 +70,13 @@ try {
   facts.keyId = keyId;
   assert.match(await page.locator("h1").innerText(), /alias\/browser-made/);
 
+  // Another alias, from the key's page.
+  await page.getByLabel("New alias").fill("alias/browser-second");
+  await page.getByRole("button", { name: "Add alias" }).click();
+  assert.equal(await notice(), "Alias added.");
+  assert.match(await page.locator("section", { has: page.locator("#aliases") }).innerText(),
+    /alias\/browser-second/);
+
   // Another tag.
   await page.getByLabel("Tag key").fill("env");
   await page.getByLabel("Value", { exact: true }).fill("test");
