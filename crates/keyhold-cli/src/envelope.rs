@@ -441,6 +441,32 @@ fn metadata_sink(common: &Common, output: &str) -> Result<Option<Box<dyn Write>>
     }
 }
 
+/// Runs `f` over every (input, output) pair: each output appears only when `f` succeeded,
+/// and its header goes to `--metadata-output`.
+fn each_file(
+    work: &[(String, String)],
+    force: bool,
+    meta: &mut Option<Box<dyn Write>>,
+    mode: &str,
+    mut f: impl FnMut(&mut dyn Read, &mut dyn Write) -> Result<keyhold_esdk::Header, EsdkError>,
+) -> Result<(), String> {
+    for (input, output) in work {
+        let (mut reader, bar) = reader(input)?;
+        let mut sink = Sink::open(output, force)?;
+        // On an error the temporary file is dropped, and with it every byte written.
+        let done = f(&mut reader, sink.writer()).map_err(|e| format!("{input}: {e}"));
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        let header = done?;
+        sink.keep()?;
+        if let Some(m) = meta.as_mut() {
+            writeln!(m, "{}", metadata(mode, input, output, &header)).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
 /// `keyhold encrypt`.
 pub fn encrypt(args: EncryptArgs) -> Result<(), String> {
     let context: Context = args.context.into_iter().collect();
@@ -452,29 +478,10 @@ pub fn encrypt(args: EncryptArgs) -> Result<(), String> {
     } else {
         Suite::Committed
     };
-    for (input, output) in &work {
-        let (mut reader, bar) = reader(input)?;
-        let mut sink = Sink::open(output, args.force)?;
-        let done = keyhold_esdk::encrypt(
-            &keyring,
-            suite,
-            &context,
-            args.frame_length,
-            &mut reader,
-            &mut sink.writer(),
-        )
-        .map_err(|e| format!("{input}: {e}"));
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let done = done?;
-        sink.keep()?;
-        if let Some(m) = meta.as_mut() {
-            writeln!(m, "{}", metadata("encrypt", input, output, &done.header))
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
+    each_file(&work, args.force, &mut meta, "encrypt", |mut r, mut w| {
+        keyhold_esdk::encrypt(&keyring, suite, &context, args.frame_length, &mut r, &mut w)
+            .map(|e| e.header)
+    })
 }
 
 /// `keyhold decrypt`.
@@ -483,26 +490,8 @@ pub fn decrypt(args: DecryptArgs) -> Result<(), String> {
     let work = jobs(&args.input, &args.output, args.common.recursive, false)?;
     let mut meta = metadata_sink(&args.common, &args.output)?;
     let keyring = keyring(args.keys)?;
-    for (input, output) in &work {
-        let (mut reader, bar) = reader(input)?;
-        let mut sink = Sink::open(output, args.force)?;
-        // On any error the temporary file is dropped, and with it every byte of plaintext.
-        let done = keyhold_esdk::decrypt(
-            &keyring,
-            (!required.is_empty()).then_some(&required),
-            &mut reader,
-            &mut sink.writer(),
-        )
-        .map_err(|e| format!("{input}: {e}"));
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
-        let header = done?;
-        sink.keep()?;
-        if let Some(m) = meta.as_mut() {
-            writeln!(m, "{}", metadata("decrypt", input, output, &header))
-                .map_err(|e| e.to_string())?;
-        }
-    }
-    Ok(())
+    let required = (!required.is_empty()).then_some(&required);
+    each_file(&work, args.force, &mut meta, "decrypt", |mut r, mut w| {
+        keyhold_esdk::decrypt(&keyring, required, &mut r, &mut w)
+    })
 }
