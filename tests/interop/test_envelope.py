@@ -223,3 +223,13 @@ def test_directories_and_metadata(env, kms, tmp_path):
     # The Python SDK reads what was written.
     pt, _ = sdk().decrypt(source=(enc / "a.txt.encrypted").read_bytes(), key_provider=provider(arn))
     assert pt == b"alpha"
+
+
+def test_an_unreachable_server_is_a_clear_error(env, tmp_path):
+    src = tmp_path / "in"
+    src.write_bytes(b"x")
+    unreachable = {**env, "AWS_ENDPOINT_URL": "http://127.0.0.1:1"}
+    p = keyhold(unreachable, "encrypt", "--key", "alias/any", str(src), "-o", str(tmp_path / "o"))
+    assert p.returncode != 0 and b"cannot reach KMS" in p.stderr, p.stderr
+    assert not (tmp_path / "o").exists()
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".keyhold-")]

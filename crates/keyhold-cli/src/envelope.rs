@@ -105,8 +105,12 @@ where
     match e.as_service_error().map(|s| (s.code(), s.message())) {
         Some((Some(code), msg)) => format!("{code}: {}", msg.unwrap_or("")),
         _ => match e {
-            aws_sdk_kms::error::SdkError::DispatchFailure(d) => format!("cannot reach KMS: {d:?}"),
-            other => format!("{:?}", aws_sdk_kms::error::DisplayErrorContext(other)),
+            aws_sdk_kms::error::SdkError::DispatchFailure(_)
+            | aws_sdk_kms::error::SdkError::TimeoutError(_) => format!(
+                "cannot reach KMS (AWS_ENDPOINT_URL_KMS or AWS_ENDPOINT_URL): {}",
+                aws_sdk_kms::error::DisplayErrorContext(&e)
+            ),
+            other => aws_sdk_kms::error::DisplayErrorContext(other).to_string(),
         },
     }
 }
