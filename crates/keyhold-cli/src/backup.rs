@@ -200,25 +200,28 @@ impl Reader {
     /// Refuses a row whose secret this root key cannot open: restoring it would leave a
     /// server that cannot use the key or credential.
     fn check_opens(&mut self, r: &Record) -> Result<(), StoreError> {
-        let (bytes, label) = match r {
-            Record::Version(v) if v.has_material() => (
-                &v.wrapped_material,
-                KeyVersionRecord::wrap_label(&v.key_id, v.version),
-            ),
-            Record::Principal(p) => (
-                &p.wrapped_secret,
-                PrincipalRecord::wrap_label(&p.access_key_id),
-            ),
-            Record::CustomKeyStore(c) => {
-                (&c.password_wrapped, CustomKeyStoreRecord::wrap_label(&c.id))
-            }
-            _ => return Ok(()),
-        };
-        if self.root.unwrap(bytes, &label).is_err() {
+        if !opens(self.root.as_ref(), r) {
             return Err(self.fail(wrong_root()));
         }
         Ok(())
     }
+}
+
+/// True when `root` opens the wrapped secret of `r` (rows without one open trivially).
+fn opens(root: &dyn RootKey, r: &Record) -> bool {
+    let (bytes, label) = match r {
+        Record::Version(v) if v.has_material() => (
+            &v.wrapped_material,
+            KeyVersionRecord::wrap_label(&v.key_id, v.version),
+        ),
+        Record::Principal(p) => (
+            &p.wrapped_secret,
+            PrincipalRecord::wrap_label(&p.access_key_id),
+        ),
+        Record::CustomKeyStore(c) => (&c.password_wrapped, CustomKeyStoreRecord::wrap_label(&c.id)),
+        _ => return true,
+    };
+    root.unwrap(bytes, &label).is_ok()
 }
 
 fn wrong_root() -> String {
@@ -375,28 +378,7 @@ fn restore_whole_document(
     let mut counts = Counts::default();
     for r in snapshot.clone().records() {
         counts.add(&r);
-        let opens = match &r {
-            Record::Version(v) if v.has_material() => root
-                .unwrap(
-                    &v.wrapped_material,
-                    &KeyVersionRecord::wrap_label(&v.key_id, v.version),
-                )
-                .is_ok(),
-            Record::Principal(p) => root
-                .unwrap(
-                    &p.wrapped_secret,
-                    &PrincipalRecord::wrap_label(&p.access_key_id),
-                )
-                .is_ok(),
-            Record::CustomKeyStore(c) => root
-                .unwrap(
-                    &c.password_wrapped,
-                    &CustomKeyStoreRecord::wrap_label(&c.id),
-                )
-                .is_ok(),
-            _ => true,
-        };
-        if !opens {
+        if !opens(root, &r) {
             return Err(wrong_root());
         }
     }

@@ -1,6 +1,5 @@
 //! The console's pages: routing, the sign-in, and each page's engine calls.
 
-use base64::Engine as _;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
@@ -1046,14 +1045,7 @@ impl Page<'_> {
 
     fn public_key_pem(&self, id: &str) -> Result<String, KmsError> {
         let r = call!(self.caller, GetPublicKey, self.caller.key(id))?;
-        let b64 = base64::engine::general_purpose::STANDARD.encode(&r.public_key);
-        let mut pem = String::from("-----BEGIN PUBLIC KEY-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-            pem.push('\n');
-        }
-        pem.push_str("-----END PUBLIC KEY-----\n");
-        Ok(pem)
+        Ok(keyhold_kms::audit::chain::public_key_pem(&r.public_key))
     }
 
     fn public_key_file(&self, id: &str) -> Response<Full<Bytes>> {

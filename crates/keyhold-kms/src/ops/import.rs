@@ -615,7 +615,6 @@ impl Engine {
         v.created_at = self.now_ms();
         key.current_version = v.version;
         self.save_materials(&mut key, versions)?;
-        self.keyring().invalidate_key(id);
         tracing::info!(key_id = %id, version = key.current_version, "key rotated to imported material");
         Ok(())
     }
