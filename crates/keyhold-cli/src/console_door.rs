@@ -1,5 +1,6 @@
-//! The web console on the KMS listener, and the S3 gateway's buckets as its buckets pages
-//! read them (from the gateway's catalog, through the engine).
+//! The front doors mounted on the KMS listener: the web console (and the S3 gateway's
+//! buckets as its buckets pages read them, from the gateway's catalog through the engine),
+//! and the volume service (requests signed for `ec2`).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use keyhold_s3::meta::{BucketMeta, ObjectMeta, Sealed};
 pub struct ConsoleDoor(pub Arc<Console>);
 
 impl keyhold_server::Mounted for ConsoleDoor {
-    fn owns(&self, path: &str) -> bool {
+    fn owns(&self, path: &str, _headers: &http::HeaderMap) -> bool {
         Console::owns(path)
     }
 
@@ -23,6 +24,25 @@ impl keyhold_server::Mounted for ConsoleDoor {
     ) -> keyhold_server::MountedFuture {
         let console = self.0.clone();
         Box::pin(async move { console.handle(conn.peer, conn.tls, req).await })
+    }
+}
+
+/// The volume service, mounted on the KMS listener.
+#[derive(Debug)]
+pub struct VolumeDoor(pub Arc<keyhold_volumes::VolumeService>);
+
+impl keyhold_server::Mounted for VolumeDoor {
+    fn owns(&self, _path: &str, headers: &http::HeaderMap) -> bool {
+        keyhold_volumes::VolumeService::owns(headers)
+    }
+
+    fn handle(
+        &self,
+        conn: keyhold_server::Connection,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> keyhold_server::MountedFuture {
+        let service = self.0.clone();
+        Box::pin(async move { service.handle(conn.peer, conn.tls, req).await })
     }
 }
 

@@ -67,6 +67,10 @@ pub struct ServeArgs {
     /// Do not serve the web console (`/console/` on --listen).
     #[arg(long, env = "KEYHOLD_NO_CONSOLE")]
     no_console: bool,
+    /// Do not serve the volume service (EBS's part of the EC2 API, for requests signed for
+    /// `ec2` on --listen; volumes are kept in DATA_DIR/volumes).
+    #[arg(long, env = "KEYHOLD_NO_VOLUMES")]
+    no_volumes: bool,
     /// Serve `GET /metrics` (Prometheus text) and the health paths on this address (plain
     /// HTTP) instead of on --listen.
     #[arg(long, env = "KEYHOLD_METRICS_LISTEN", value_parser = listen_addr)]
@@ -540,6 +544,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         if !args.no_console {
             let _ = writeln!(out, "  console: {endpoint}/console/");
         }
+        if !args.no_volumes {
+            let _ = writeln!(out, "  volumes: {endpoint} (EC2 API)");
+        }
         if engine.root_provider() == "file" && !args.dev {
             tracing::warn!(
                 "the root key is a file in the data dir: anyone who copies the data dir can read \
@@ -579,6 +586,30 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             engine.clone(),
             Duration::from_secs(args.maintenance_secs.max(1)),
         );
+        let mut mounted: Vec<Arc<dyn keyhold_server::Mounted>> = Vec::new();
+        if !args.no_console {
+            let console = keyhold_console::Console::new(
+                engine.clone(),
+                keyhold_console::ConsoleOptions {
+                    buckets: s3.as_ref().map(|_| {
+                        Arc::new(crate::console_door::CatalogBuckets(engine.clone()))
+                            as Arc<dyn keyhold_console::Buckets>
+                    }),
+                    audit_dir: Some(dir.audit_dir()),
+                    audit_public_key: Some(
+                        dir.audit_dir()
+                            .join(keyhold_kms::audit::chain::PUBLIC_KEY_FILE),
+                    ),
+                },
+            );
+            mounted.push(Arc::new(crate::console_door::ConsoleDoor(console)));
+        }
+        if !args.no_volumes {
+            let volumes_dir = dir.root.join("volumes");
+            let service = keyhold_volumes::VolumeService::open(engine.clone(), &volumes_dir)
+                .map_err(|e| format!("volume service {}: {e}", volumes_dir.display()))?;
+            mounted.push(Arc::new(crate::console_door::VolumeDoor(Arc::new(service))));
+        }
         let mut options = ServerOptions {
             // Served on the main listener unless they have their own.
             metrics: metrics_task.is_none().then_some(metrics),
@@ -587,24 +618,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
-            mounted: (!args.no_console).then(|| {
-                let console = keyhold_console::Console::new(
-                    engine.clone(),
-                    keyhold_console::ConsoleOptions {
-                        buckets: s3.as_ref().map(|_| {
-                            Arc::new(crate::console_door::CatalogBuckets(engine.clone()))
-                                as Arc<dyn keyhold_console::Buckets>
-                        }),
-                        audit_dir: Some(dir.audit_dir()),
-                        audit_public_key: Some(
-                            dir.audit_dir()
-                                .join(keyhold_kms::audit::chain::PUBLIC_KEY_FILE),
-                        ),
-                    },
-                );
-                Arc::new(crate::console_door::ConsoleDoor(console))
-                    as Arc<dyn keyhold_server::Mounted>
-            }),
+            mounted,
             ..ServerOptions::default()
         };
         if let Some(t) = tls {

@@ -79,8 +79,8 @@ pub(crate) async fn handle(
 ) -> Result<Resp, Infallible> {
     if let Some(m) = options
         .mounted
-        .as_ref()
-        .filter(|m| m.owns(req.uri().path()))
+        .iter()
+        .find(|m| m.owns(req.uri().path(), req.headers()))
     {
         return Ok(m.handle(conn, req).await);
     }

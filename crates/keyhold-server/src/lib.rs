@@ -55,8 +55,9 @@ pub struct ServerOptions {
     /// Serves the Prometheus text of this recorder at `GET /metrics` (unauthenticated, as
     /// Prometheus scrapes); not served when `None`.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
-    /// Another front door served on the KMS listener under its own paths (the web console).
-    pub mounted: Option<Arc<dyn Mounted>>,
+    /// Other front doors served on the KMS listener (the web console under its paths, the
+    /// volume service for requests signed for `ec2`), asked in order.
+    pub mounted: Vec<Arc<dyn Mounted>>,
 }
 
 /// The answer of a [`Mounted`] front door.
@@ -64,11 +65,12 @@ pub type MountedFuture = std::pin::Pin<
     Box<dyn Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send>,
 >;
 
-/// A front door served on the KMS listener under paths of its own (`/console/`): its
-/// requests never reach the KMS wire protocol, and the KMS API's requests never reach it.
+/// A front door served on the KMS listener for requests of its own (the console's paths under
+/// `/console/`, requests signed for another service): its requests never reach the KMS wire
+/// protocol, and the KMS API's requests never reach it.
 pub trait Mounted: std::fmt::Debug + Send + Sync {
-    /// True for the paths it serves.
-    fn owns(&self, path: &str) -> bool;
+    /// True for the requests it serves (by path and headers; the body is not read yet).
+    fn owns(&self, path: &str, headers: &http::HeaderMap) -> bool;
     /// Answers one request.
     fn handle(&self, conn: Connection, req: http::Request<hyper::body::Incoming>) -> MountedFuture;
 }
@@ -85,7 +87,7 @@ impl Default for ServerOptions {
             idle_timeout: Duration::from_secs(60),
             body_timeout: Duration::from_secs(10),
             metrics: None,
-            mounted: None,
+            mounted: Vec::new(),
         }
     }
 }
