@@ -98,7 +98,7 @@ struct KmsKeyring {
     keys: Vec<String>,
 }
 
-fn kms_error<E>(e: aws_sdk_kms::error::SdkError<E>) -> String
+pub(crate) fn kms_error<E>(e: aws_sdk_kms::error::SdkError<E>) -> String
 where
     E: std::error::Error + aws_sdk_kms::error::ProvideErrorMetadata + 'static,
 {
@@ -220,44 +220,69 @@ impl Keyring for KmsKeyring {
     }
 }
 
-/// A KMS client configured from the AWS environment.
-fn keyring(keys: Vec<String>) -> Result<KmsKeyring, String> {
+/// A KMS client configured from the AWS environment, on a runtime of its own. `endpoint` and
+/// `region`, when given, take the place of the environment's.
+pub(crate) fn kms_client(
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<(tokio::runtime::Runtime, aws_sdk_kms::Client), String> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     let client = rt.block_on(async {
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-        if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
-            let pem = std::fs::read(&bundle)
-                .map_err(|e| format!("AWS_CA_BUNDLE {}: {e}", Path::new(&bundle).display()))?;
-            use aws_smithy_http_client::tls;
-            let context = tls::TlsContext::builder()
-                .with_trust_store(
-                    tls::TrustStore::empty()
-                        .with_native_roots(false)
-                        .with_pem_certificate(pem),
-                )
-                .build()
-                .map_err(|e| format!("AWS_CA_BUNDLE: {e}"))?;
-            let http = aws_smithy_http_client::Builder::new()
-                .tls_provider(tls::Provider::Rustls(
-                    tls::rustls_provider::CryptoMode::AwsLc,
-                ))
-                .tls_context(context)
-                .build_https();
-            loader = loader.http_client(http);
-        }
-        let conf = loader.load().await;
-        if conf.region().is_none() {
-            return Err(
-                "no AWS Region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's \
-                        region)"
-                    .to_string(),
-            );
-        }
+        let conf = aws_environment(endpoint, region).await?;
         Ok::<_, String>(aws_sdk_kms::Client::new(&conf))
     })?;
+    Ok((rt, client))
+}
+
+/// The AWS configuration of the environment (endpoint, region, credentials and profiles,
+/// `AWS_CA_BUNDLE`), with `endpoint` and `region` in place of the environment's when given.
+pub(crate) async fn aws_environment(
+    endpoint: Option<&str>,
+    region: Option<&str>,
+) -> Result<aws_config::SdkConfig, String> {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(e) = endpoint {
+        loader = loader.endpoint_url(e);
+    }
+    if let Some(r) = region {
+        loader = loader.region(aws_config::Region::new(r.to_string()));
+    }
+    if let Some(bundle) = std::env::var_os("AWS_CA_BUNDLE").filter(|b| !b.is_empty()) {
+        let pem = std::fs::read(&bundle)
+            .map_err(|e| format!("AWS_CA_BUNDLE {}: {e}", Path::new(&bundle).display()))?;
+        use aws_smithy_http_client::tls;
+        let context = tls::TlsContext::builder()
+            .with_trust_store(
+                tls::TrustStore::empty()
+                    .with_native_roots(false)
+                    .with_pem_certificate(pem),
+            )
+            .build()
+            .map_err(|e| format!("AWS_CA_BUNDLE: {e}"))?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::AwsLc,
+            ))
+            .tls_context(context)
+            .build_https();
+        loader = loader.http_client(http);
+    }
+    let conf = loader.load().await;
+    if conf.region().is_none() {
+        return Err(
+            "no AWS Region: set AWS_REGION (or AWS_DEFAULT_REGION, or a profile's region)"
+                .to_string(),
+        );
+    }
+    Ok(conf)
+}
+
+/// A KMS keyring configured from the AWS environment.
+fn keyring(keys: Vec<String>) -> Result<KmsKeyring, String> {
+    let (rt, client) = kms_client(None, None)?;
     Ok(KmsKeyring { rt, client, keys })
 }
 

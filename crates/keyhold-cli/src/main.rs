@@ -18,6 +18,7 @@ mod backup;
 mod bench;
 mod bench_s3;
 mod ca;
+mod clevis;
 mod config;
 mod console_door;
 mod datadir;
@@ -26,6 +27,7 @@ mod latency;
 mod progress;
 mod rotate;
 mod serve;
+mod volume;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +71,14 @@ enum Command {
     /// Decrypt an AWS Encryption SDK message (written by `keyhold encrypt` or any AWS Encryption
     /// SDK) with the KMS keys it names; output appears only once the whole message checks.
     Decrypt(envelope::DecryptArgs),
+    /// EBS-style encrypted volumes (LUKS2 images whose passphrase is a KMS data key) from
+    /// keyhold's volume service, from the AWS environment like encrypt.
+    #[command(subcommand)]
+    Volume(volume::VolumeCommand),
+    /// The Clevis pin `keyhold`: bind LUKS2 volumes to a KMS key (`clevis luks bind -d DEV
+    /// keyhold '{"key":"alias/..."}'`) after `keyhold clevis install`.
+    #[command(subcommand)]
+    Clevis(clevis::ClevisCommand),
     /// Load a server with SigV4-signed requests and report throughput and latency.
     Bench(bench::BenchArgs),
     /// Create a data dir: root key, database and a first principal.
@@ -224,6 +234,8 @@ fn main() -> ExitCode {
         }
         Command::Encrypt(args) => envelope::encrypt(args),
         Command::Decrypt(args) => envelope::decrypt(args),
+        Command::Volume(cmd) => volume::run(cmd),
+        Command::Clevis(cmd) => clevis::run(cmd),
         Command::Man => {
             let mut page = Vec::new();
             clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())

@@ -81,7 +81,12 @@ pub fn copy_sparse(from: &Path, to: &Path, size: u64) -> std::io::Result<()> {
         ));
     }
     let out = Command::new("cp")
-        .args(["--sparse=always", "--reflink=auto", "--no-preserve=all", "--"])
+        .args([
+            "--sparse=always",
+            "--reflink=auto",
+            "--no-preserve=all",
+            "--",
+        ])
         .arg(from)
         .arg(to)
         .stdin(Stdio::null())
