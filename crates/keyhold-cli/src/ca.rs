@@ -1,4 +1,6 @@
-//! `keyhold ca cert` and `keyhold ca issue`: the private CA as a small internal CA.
+//! `keyhold ca cert`, `keyhold ca issue` and `keyhold ca list`: the private CA as a small
+//! internal CA; `keyhold admin acme-account`: the external account bindings its ACME server
+//! requires.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +35,105 @@ pub enum CaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// List the certificates the ACME server issued: serial, names, expiry and state (valid,
+    /// expiring within 7 days, expired, revoked).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// One JSON object per certificate.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `keyhold admin acme-account` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum AcmeAccountCommand {
+    /// Make external account binding credentials for one ACME client (certbot's --eab-kid and
+    /// --eab-hmac-key), limited to the names --allow gives.
+    Create {
+        #[command(flatten)]
+        dir: DataDirArg,
+        /// The keyhold account (12-digit account id) the binding belongs to, in the audit log.
+        #[arg(long, default_value = "111122223333")]
+        account: String,
+        /// A name its certificates may carry: `svc.example` exactly, `*.internal.example` for
+        /// any name under it, `*` for any (repeatable; default `*`).
+        #[arg(long)]
+        allow: Vec<String>,
+        /// Print `{"eab_kid": ..., "eab_hmac_key": ...}`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the external account bindings (never their keys).
+    List {
+        #[command(flatten)]
+        dir: DataDirArg,
+    },
+}
+
+/// Runs `keyhold admin acme-account ...`.
+pub fn acme_account(cmd: AcmeAccountCommand) -> Result<(), String> {
+    match cmd {
+        AcmeAccountCommand::Create {
+            dir,
+            account,
+            allow,
+            json,
+        } => {
+            if !keyhold_core::ids::is_account_id(&account) {
+                return Err(format!(
+                    "--account {account:?} is not a 12-digit account id"
+                ));
+            }
+            for a in &allow {
+                let name = a.strip_prefix("*.").unwrap_or(a);
+                if a != "*" && (name.is_empty() || name.contains('*')) {
+                    return Err(format!(
+                        "--allow {a:?}: use a name, *.DOMAIN or * (one leading wildcard label)"
+                    ));
+                }
+            }
+            let d = dir.open();
+            let (root, store) = d.open()?;
+            let wrapper = RootWrapper(root);
+            let (kid, key) =
+                keyhold_acme::create_eab(&d.root.join("acme"), &wrapper, &account, &allow)?;
+            crate::admin::audit_admin(
+                store.as_ref(),
+                "CreateAcmeAccountBinding",
+                serde_json::json!({"eabKid": kid, "accountId": account, "allow": allow}),
+            )?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"eab_kid": kid, "eab_hmac_key": key.as_str()})
+                );
+            } else {
+                println!("eab kid:      {kid}");
+                println!("eab hmac key: {}", key.as_str());
+            }
+            Ok(())
+        }
+        AcmeAccountCommand::List { dir } => {
+            let d = dir.open();
+            println!("{:<28} {:<14} ALLOW", "EAB KID", "ACCOUNT");
+            for e in keyhold_acme::list_eab(&d.root.join("acme"))? {
+                println!("{:<28} {:<14} {}", e.kid, e.account, e.allow.join(","));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
 }
 
 fn load(dir: &DataDirArg) -> Result<PrivateCa, String> {
@@ -50,6 +151,44 @@ fn load(dir: &DataDirArg) -> Result<PrivateCa, String> {
 /// Runs a `keyhold ca` command.
 pub fn run(cmd: CaCommand) -> Result<(), String> {
     match cmd {
+        CaCommand::List { dir, json } => {
+            let d = dir.open();
+            let now = now_secs() * 1000;
+            if !json {
+                println!("{:<34} {:<9} {:<21} NAMES", "SERIAL", "STATE", "NOT AFTER");
+            }
+            for c in keyhold_acme::list_certs(&d.root.join("acme"))? {
+                let state = if c.revoked.is_some() {
+                    "revoked"
+                } else if c.not_after_ms < now {
+                    "expired"
+                } else if c.not_after_ms < now + 7 * 86_400_000 {
+                    "expiring"
+                } else {
+                    "valid"
+                };
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "serial": c.serial, "state": state, "names": c.names,
+                            "not_before": rfc3339(c.not_before_ms),
+                            "not_after": rfc3339(c.not_after_ms),
+                            "revoked": c.revoked.map(|(t, r)| serde_json::json!({"at": rfc3339(t * 1000), "reason": r})),
+                        })
+                    );
+                } else {
+                    println!(
+                        "{:<34} {:<9} {:<21} {}",
+                        c.serial,
+                        state,
+                        rfc3339(c.not_after_ms),
+                        c.names.join(",")
+                    );
+                }
+            }
+            Ok(())
+        }
         CaCommand::Cert { dir } => {
             print!("{}", load(&dir)?.cert_pem());
             Ok(())

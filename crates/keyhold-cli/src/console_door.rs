@@ -1,6 +1,6 @@
 //! The front doors mounted on the KMS listener: the web console (and the S3 gateway's
 //! buckets as its buckets pages read them, from the gateway's catalog through the engine),
-//! and the volume service (requests signed for `ec2`).
+//! the volume service (requests signed for `ec2`) and the ACME server (`/acme/`).
 
 use std::sync::Arc;
 
@@ -43,6 +43,25 @@ impl keyhold_server::Mounted for VolumeDoor {
     ) -> keyhold_server::MountedFuture {
         let service = self.0.clone();
         Box::pin(async move { service.handle(conn.peer, conn.tls, req).await })
+    }
+}
+
+/// The ACME server, mounted on the KMS listener under `/acme/`.
+#[derive(Debug)]
+pub struct AcmeDoor(pub Arc<keyhold_acme::AcmeService>);
+
+impl keyhold_server::Mounted for AcmeDoor {
+    fn owns(&self, path: &str, _headers: &http::HeaderMap) -> bool {
+        keyhold_acme::AcmeService::owns(path)
+    }
+
+    fn handle(
+        &self,
+        conn: keyhold_server::Connection,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> keyhold_server::MountedFuture {
+        let service = self.0.clone();
+        Box::pin(async move { service.handle(conn.tls, req).await })
     }
 }
 

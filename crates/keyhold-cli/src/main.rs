@@ -107,6 +107,11 @@ enum AdminCommand {
         #[command(subcommand)]
         command: admin::PrincipalCommand,
     },
+    /// Manage the external account bindings ACME clients register with.
+    AcmeAccount {
+        #[command(subcommand)]
+        command: ca::AcmeAccountCommand,
+    },
     /// Write a consistent snapshot of the store (online; secrets stay wrapped under the root
     /// key, so the file is useless without it).
     Backup {
@@ -254,6 +259,7 @@ fn main() -> ExitCode {
         },
         Command::Admin { command } => match command {
             AdminCommand::Principal { command } => admin::principal(command),
+            AdminCommand::AcmeAccount { command } => ca::acme_account(command),
             AdminCommand::Backup { dir, to } => backup::backup(&dir, &to),
             AdminCommand::Restore { dir, from } => backup::restore(&dir, &from),
             AdminCommand::AdoptRoot { dir, from } => {

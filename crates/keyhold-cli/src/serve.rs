@@ -71,6 +71,21 @@ pub struct ServeArgs {
     /// `ec2` on --listen; volumes are kept in DATA_DIR/volumes).
     #[arg(long, env = "KEYHOLD_NO_VOLUMES")]
     no_volumes: bool,
+    /// Do not serve the ACME server (`/acme/directory` on --listen, served over TLS with the
+    /// private CA).
+    #[arg(long, env = "KEYHOLD_NO_ACME")]
+    no_acme: bool,
+    /// Lifetime of certificates issued through ACME, in days.
+    #[arg(long, env = "KEYHOLD_ACME_CERT_DAYS", default_value_t = 30, value_parser = clap::value_parser!(i64).range(1..=398))]
+    acme_cert_days: i64,
+    /// The port ACME http-01 challenges are fetched from (80 unless a test or a proxy says
+    /// otherwise).
+    #[arg(long, env = "KEYHOLD_ACME_HTTP01_PORT", default_value_t = 80)]
+    acme_http01_port: u16,
+    /// Validate ACME challenges for NAME at ADDR instead of NAME's DNS address
+    /// (`NAME=ADDR`, repeatable: split-horizon sites, tests).
+    #[arg(long = "acme-resolve", value_parser = keyhold_acme::parse_resolve)]
+    acme_resolve: Vec<(String, std::net::IpAddr)>,
     /// Serve `GET /metrics` (Prometheus text) and the health paths on this address (plain
     /// HTTP) instead of on --listen.
     #[arg(long, env = "KEYHOLD_METRICS_LISTEN", value_parser = listen_addr)]
@@ -330,6 +345,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let (root, store) = dir.open()?;
     let store: Arc<dyn keyhold_store::Store> = Arc::from(store);
     let root_for_tls = root.clone();
+    let root_for_acme = root.clone();
     let fsync = match args.audit_fsync {
         AuditFsync::Always => FsyncMode::Always,
         AuditFsync::Interval => FsyncMode::Interval(Duration::from_millis(100)),
@@ -547,6 +563,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         if !args.no_volumes {
             let _ = writeln!(out, "  volumes: {endpoint} (EC2 API)");
         }
+        if !args.no_acme && tls.is_some() && PrivateCa::exists(&dir.tls_dir()) {
+            let _ = writeln!(out, "  acme: {endpoint}/acme/directory");
+        }
         if engine.root_provider() == "file" && !args.dev {
             tracing::warn!(
                 "the root key is a file in the data dir: anyone who copies the data dir can read \
@@ -603,6 +622,27 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 },
             );
             mounted.push(Arc::new(crate::console_door::ConsoleDoor(console)));
+        }
+        if let (false, Some(_)) = (args.no_acme, &tls) {
+            if PrivateCa::exists(&dir.tls_dir()) {
+                let wrapper = RootWrapper(root_for_acme.clone());
+                let ca = PrivateCa::load(&dir.tls_dir(), &wrapper)
+                    .map_err(|e| format!("private CA in {}: {e}", dir.tls_dir().display()))?;
+                let acme_dir = dir.root.join("acme");
+                let service = keyhold_acme::AcmeService::open(
+                    &acme_dir,
+                    Arc::new(ca),
+                    Arc::new(wrapper),
+                    engine.clone(),
+                    keyhold_acme::AcmeOptions {
+                        cert_days: args.acme_cert_days,
+                        http01_port: args.acme_http01_port,
+                        resolve: args.acme_resolve.iter().cloned().collect(),
+                    },
+                )
+                .map_err(|e| format!("ACME server {}: {e}", acme_dir.display()))?;
+                mounted.push(Arc::new(crate::console_door::AcmeDoor(Arc::new(service))));
+            }
         }
         if !args.no_volumes {
             let volumes_dir = dir.root.join("volumes");

@@ -110,6 +110,19 @@ fn random_serial() -> Result<SerialNumber, TlsError> {
     Ok(SerialNumber::from_slice(&b))
 }
 
+/// A certificate issued for a CSR.
+#[derive(Debug, Clone)]
+pub struct IssuedCert {
+    /// The certificate, PEM.
+    pub pem: String,
+    /// Its serial number, lowercase hex.
+    pub serial_hex: String,
+    /// Start of validity, seconds since the epoch.
+    pub not_before: i64,
+    /// End of validity, seconds since the epoch.
+    pub not_after: i64,
+}
+
 /// The private CA.
 pub struct PrivateCa {
     /// Where its files live.
@@ -229,6 +242,105 @@ impl PrivateCa {
         let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(ca_err)?;
         let cert = params.signed_by(&key, &issuer).map_err(ca_err)?;
         Ok((cert.pem(), Zeroizing::new(key.serialize_pem())))
+    }
+
+    /// Issues a server certificate for the key of a verified CSR (`csr_der`): exactly `names`
+    /// as its DNS names (the first is the subject), server authentication, `lifetime_secs`
+    /// from `now_secs`, and `crl_url` as its CRL distribution point. Whatever else the CSR
+    /// asks (extensions, subject) is ignored. Returns the certificate (PEM), its serial and
+    /// its validity (seconds).
+    pub fn issue_for_csr(
+        &self,
+        csr_der: &[u8],
+        names: &[String],
+        lifetime_secs: i64,
+        crl_url: Option<&str>,
+        now_secs: i64,
+    ) -> Result<IssuedCert, TlsError> {
+        let der = rustls_pki_types::CertificateSigningRequestDer::from(csr_der);
+        let mut csr = rcgen::CertificateSigningRequestParams::from_der(&der).map_err(ca_err)?;
+        let mut params = CertificateParams::new(names.to_vec()).map_err(ca_err)?;
+        if let Some(first) = names.first() {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.clone());
+        }
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if csr.public_key.algorithm() == &rcgen::PKCS_RSA_SHA256 {
+            params.key_usages.push(KeyUsagePurpose::KeyEncipherment);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let not_before = now_secs - 60;
+        let not_after = now_secs + lifetime_secs;
+        params.not_before = odt(not_before)?;
+        params.not_after = odt(not_after)?;
+        let serial = random_serial()?;
+        // As DER writes it: without leading zero bytes.
+        let serial_hex = hex::encode(
+            serial
+                .as_ref()
+                .iter()
+                .skip_while(|b| **b == 0)
+                .copied()
+                .collect::<Vec<u8>>(),
+        );
+        params.serial_number = Some(serial);
+        params.use_authority_key_identifier_extension = true;
+        if let Some(url) = crl_url {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![url.to_string()],
+            }];
+        }
+        csr.params = params;
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(ca_err)?;
+        let cert = csr.signed_by(&issuer).map_err(ca_err)?;
+        Ok(IssuedCert {
+            pem: cert.pem(),
+            serial_hex,
+            not_before,
+            not_after,
+        })
+    }
+
+    /// A CRL (DER) listing `revoked` (serial in hex, revocation time in seconds, reason
+    /// code), numbered `number`, valid for `valid_secs` from `now_secs`.
+    pub fn crl(
+        &self,
+        revoked: &[(String, i64, u8)],
+        number: u64,
+        valid_secs: i64,
+        now_secs: i64,
+    ) -> Result<Vec<u8>, TlsError> {
+        use rcgen::{CertificateRevocationListParams, RevocationReason, RevokedCertParams};
+        let mut list = Vec::new();
+        for (serial, at, reason) in revoked {
+            let bytes = hex::decode(serial).map_err(ca_err)?;
+            let reason_code = match reason {
+                1 => RevocationReason::KeyCompromise,
+                3 => RevocationReason::AffiliationChanged,
+                4 => RevocationReason::Superseded,
+                5 => RevocationReason::CessationOfOperation,
+                9 => RevocationReason::PrivilegeWithdrawn,
+                _ => RevocationReason::Unspecified,
+            };
+            list.push(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&bytes),
+                revocation_time: odt(*at)?,
+                reason_code: Some(reason_code),
+                invalidity_date: None,
+            });
+        }
+        let params = CertificateRevocationListParams {
+            this_update: odt(now_secs - 60)?,
+            next_update: odt(now_secs + valid_secs)?,
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs: list,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(ca_err)?;
+        let crl = params.signed_by(&issuer).map_err(ca_err)?;
+        Ok(crl.der().to_vec())
     }
 
     fn spec(&self) -> Result<ServerSpec, TlsError> {
