@@ -1,6 +1,8 @@
 //! Proving control of names (`http-01`: fetching the key authorization from the named host)
 //! and reading the certificates and CSRs clients send.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,14 +28,7 @@ pub async fn http01(
 ) -> Result<(), Problem> {
     let port = options.http01_port;
     let run = async {
-        let addr = match options.resolve.get(name) {
-            Some(ip) => std::net::SocketAddr::new(*ip, port),
-            None => tokio::net::lookup_host((name, port))
-                .await
-                .map_err(|e| Problem::connection(format!("{name}: cannot resolve: {e}")))?
-                .next()
-                .ok_or_else(|| Problem::connection(format!("{name}: no address")))?,
-        };
+        let addr = address(name, port, options).await?;
         let tcp = tokio::net::TcpStream::connect(addr)
             .await
             .map_err(|e| Problem::connection(format!("{name} ({addr}): cannot connect: {e}")))?;
@@ -73,6 +68,158 @@ pub async fn http01(
     tokio::time::timeout(VALIDATION_TIMEOUT, run)
         .await
         .unwrap_or_else(|_| Err(Problem::connection(format!("{name}: timed out"))))
+}
+
+/// The acmeIdentifier extension of a tls-alpn-01 certificate (RFC 8737).
+const ACME_IDENTIFIER_OID: &str = "1.3.6.1.5.5.7.1.31";
+
+/// Accepts any server certificate for the handshake: tls-alpn-01 checks the self-signed
+/// certificate's content itself (RFC 8737 section 3), while the handshake signature is still
+/// verified with the certificate's key.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls_pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls_pki_types::CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &rustls_pki_types::CertificateDer<'_>,
+        _dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // Never reached: the validation connects with TLS 1.3 only.
+        Err(rustls::Error::General(
+            "TLS 1.2 is not used for tls-alpn-01".into(),
+        ))
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls_pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        // The certificate carries the critical acmeIdentifier extension, which a WebPKI
+        // parser refuses: the signature is checked with its key alone.
+        let (_, parsed) = X509Certificate::from_der(cert.as_ref())
+            .map_err(|e| rustls::Error::General(format!("certificate: {e}")))?;
+        let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from(parsed.public_key().raw);
+        rustls::crypto::verify_tls13_signature_with_raw_key(
+            message,
+            &spki,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Connects to NAME:PORT with TLS, ALPN `acme-tls/1` and NAME as SNI, and checks that the
+/// certificate presented names NAME alone and carries the critical acmeIdentifier extension
+/// holding SHA-256 of the key authorization (RFC 8737).
+pub async fn tls_alpn01(
+    name: &str,
+    key_authorization: &str,
+    options: &AcmeOptions,
+) -> Result<(), Problem> {
+    let port = options.tlsalpn01_port;
+    let run = async {
+        let addr = address(name, port, options).await?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .map_err(Problem::internal)?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"acme-tls/1".to_vec()];
+        let server_name = rustls_pki_types::ServerName::try_from(name.to_string())
+            .map_err(|e| Problem::malformed(format!("{name}: {e}")))?;
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| Problem::connection(format!("{name} ({addr}): cannot connect: {e}")))?;
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| Problem::tls(format!("{name} ({addr}): TLS: {e}")))?;
+        let (_, conn) = tls.get_ref();
+        if conn.alpn_protocol() != Some(b"acme-tls/1") {
+            return Err(Problem::tls(format!("{name} did not negotiate acme-tls/1")));
+        }
+        let cert = conn
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .ok_or_else(|| Problem::tls(format!("{name} presented no certificate")))?;
+        let (_, cert) = X509Certificate::from_der(cert.as_ref())
+            .map_err(|e| Problem::tls(format!("{name}: the certificate does not parse: {e}")))?;
+        let mut sans = Vec::new();
+        let mut identifier = None;
+        for ext in cert.extensions() {
+            match ext.parsed_extension() {
+                ParsedExtension::SubjectAlternativeName(san) => {
+                    for n in &san.general_names {
+                        match n {
+                            GeneralName::DNSName(d) => sans.push(d.to_ascii_lowercase()),
+                            _ => sans.push(String::new()),
+                        }
+                    }
+                }
+                _ if ext.oid.to_id_string() == ACME_IDENTIFIER_OID => {
+                    identifier = Some((ext.critical, ext.value.to_vec()));
+                }
+                _ => {}
+            }
+        }
+        if sans != [name.to_ascii_lowercase()] {
+            return Err(Problem::incorrect_response(format!(
+                "{name}: the certificate must name {name} alone (it names {sans:?})"
+            )));
+        }
+        let digest =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key_authorization.as_bytes());
+        let mut want = vec![0x04, 0x20];
+        want.extend_from_slice(digest.as_ref());
+        match identifier {
+            Some((true, value)) if value == want => Ok(()),
+            Some((false, _)) => Err(Problem::incorrect_response(format!(
+                "{name}: the acmeIdentifier extension must be critical"
+            ))),
+            Some(_) => Err(Problem::incorrect_response(format!(
+                "{name}: the acmeIdentifier does not match the key authorization"
+            ))),
+            None => Err(Problem::incorrect_response(format!(
+                "{name}: the certificate has no acmeIdentifier extension"
+            ))),
+        }
+    };
+    tokio::time::timeout(VALIDATION_TIMEOUT, run)
+        .await
+        .unwrap_or_else(|_| Err(Problem::connection(format!("{name}: timed out"))))
+}
+
+/// Where to reach `name` on `port`: the `--acme-resolve` address, else its DNS address.
+async fn address(name: &str, port: u16, options: &AcmeOptions) -> Result<SocketAddr, Problem> {
+    match options.resolve.get(name) {
+        Some(ip) => Ok(SocketAddr::new(*ip, port)),
+        None => tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| Problem::dns(format!("{name}: cannot resolve: {e}")))?
+            .next()
+            .ok_or_else(|| Problem::dns(format!("{name}: no address"))),
+    }
 }
 
 /// Checks a CSR before it is signed: a key of acceptable strength (RSA of 2048 bits or more,

@@ -4,15 +4,15 @@
 //! Served under `/acme/` on the KMS listener. Accounts need an external account binding made
 //! by `keyhold admin acme-account create` (so only holders of keyhold-issued credentials get
 //! certificates, each for the names its binding allows); names are proved with `http-01`
-//! (fetched from the named host, or from the address `--acme-resolve` gives it); certificates
-//! come from the private CA with server-authentication usage, the ordered names exactly, and a
-//! CRL distribution point (`/acme/crl`); revocations are listed there; ACME Renewal
+//! or `tls-alpn-01` (checked at the named host, or at the address `--acme-resolve` gives it);
+//! certificates come from the private CA with server-authentication usage, the ordered names
+//! exactly, and a CRL distribution point (`/acme/crl`); revocations are listed there; ACME Renewal
 //! Information (RFC 9773) tells clients when to renew. Every issuance and revocation is in the
 //! audit log.
 //!
 //! # Layout
 //! - [`AcmeService`]: routing, the JWS checks (nonce, URL, signature, account) and the
-//!   resources; `challenge`: validating `http-01`.
+//!   resources; `challenge`: validating `http-01` and `tls-alpn-01`, reading CSRs.
 //! - [`jws`]: JWS verification, thumbprints, the external account binding; [`problem`]: RFC
 //!   8555 error documents; [`store`]: the records on disk.
 #![forbid(unsafe_code)]
@@ -60,6 +60,8 @@ pub struct AcmeOptions {
     pub cert_days: i64,
     /// The port `http-01` challenges are fetched from (80 in production).
     pub http01_port: u16,
+    /// The port `tls-alpn-01` challenges connect to (443 in production).
+    pub tlsalpn01_port: u16,
     /// Addresses to use for names instead of resolving them (split-horizon sites, tests).
     pub resolve: HashMap<String, IpAddr>,
 }
@@ -69,6 +71,7 @@ impl Default for AcmeOptions {
         Self {
             cert_days: 30,
             http01_port: 80,
+            tlsalpn01_port: 443,
             resolve: HashMap::new(),
         }
     }
@@ -677,13 +680,16 @@ impl AcmeService {
                 name: name.clone(),
                 status: "pending".into(),
                 expires_ms: expires,
-                challenges: vec![Challenge {
-                    kind: "http-01".into(),
-                    token: store::new_id() + &store::new_id(),
-                    status: "pending".into(),
-                    validated_ms: None,
-                    error: None,
-                }],
+                challenges: ["http-01", "tls-alpn-01"]
+                    .into_iter()
+                    .map(|kind| Challenge {
+                        kind: kind.into(),
+                        token: store::new_id() + &store::new_id(),
+                        status: "pending".into(),
+                        validated_ms: None,
+                        error: None,
+                    })
+                    .collect(),
             };
             self.store.put("authz", &authz.id, &authz).map_err(io)?;
             authorizations.push(authz.id);
@@ -833,13 +839,18 @@ impl AcmeService {
             )));
         }
         let key_authorization = format!("{}.{}", z.challenges[i].token, jws::thumbprint(&a.jwk)?);
-        let outcome = challenge::http01(
-            &z.name,
-            &z.challenges[i].token,
-            &key_authorization,
-            &self.options,
-        )
-        .await;
+        let outcome = match z.challenges[i].kind.as_str() {
+            "http-01" => {
+                challenge::http01(
+                    &z.name,
+                    &z.challenges[i].token,
+                    &key_authorization,
+                    &self.options,
+                )
+                .await
+            }
+            _ => challenge::tls_alpn01(&z.name, &key_authorization, &self.options).await,
+        };
         let _w = self.lock();
         // Another request may have settled it meanwhile; reread.
         z = self.own_authz(id, &a)?;

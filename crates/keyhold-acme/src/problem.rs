@@ -39,6 +39,8 @@ kinds! {
     external_account_required => "externalAccountRequired", 400;
     incorrect_response => "incorrectResponse", 403;
     connection => "connection", 400;
+    tls => "tls", 400;
+    dns => "dns", 400;
     order_not_ready => "orderNotReady", 403;
     unauthorized => "unauthorized", 403;
     account_does_not_exist => "accountDoesNotExist", 400;

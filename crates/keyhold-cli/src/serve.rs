@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// otherwise).
     #[arg(long, env = "KEYHOLD_ACME_HTTP01_PORT", default_value_t = 80)]
     acme_http01_port: u16,
+    /// The port ACME tls-alpn-01 challenges connect to (443 unless a test or a proxy says
+    /// otherwise).
+    #[arg(long, env = "KEYHOLD_ACME_TLSALPN01_PORT", default_value_t = 443)]
+    acme_tlsalpn01_port: u16,
     /// Validate ACME challenges for NAME at ADDR instead of NAME's DNS address
     /// (`NAME=ADDR`, repeatable: split-horizon sites, tests).
     #[arg(long = "acme-resolve", value_parser = keyhold_acme::parse_resolve)]
@@ -637,6 +641,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     keyhold_acme::AcmeOptions {
                         cert_days: args.acme_cert_days,
                         http01_port: args.acme_http01_port,
+                        tlsalpn01_port: args.acme_tlsalpn01_port,
                         resolve: args.acme_resolve.iter().cloned().collect(),
                     },
                 )
