@@ -82,9 +82,9 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
-    def client(self, access_key="test", secret="test"):
+    def client(self, access_key="test", secret="test", service="kms"):
         return boto3.client(
-            "kms",
+            service,
             region_name=REGION,
             endpoint_url=self.endpoint,
             aws_access_key_id=access_key,

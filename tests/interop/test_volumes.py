@@ -8,9 +8,7 @@ import os
 import shutil
 import subprocess
 
-import boto3
 import pytest
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from conftest import REGION, Server, aws_cli, keyhold_bin, run_keyhold
@@ -35,15 +33,7 @@ def err(excinfo):
 
 
 def ec2_client(server, access_key="test", secret="test"):
-    return boto3.client(
-        "ec2",
-        region_name=REGION,
-        endpoint_url=server.endpoint,
-        aws_access_key_id=access_key,
-        aws_secret_access_key=secret,
-        config=Config(retries={"max_attempts": 1}),
-        verify=server.ca if server.ca else None,
-    )
+    return server.client(access_key, secret, service="ec2")
 
 
 def aws_env(server, access_key="test", secret="test", **extra):

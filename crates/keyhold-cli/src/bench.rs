@@ -309,20 +309,11 @@ fn target(args: &BenchArgs) -> Result<Target, String> {
             let name = uri.host().unwrap_or_default().trim_matches(['[', ']']);
             let name = rustls_pki_types::ServerName::try_from(name.to_string())
                 .map_err(|e| format!("--endpoint host: {e}"))?;
-            let mut roots = rustls::RootCertStore::empty();
             let path = args
                 .ca_bundle
                 .as_ref()
                 .ok_or("an https endpoint needs --ca-bundle (the CA to trust)")?;
-            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let certs = keyhold_server::tls::certs_from_pem(&pem, "CA certificate")
-                .map_err(|e| format!("{}: {e}", path.display()))?;
-            for cert in certs {
-                roots
-                    .add(cert)
-                    .map_err(|e| format!("{}: {e}", path.display()))?;
-            }
-            Some((client_config(roots, args.http2)?, name))
+            Some((client_config(roots_from_pem(path)?, args.http2)?, name))
         }
         _ => return Err("--endpoint must start with http:// or https://".into()),
     };
@@ -337,7 +328,21 @@ fn target(args: &BenchArgs) -> Result<Target, String> {
     })
 }
 
-fn client_config(
+/// The CA certificates of a PEM file, as trust roots.
+pub(crate) fn roots_from_pem(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs = keyhold_server::tls::certs_from_pem(&pem, "CA certificate")
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("{}: no usable CA certificate", path.display()));
+    }
+    Ok(roots)
+}
+
+/// A TLS client configuration trusting `roots`, offering HTTP/2 or HTTP/1.1 by ALPN.
+pub(crate) fn client_config(
     roots: rustls::RootCertStore,
     http2: bool,
 ) -> Result<Arc<rustls::ClientConfig>, String> {

@@ -266,6 +266,13 @@ fn open(p: &Parsed<'_>, key: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
     Ok(data)
 }
 
+/// The plaintext data key of a KMS answer.
+fn data_key(plaintext: Option<Blob>) -> Result<Zeroizing<Vec<u8>>, String> {
+    plaintext
+        .map(|b| Zeroizing::new(b.into_inner()))
+        .ok_or_else(|| "KMS returned no data key".to_string())
+}
+
 fn encrypt(config: &Config, plaintext: &[u8]) -> Result<String, String> {
     let (rt, client) =
         crate::envelope::kms_client(config.endpoint.as_deref(), config.region.as_deref())?;
@@ -281,11 +288,7 @@ fn encrypt(config: &Config, plaintext: &[u8]) -> Result<String, String> {
                 .send(),
         )
         .map_err(|e| format!("{}: {}", config.key, crate::envelope::kms_error(e)))?;
-    let key = Zeroizing::new(
-        r.plaintext
-            .map(Blob::into_inner)
-            .ok_or("KMS returned no data key")?,
-    );
+    let key = data_key(r.plaintext)?;
     let protected = Protected {
         alg: "dir".into(),
         enc: "A256GCM".into(),
@@ -329,11 +332,7 @@ fn decrypt(jwe: &str) -> Result<Zeroizing<Vec<u8>>, String> {
                 .send(),
         )
         .map_err(|e| format!("{}: {}", b.key, crate::envelope::kms_error(e)))?;
-    let key = Zeroizing::new(
-        r.plaintext
-            .map(Blob::into_inner)
-            .ok_or("KMS returned no data key")?,
-    );
+    let key = data_key(r.plaintext)?;
     open(&p, &key)
 }
 

@@ -8,32 +8,29 @@ use keyhold_console::{BucketSummary, Buckets, Console, ObjectSummary};
 use keyhold_kms::Engine;
 use keyhold_s3::meta::{BucketMeta, ObjectMeta, Sealed};
 
-/// The console, mounted on the KMS listener.
-#[derive(Debug)]
-pub struct ConsoleDoor(pub Arc<Console>);
+/// A front door mounted on the KMS listener: which requests are its, and how it answers.
+pub struct Door {
+    name: &'static str,
+    owns: fn(&str, &http::HeaderMap) -> bool,
+    handle: Box<
+        dyn Fn(
+                keyhold_server::Connection,
+                http::Request<hyper::body::Incoming>,
+            ) -> keyhold_server::MountedFuture
+            + Send
+            + Sync,
+    >,
+}
 
-impl keyhold_server::Mounted for ConsoleDoor {
-    fn owns(&self, path: &str, _headers: &http::HeaderMap) -> bool {
-        Console::owns(path)
-    }
-
-    fn handle(
-        &self,
-        conn: keyhold_server::Connection,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> keyhold_server::MountedFuture {
-        let console = self.0.clone();
-        Box::pin(async move { console.handle(conn.peer, conn.tls, req).await })
+impl std::fmt::Debug for Door {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name)
     }
 }
 
-/// The volume service, mounted on the KMS listener.
-#[derive(Debug)]
-pub struct VolumeDoor(pub Arc<keyhold_volumes::VolumeService>);
-
-impl keyhold_server::Mounted for VolumeDoor {
-    fn owns(&self, _path: &str, headers: &http::HeaderMap) -> bool {
-        keyhold_volumes::VolumeService::owns(headers)
+impl keyhold_server::Mounted for Door {
+    fn owns(&self, path: &str, headers: &http::HeaderMap) -> bool {
+        (self.owns)(path, headers)
     }
 
     fn handle(
@@ -41,27 +38,45 @@ impl keyhold_server::Mounted for VolumeDoor {
         conn: keyhold_server::Connection,
         req: http::Request<hyper::body::Incoming>,
     ) -> keyhold_server::MountedFuture {
-        let service = self.0.clone();
-        Box::pin(async move { service.handle(conn.peer, conn.tls, req).await })
+        (self.handle)(conn, req)
     }
 }
 
-/// The ACME server, mounted on the KMS listener under `/acme/`.
-#[derive(Debug)]
-pub struct AcmeDoor(pub Arc<keyhold_acme::AcmeService>);
-
-impl keyhold_server::Mounted for AcmeDoor {
-    fn owns(&self, path: &str, _headers: &http::HeaderMap) -> bool {
-        keyhold_acme::AcmeService::owns(path)
+impl Door {
+    /// The web console, under `/console/`.
+    pub fn console(console: Arc<Console>) -> Self {
+        Self {
+            name: "console",
+            owns: |path, _| Console::owns(path),
+            handle: Box::new(move |conn, req| {
+                let console = console.clone();
+                Box::pin(async move { console.handle(conn.peer, conn.tls, req).await })
+            }),
+        }
     }
 
-    fn handle(
-        &self,
-        conn: keyhold_server::Connection,
-        req: http::Request<hyper::body::Incoming>,
-    ) -> keyhold_server::MountedFuture {
-        let service = self.0.clone();
-        Box::pin(async move { service.handle(conn.tls, req).await })
+    /// The volume service, for requests signed for `ec2`.
+    pub fn volumes(service: Arc<keyhold_volumes::VolumeService>) -> Self {
+        Self {
+            name: "volumes",
+            owns: |_, headers| keyhold_volumes::VolumeService::owns(headers),
+            handle: Box::new(move |conn, req| {
+                let service = service.clone();
+                Box::pin(async move { service.handle(conn.peer, conn.tls, req).await })
+            }),
+        }
+    }
+
+    /// The ACME server, under `/acme/`.
+    pub fn acme(service: Arc<keyhold_acme::AcmeService>) -> Self {
+        Self {
+            name: "acme",
+            owns: |path, _| keyhold_acme::AcmeService::owns(path),
+            handle: Box::new(move |conn, req| {
+                let service = service.clone();
+                Box::pin(async move { service.handle(conn.tls, req).await })
+            }),
+        }
     }
 }
 

@@ -625,7 +625,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     ),
                 },
             );
-            mounted.push(Arc::new(crate::console_door::ConsoleDoor(console)));
+            mounted.push(Arc::new(crate::console_door::Door::console(console)));
         }
         if let (false, Some(_)) = (args.no_acme, &tls) {
             if PrivateCa::exists(&dir.tls_dir()) {
@@ -646,14 +646,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                     },
                 )
                 .map_err(|e| format!("ACME server {}: {e}", acme_dir.display()))?;
-                mounted.push(Arc::new(crate::console_door::AcmeDoor(Arc::new(service))));
+                mounted.push(Arc::new(crate::console_door::Door::acme(Arc::new(service))));
             }
         }
         if !args.no_volumes {
             let volumes_dir = dir.root.join("volumes");
             let service = keyhold_volumes::VolumeService::open(engine.clone(), &volumes_dir)
                 .map_err(|e| format!("volume service {}: {e}", volumes_dir.display()))?;
-            mounted.push(Arc::new(crate::console_door::VolumeDoor(Arc::new(service))));
+            mounted.push(Arc::new(crate::console_door::Door::volumes(Arc::new(
+                service,
+            ))));
         }
         let mut options = ServerOptions {
             // Served on the main listener unless they have their own.

@@ -205,32 +205,18 @@ struct Client {
     session_token: Option<String>,
 }
 
-fn tls_config(host: &str) -> Result<Option<Arc<rustls::ClientConfig>>, String> {
+fn tls_config(host: &str) -> Result<Arc<rustls::ClientConfig>, String> {
     let bundle = std::env::var_os("AWS_CA_BUNDLE")
         .filter(|b| !b.is_empty())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| "/etc/ssl/certs/ca-certificates.crt".into());
-    let pem = std::fs::read(&bundle).map_err(|e| {
+    let roots = crate::bench::roots_from_pem(&bundle).map_err(|e| {
         format!(
-            "{}: {e} (set AWS_CA_BUNDLE to the CA that signed {host}'s certificate: `keyhold \
-             ca cert` prints keyhold's)",
-            bundle.display()
+            "{e} (set AWS_CA_BUNDLE to the CA that signed {host}'s certificate: `keyhold ca \
+             cert` prints keyhold's)"
         )
     })?;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in keyhold_server::tls::certs_from_pem(&pem, "CA certificate")
-        .map_err(|e| format!("{}: {e}", bundle.display()))?
-    {
-        let _ = roots.add(cert);
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(Some(Arc::new(config)))
+    crate::bench::client_config(roots, false)
 }
 
 impl Client {
@@ -257,7 +243,7 @@ impl Client {
                 let name = uri.host().unwrap_or_default().trim_matches(['[', ']']);
                 let name = rustls_pki_types::ServerName::try_from(name.to_string())
                     .map_err(|e| format!("endpoint host: {e}"))?;
-                tls_config(&host)?.map(|c| (c, name))
+                Some((tls_config(&host)?, name))
             }
             _ => {
                 return Err(format!(

@@ -491,26 +491,21 @@ impl VolumeService {
     }
 
     fn describe_volumes(&self, caller: &Caller, p: &Params) -> Result<String, Ec2Error> {
-        let ids = p.list("VolumeId")?;
         let all = self
             .catalog
             .volumes(&caller.principal.account)
             .map_err(io)?;
-        for id in &ids {
-            if !all.iter().any(|v| &v.id == id) {
-                return Err(volume_not_found(id));
-            }
-        }
-        let filters = p.filters()?;
+        let chosen = select(
+            &all,
+            &p.list("VolumeId")?,
+            &p.filters()?,
+            |v| &v.id,
+            volume_not_found,
+            volume_field,
+        )?;
         let mut x = Xml::response("DescribeVolumes", &caller.meta.request_id);
         x.open("volumeSet");
-        for v in all.iter().filter(|v| ids.is_empty() || ids.contains(&v.id)) {
-            if !filters
-                .iter()
-                .all(|(name, values)| matches_volume(v, name, values))
-            {
-                continue;
-            }
+        for v in chosen {
             x.open("item");
             volume_fields(&mut x, v, state(v));
             x.open("attachmentSet");
@@ -685,39 +680,62 @@ impl VolumeService {
     }
 
     fn describe_snapshots(&self, caller: &Caller, p: &Params) -> Result<String, Ec2Error> {
-        let ids = p.list("SnapshotId")?;
         let all = self
             .catalog
             .snapshots(&caller.principal.account)
             .map_err(io)?;
-        for id in &ids {
-            if !all.iter().any(|s| &s.id == id) {
-                return Err(snapshot_not_found(id));
-            }
-        }
-        let filters = p.filters()?;
-        let mut x = Xml::response("DescribeSnapshots", &caller.meta.request_id);
-        x.open("snapshotSet");
-        for s in all.iter().filter(|s| ids.is_empty() || ids.contains(&s.id)) {
-            let keep = filters.iter().all(|(name, values)| {
-                let value = match name.as_str() {
+        let chosen = select(
+            &all,
+            &p.list("SnapshotId")?,
+            &p.filters()?,
+            |s| &s.id,
+            snapshot_not_found,
+            |s, name| {
+                Some(match name {
                     "volume-id" => s.volume_id.clone(),
                     "snapshot-id" => s.id.clone(),
                     "encrypted" => s.sealed.is_some().to_string(),
                     "status" => "completed".into(),
-                    _ => return true,
-                };
-                values.contains(&value)
-            });
-            if keep {
-                x.open("item");
-                snapshot_fields(&mut x, s);
-                x.close("item");
-            }
+                    _ => return None,
+                })
+            },
+        )?;
+        let mut x = Xml::response("DescribeSnapshots", &caller.meta.request_id);
+        x.open("snapshotSet");
+        for s in chosen {
+            x.open("item");
+            snapshot_fields(&mut x, s);
+            x.close("item");
         }
         x.close("snapshotSet");
         Ok(x.finish("DescribeSnapshots"))
     }
+}
+
+/// The records `ids` names (every record when it is empty; an id not among them is
+/// `not_found`, as EC2 answers), kept when every filter matches: `field` gives a record's
+/// value for a filter name, `None` for names this service does not know, which select
+/// nothing out.
+fn select<'a, T>(
+    all: &'a [T],
+    ids: &[String],
+    filters: &[(String, Vec<String>)],
+    id_of: impl Fn(&T) -> &String,
+    not_found: impl Fn(&str) -> Ec2Error,
+    field: impl Fn(&T, &str) -> Option<String>,
+) -> Result<Vec<&'a T>, Ec2Error> {
+    if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| id_of(r) == *id)) {
+        return Err(not_found(missing));
+    }
+    Ok(all
+        .iter()
+        .filter(|r| ids.is_empty() || ids.contains(id_of(r)))
+        .filter(|r| {
+            filters
+                .iter()
+                .all(|(name, values)| field(r, name).is_none_or(|v| values.contains(&v)))
+        })
+        .collect())
 }
 
 /// `i-` and 8 or 17 hex digits.
@@ -741,8 +759,9 @@ fn state(v: &Volume) -> &'static str {
     }
 }
 
-fn matches_volume(v: &Volume, name: &str, values: &[String]) -> bool {
-    let value = match name {
+/// A volume's value for a DescribeVolumes filter.
+fn volume_field(v: &Volume, name: &str) -> Option<String> {
+    Some(match name {
         "volume-id" => v.id.clone(),
         "status" => state(v).into(),
         "encrypted" => v.sealed.is_some().to_string(),
@@ -751,10 +770,8 @@ fn matches_volume(v: &Volume, name: &str, values: &[String]) -> bool {
         "size" => v.size_gib.to_string(),
         "snapshot-id" => v.snapshot_id.clone().unwrap_or_default(),
         "attachment.instance-id" => attached_to(v),
-        // Filters this service does not know select nothing out.
-        _ => return true,
-    };
-    values.contains(&value)
+        _ => return None,
+    })
 }
 
 fn volume_fields(x: &mut Xml, v: &Volume, status: &str) {
