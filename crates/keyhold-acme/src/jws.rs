@@ -322,6 +322,51 @@ mod tests {
         assert!(parse(b"not json").is_err());
     }
 
+    fn signed_body(header: &Value, jwk: &Value, sign: impl Fn(&[u8]) -> Vec<u8>) -> Vec<u8> {
+        let mut h = header.clone();
+        h["jwk"] = jwk.clone();
+        let protected = b64(h.to_string().as_bytes());
+        let payload = b64(b"{}");
+        let sig = sign(format!("{protected}.{payload}").as_bytes());
+        serde_json::json!({"protected": protected, "payload": payload, "signature": b64(&sig)})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn eddsa_and_rs256_signatures_verify_with_their_jwks() {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let ed = signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        let jwk =
+            serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": b64(ed.public_key().as_ref())});
+        let body = signed_body(&serde_json::json!({"alg": "EdDSA"}), &jwk, |m| {
+            ed.sign(m).as_ref().to_vec()
+        });
+        parse(&body).unwrap().verify(&jwk).unwrap();
+        // The same signature under another algorithm name is refused.
+        let body = signed_body(&serde_json::json!({"alg": "ES256"}), &jwk, |m| {
+            ed.sign(m).as_ref().to_vec()
+        });
+        assert_eq!(
+            parse(&body).unwrap().verify(&jwk).unwrap_err().kind,
+            "badSignatureAlgorithm"
+        );
+
+        let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();
+        let components: aws_lc_rs::rsa::PublicKeyComponents<Vec<u8>> = rsa.public_key().into();
+        let jwk =
+            serde_json::json!({"kty": "RSA", "n": b64(&components.n), "e": b64(&components.e)});
+        check_key(&jwk).unwrap();
+        let body = signed_body(&serde_json::json!({"alg": "RS256"}), &jwk, |m| {
+            let mut sig = vec![0u8; rsa.public_modulus_len()];
+            rsa.sign(&signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
+                .unwrap();
+            sig
+        });
+        parse(&body).unwrap().verify(&jwk).unwrap();
+    }
+
     #[test]
     fn an_external_account_binding_binds_the_key_to_a_kid() {
         let jwk = serde_json::json!({"kty": "OKP", "crv": "Ed25519", "x": "abc"});
