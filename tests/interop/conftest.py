@@ -63,7 +63,8 @@ class Server:
                 self.banner.append(self.proc.stdout.readline())
         self.s3_endpoint = None
         if "--dev" in args or "--s3-listen" in args:
-            for _ in range(4):
+            # The banner's lines before it: tls, console, volumes, acme, principal, keys, export.
+            for _ in range(10):
                 line = self.proc.stdout.readline()
                 self.banner.append(line)
                 m = re.search(r"s3: listening on (https?://\S+)", line)
