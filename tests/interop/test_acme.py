@@ -373,3 +373,16 @@ def test_bad_requests_are_problem_documents_and_issue_nothing(acme):
     assert r.status_code == 200 and r.json()["status"] == "deactivated"
     r = c.post(c.dir["newOrder"], {"identifiers": [{"type": "dns", "value": "b.test"}]})
     assert problem(r) == "unauthorized"
+
+
+def test_ca_list_shows_certificates_issued_by_hand(data_dir, tmp_path):
+    run_keyhold("init", "--data-dir", str(data_dir), "--json")
+    out = tmp_path / "issued"
+    run_keyhold("ca", "issue", "--data-dir", str(data_dir), "--name", "db.internal",
+                "--days", "3", "--out", str(out))
+    cert = x509.load_pem_x509_certificate((out / "db.internal.pem").read_bytes())
+    listed = json.loads(run_keyhold("ca", "list", "--data-dir", str(data_dir), "--json").stdout)
+    assert listed["serial"] == format(cert.serial_number, "x")
+    assert listed["names"] == ["db.internal"] and listed["state"] == "expiring"
+    table = run_keyhold("ca", "list", "--data-dir", str(data_dir)).stdout
+    assert "db.internal" in table and "expiring" in table

@@ -34,6 +34,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use keyhold_kms::Engine;
 use keyhold_server::tls::ca::{PrivateCa, Wrapper};
 use serde_json::{json, Value};
+use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use crate::problem::Problem;
@@ -141,6 +142,32 @@ pub fn list_eab(dir: &Path) -> Result<Vec<Eab>, String> {
     Store::open(dir)
         .and_then(|s| s.all("eab"))
         .map_err(|e| format!("{}: {e}", dir.display()))
+}
+
+/// Records a certificate issued outside ACME (`keyhold ca issue`) in the inventory under
+/// `dir`, so `keyhold ca list` shows it; `chain_pem` starts with it.
+pub fn record_issued(dir: &Path, chain_pem: &str, names: &[String]) -> Result<String, String> {
+    let der = keyhold_server::tls::certs_from_pem(chain_pem.as_bytes(), "certificate")
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .next()
+        .ok_or("no certificate")?;
+    let (_, cert) = x509_parser::prelude::X509Certificate::from_der(der.as_ref())
+        .map_err(|e| format!("the certificate does not parse: {e}"))?;
+    let (serial, _) = challenge::cert_serial_and_key(der.as_ref()).map_err(|p| p.detail)?;
+    let record = Cert {
+        serial: serial.clone(),
+        account: "keyhold ca issue".into(),
+        names: names.to_vec(),
+        chain_pem: chain_pem.to_string(),
+        not_before_ms: cert.validity().not_before.timestamp() * 1000,
+        not_after_ms: cert.validity().not_after.timestamp() * 1000,
+        revoked: None,
+    };
+    Store::open(dir)
+        .and_then(|s| s.put("certs", &serial, &record))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(serial)
 }
 
 /// The certificates issued under `dir`, oldest first.
@@ -504,6 +531,12 @@ impl AcmeService {
                 .get::<Account>("accounts", &existing)
                 .map_err(io)?
             {
+                if a.status != "valid" {
+                    return Err(Problem::unauthorized(format!(
+                        "the account is {}",
+                        a.status
+                    )));
+                }
                 return Ok(Answer::json(200, &self.account_json(base, &a))
                     .located(format!("{base}/account/{}", a.id)));
             }

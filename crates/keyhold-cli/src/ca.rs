@@ -35,8 +35,8 @@ pub enum CaCommand {
         #[arg(long)]
         out: Option<PathBuf>,
     },
-    /// List the certificates the ACME server issued: serial, names, expiry and state (valid,
-    /// expiring within 7 days, expired, revoked).
+    /// List the certificates issued (through ACME and by `ca issue`): serial, names, expiry and
+    /// state (valid, expiring within 7 days, expired, revoked).
     List {
         #[command(flatten)]
         dir: DataDirArg,
@@ -210,6 +210,7 @@ pub fn run(cmd: CaCommand) -> Result<(), String> {
             let (cert, key) = ca
                 .issue(&names, days * 86_400, kt, now_secs())
                 .map_err(|e| e.to_string())?;
+            keyhold_acme::record_issued(&dir.open().root.join("acme"), &cert, &names)?;
             match out {
                 None => {
                     print!("{cert}{}", key.as_str());
