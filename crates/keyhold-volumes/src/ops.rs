@@ -407,6 +407,13 @@ impl VolumeService {
             || defaults.encryption_by_default
             || from_encrypted.is_some();
         audit.insert("encrypted".into(), encrypted.into());
+        if encrypted && snapshot.is_none() && image::cryptsetup().is_none() {
+            return Err(Ec2Error::new(
+                "UnsupportedOperation",
+                "This keyhold server cannot make encrypted volumes: cryptsetup is not installed \
+                 on it (Debian: cryptsetup-bin)",
+            ));
+        }
         let id = new_id("vol-");
         let image = self.catalog.image(&id);
         let sealed = if encrypted {
