@@ -1,6 +1,7 @@
 """The Terraform AWS provider (hashicorp/aws, from the machine's offline mirror) manages keys,
-aliases, a grant and reads the data sources against `keyhold serve --dev`: apply, a plan with no
-changes, a change, destroy."""
+aliases, a grant and reads the data sources, and encrypted EBS volumes with their snapshot and
+the account's default encryption, against `keyhold serve --dev`: apply, a plan with no changes,
+a change, destroy."""
 
 import os
 import pathlib
@@ -23,8 +24,7 @@ def _mirror():
     return None
 
 
-@pytest.fixture
-def terraform(tmp_path):
+def _terraform(tmp_path, config):
     tf = shutil.which("terraform")
     mirror = _mirror()
     if not tf or not mirror:
@@ -38,7 +38,7 @@ def terraform(tmp_path):
         '  direct {\n    exclude = ["registry.terraform.io/hashicorp/aws"]\n  }\n}\n')
     work = tmp_path / "tf"
     work.mkdir()
-    shutil.copy(CONFIG, work / "main.tf")
+    shutil.copy(config, work / "main.tf")
     env = {**os.environ, "TF_CLI_CONFIG_FILE": str(rc), "TF_IN_AUTOMATION": "1",
            "CHECKPOINT_DISABLE": "1"}
 
@@ -51,6 +51,16 @@ def terraform(tmp_path):
 
     run("init")
     return run
+
+
+@pytest.fixture
+def terraform(tmp_path):
+    return _terraform(tmp_path, CONFIG)
+
+
+@pytest.fixture
+def terraform_volumes(tmp_path):
+    return _terraform(tmp_path, CONFIG.parent / "volumes" / "main.tf")
 
 
 def test_terraform_manages_keys_aliases_grants_and_data_sources(terraform):
@@ -86,5 +96,36 @@ def test_terraform_manages_keys_aliases_grants_and_data_sources(terraform):
         terraform("destroy", "-auto-approve", *change)
         assert kms.describe_key(KeyId=sym)["KeyMetadata"]["KeyState"] == "PendingDeletion"
         assert not [a for a in kms.list_aliases()["Aliases"] if a["AliasName"].startswith("alias/tf-")]
+    finally:
+        s.stop()
+
+
+def test_terraform_manages_encrypted_volumes_and_default_encryption(terraform_volumes):
+    s = Server(["--dev"])
+    try:
+        ec2 = s.client(service="ec2")
+        var = ["-var", f"endpoint={s.endpoint}"]
+        terraform_volumes("apply", "-auto-approve", *var)
+        [vol] = ec2.describe_volumes()["Volumes"]
+        assert vol["Encrypted"] and vol["Size"] == 1 and vol["VolumeType"] == "gp3"
+        key = s.client().describe_key(KeyId=vol["KmsKeyId"])["KeyMetadata"]
+        assert key["Description"] == "volumes"
+        assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"]
+        assert ec2.get_ebs_default_kms_key_id()["KmsKeyId"] == key["Arn"]
+        [snap] = ec2.describe_snapshots()["Snapshots"]
+        assert snap["VolumeId"] == vol["VolumeId"] and snap["Encrypted"]
+        p = terraform_volumes("plan", "-detailed-exitcode", *var, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+        # Growing the volume is ModifyVolume, in place.
+        grown = [*var, "-var", "size=2"]
+        terraform_volumes("apply", "-auto-approve", *grown)
+        [after] = ec2.describe_volumes()["Volumes"]
+        assert after["VolumeId"] == vol["VolumeId"] and after["Size"] == 2
+        p = terraform_volumes("plan", "-detailed-exitcode", *grown, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+        terraform_volumes("destroy", "-auto-approve", *grown)
+        assert ec2.describe_volumes()["Volumes"] == []
+        assert ec2.describe_snapshots()["Snapshots"] == []
+        assert not ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"]
     finally:
         s.stop()

@@ -489,3 +489,25 @@ def test_the_pin_refuses_bad_input(tmp_path, dev, pin):
             env={**pin, "AWS_ENDPOINT_URL": "http://127.0.0.1:9"})
     assert p.returncode != 0 and p.stdout == b""
     assert b"cannot reach KMS" in p.stderr, p.stderr
+
+
+def test_modify_volume_grows_the_image_and_keeps_it_openable(dev):
+    ec2 = ec2_client(dev)
+    v = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a", Encrypted=True)["VolumeId"]
+    m = ec2.modify_volume(VolumeId=v, Size=4, VolumeType="io2")["VolumeModification"]
+    assert (m["OriginalSize"], m["TargetSize"], m["TargetVolumeType"]) == (1, 4, "io2")
+    assert m["ModificationState"] == "completed"
+    mods = ec2.describe_volumes_modifications(VolumeIds=[v])["VolumesModifications"]
+    assert [x["TargetSize"] for x in mods] == [4]
+    image = image_of(dev.data_dir, v)
+    assert image.stat().st_size == 4 << 30
+    p = volume_cmd(dev, "attach", v, "--key-file", "-")
+    assert opens_with(image, p.stdout) == 0
+    for kw in [{"Size": 3}, {"Size": 4, "VolumeType": "io2"}, {"VolumeType": "floppy"},
+               {"Size": 100000}]:
+        with pytest.raises(ClientError) as e:
+            ec2.modify_volume(VolumeId=v, **kw)
+        assert err(e) == "InvalidParameterValue", kw
+    with pytest.raises(ClientError) as e:
+        ec2.modify_volume(VolumeId="vol-0123456789abcdef0", Size=5)
+    assert err(e) == "InvalidVolume.NotFound"

@@ -52,6 +52,24 @@ pub struct Volume {
     pub sealed: Option<Sealed>,
     /// Where it is attached.
     pub attachment: Option<Attachment>,
+    /// Its last modification (ModifyVolume).
+    #[serde(default)]
+    pub modification: Option<Modification>,
+}
+
+/// A change of a volume's size or type.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Modification {
+    /// Size before, GiB.
+    pub original_size_gib: u64,
+    /// Type before.
+    pub original_type: String,
+    /// Size after, GiB.
+    pub target_size_gib: u64,
+    /// Type after.
+    pub target_type: String,
+    /// When it was asked, ms since the epoch.
+    pub start_ms: i64,
 }
 
 /// One snapshot.
@@ -301,6 +319,7 @@ mod tests {
             create_time_ms: 1,
             sealed: None,
             attachment: None,
+            modification: None,
         }
     }
 

@@ -21,6 +21,8 @@ pub(crate) const ACTIONS: &[&str] = &[
     "DeleteVolume",
     "AttachVolume",
     "DetachVolume",
+    "ModifyVolume",
+    "DescribeVolumesModifications",
     "UnlockVolume",
     "CreateSnapshot",
     "DescribeSnapshots",
@@ -156,6 +158,41 @@ impl VolumeService {
                 Ok(x.finish(action))
             }
             "AttachVolume" => self.attach(caller, p, audit),
+            "ModifyVolume" => self.modify(caller, p, audit),
+            "DescribeVolumesModifications" => {
+                let all = self
+                    .catalog
+                    .volumes(&caller.principal.account)
+                    .map_err(io)?;
+                let chosen = select(
+                    &all,
+                    &p.list("VolumeId")?,
+                    &p.filters()?,
+                    |v| &v.id,
+                    |id| {
+                        Ec2Error::new(
+                            "InvalidVolumeModification.NotFound",
+                            format!("Modification for volume '{id}' does not exist."),
+                        )
+                    },
+                    |v, name| match name {
+                        "volume-id" => Some(v.id.clone()),
+                        "modification-state" => Some("completed".into()),
+                        _ => None,
+                    },
+                )?;
+                let mut x = Xml::response(action, rid);
+                x.open("volumeModificationSet");
+                for v in chosen {
+                    if let Some(m) = &v.modification {
+                        x.open("item");
+                        modification_fields(&mut x, &v.id, m);
+                        x.close("item");
+                    }
+                }
+                x.close("volumeModificationSet");
+                Ok(x.finish(action))
+            }
             "DetachVolume" => self.detach(caller, p, audit),
             "UnlockVolume" => self.unlock(caller, p, audit),
             "CreateSnapshot" => self.create_snapshot(caller, p, audit),
@@ -486,6 +523,7 @@ impl VolumeService {
             create_time_ms: now_ms(),
             sealed,
             attachment: None,
+            modification: None,
         };
         if let Err(e) = self.catalog.put_volume(&v) {
             let _ = std::fs::remove_file(&image);
@@ -579,6 +617,74 @@ impl VolumeService {
         let mut x = Xml::response("AttachVolume", &caller.meta.request_id);
         attachment_fields(&mut x, id, &a, "attached");
         Ok(x.finish("AttachVolume"))
+    }
+
+    /// ModifyVolume: a larger size (the image grows; LUKS2 maps the new space, the file system
+    /// inside is the caller's to grow) or another type.
+    fn modify(
+        &self,
+        caller: &Caller,
+        p: &Params,
+        audit: &mut serde_json::Map<String, serde_json::Value>,
+    ) -> Result<String, Ec2Error> {
+        let id = p.required("VolumeId")?;
+        audit.insert("volumeId".into(), id.into());
+        let _w = self.lock();
+        let mut v = self.own_volume(caller, id)?;
+        let size = match p.int("Size")? {
+            Some(s) => u64::try_from(s).unwrap_or(0),
+            None => v.size_gib,
+        };
+        let volume_type = p.get("VolumeType").unwrap_or(&v.volume_type).to_string();
+        let Some((min, max)) = size_range(&volume_type) else {
+            return Err(Ec2Error::invalid(format!(
+                "Value ({volume_type}) for parameter volumeType is invalid."
+            )));
+        };
+        if size < v.size_gib {
+            return Err(Ec2Error::invalid(format!(
+                "New size ({size}) cannot be smaller than the existing size ({}).",
+                v.size_gib
+            )));
+        }
+        if size < min || size > max {
+            return Err(Ec2Error::invalid(format!(
+                "Volume of {size}GiB is out of range for volume type {volume_type}: the size \
+                 must be {min} to {max} GiB."
+            )));
+        }
+        if size == v.size_gib && volume_type == v.volume_type {
+            return Err(Ec2Error::invalid(
+                "New configuration is the same as the existing one.",
+            ));
+        }
+        audit.insert("size".into(), size.into());
+        audit.insert("volumeType".into(), volume_type.as_str().into());
+        let image = self.catalog.image(&v.id);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&image)
+            .and_then(|f| {
+                f.set_len(size * GIB)?;
+                f.sync_all()
+            })
+            .map_err(io)?;
+        let m = crate::catalog::Modification {
+            original_size_gib: v.size_gib,
+            original_type: v.volume_type.clone(),
+            target_size_gib: size,
+            target_type: volume_type.clone(),
+            start_ms: now_ms(),
+        };
+        v.size_gib = size;
+        v.volume_type = volume_type;
+        v.modification = Some(m.clone());
+        self.catalog.put_volume(&v).map_err(io)?;
+        let mut x = Xml::response("ModifyVolume", &caller.meta.request_id);
+        x.open("volumeModification");
+        modification_fields(&mut x, &v.id, &m);
+        x.close("volumeModification");
+        Ok(x.finish("ModifyVolume"))
     }
 
     fn detach(
@@ -795,6 +901,20 @@ fn volume_fields(x: &mut Xml, v: &Volume, status: &str) {
         )
         .opt("kmsKeyId", v.sealed.as_ref().map(|s| s.key_arn.as_str()))
         .text("multiAttachEnabled", "false");
+}
+
+fn modification_fields(x: &mut Xml, volume_id: &str, m: &crate::catalog::Modification) {
+    x.text("volumeId", volume_id)
+        .text("modificationState", "completed")
+        .text("targetSize", &m.target_size_gib.to_string())
+        .text("targetVolumeType", &m.target_type)
+        .text("targetMultiAttachEnabled", "false")
+        .text("originalSize", &m.original_size_gib.to_string())
+        .text("originalVolumeType", &m.original_type)
+        .text("originalMultiAttachEnabled", "false")
+        .text("progress", "100")
+        .text("startTime", &iso_time(m.start_ms))
+        .text("endTime", &iso_time(m.start_ms));
 }
 
 fn attachment_fields(x: &mut Xml, volume_id: &str, a: &Attachment, status: &str) {
