@@ -108,6 +108,7 @@ def test_terraform_manages_encrypted_volumes_and_default_encryption(terraform_vo
         terraform_volumes("apply", "-auto-approve", *var)
         [vol] = ec2.describe_volumes()["Volumes"]
         assert vol["Encrypted"] and vol["Size"] == 1 and vol["VolumeType"] == "gp3"
+        assert {t["Key"]: t["Value"] for t in vol["Tags"]} == {"Name": "data", "team": "payments"}
         key = s.client().describe_key(KeyId=vol["KmsKeyId"])["KeyMetadata"]
         assert key["Description"] == "volumes"
         assert ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"]
@@ -116,11 +117,12 @@ def test_terraform_manages_encrypted_volumes_and_default_encryption(terraform_vo
         assert snap["VolumeId"] == vol["VolumeId"] and snap["Encrypted"]
         p = terraform_volumes("plan", "-detailed-exitcode", *var, check=False)
         assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
-        # Growing the volume is ModifyVolume, in place.
-        grown = [*var, "-var", "size=2"]
+        # Growing the volume is ModifyVolume, in place; a tag change is CreateTags.
+        grown = [*var, "-var", "size=2", "-var", "team=ledger"]
         terraform_volumes("apply", "-auto-approve", *grown)
         [after] = ec2.describe_volumes()["Volumes"]
         assert after["VolumeId"] == vol["VolumeId"] and after["Size"] == 2
+        assert {t["Key"]: t["Value"] for t in after["Tags"]}["team"] == "ledger"
         p = terraform_volumes("plan", "-detailed-exitcode", *grown, check=False)
         assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
         terraform_volumes("destroy", "-auto-approve", *grown)

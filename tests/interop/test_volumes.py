@@ -511,3 +511,42 @@ def test_modify_volume_grows_the_image_and_keeps_it_openable(dev):
     with pytest.raises(ClientError) as e:
         ec2.modify_volume(VolumeId="vol-0123456789abcdef0", Size=5)
     assert err(e) == "InvalidVolume.NotFound"
+
+
+def test_tags_on_volumes_and_snapshots(dev):
+    ec2 = ec2_client(dev)
+    v = ec2.create_volume(
+        Size=1, AvailabilityZone="us-east-1a",
+        TagSpecifications=[{"ResourceType": "volume", "Tags": [{"Key": "Name", "Value": "db"}]}],
+    )
+    assert v["Tags"] == [{"Key": "Name", "Value": "db"}]
+    other = ec2.create_volume(Size=1, AvailabilityZone="us-east-1a")["VolumeId"]
+    got = ec2.describe_volumes(Filters=[{"Name": "tag:Name", "Values": ["db"]}])["Volumes"]
+    assert [x["VolumeId"] for x in got] == [v["VolumeId"]]
+    got = ec2.describe_volumes(Filters=[{"Name": "tag-key", "Values": ["Name"]}])["Volumes"]
+    assert [x["VolumeId"] for x in got] == [v["VolumeId"]]
+    snap = ec2.create_snapshot(
+        VolumeId=v["VolumeId"],
+        TagSpecifications=[{"ResourceType": "snapshot", "Tags": [{"Key": "k", "Value": "1"}]}],
+    )["SnapshotId"]
+    ec2.create_tags(Resources=[other, snap], Tags=[{"Key": "team", "Value": "ops"}])
+    got = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert {t["Key"]: t["Value"] for t in got["Tags"]} == {"k": "1", "team": "ops"}
+    ec2.delete_tags(Resources=[snap], Tags=[{"Key": "k", "Value": "not-its-value"}])
+    ec2.delete_tags(Resources=[snap], Tags=[{"Key": "team"}])
+    got = ec2.describe_snapshots(SnapshotIds=[snap])["Snapshots"][0]
+    assert {t["Key"]: t["Value"] for t in got["Tags"]} == {"k": "1"}
+    # An unknown resource among them: an error, and nothing tagged.
+    with pytest.raises(ClientError) as e:
+        ec2.create_tags(Resources=[other, "vol-0123456789abcdef0"], Tags=[{"Key": "x", "Value": "y"}])
+    assert err(e) == "InvalidVolume.NotFound"
+    got = ec2.describe_volumes(VolumeIds=[other])["Volumes"][0]
+    assert {t["Key"] for t in got["Tags"]} == {"team"}
+    for tags in [[{"Key": "aws:reserved", "Value": "x"}], [{"Key": "", "Value": "x"}]]:
+        with pytest.raises(ClientError) as e:
+            ec2.create_tags(Resources=[other], Tags=tags)
+        assert err(e) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as e:
+        ec2.create_volume(Size=1, AvailabilityZone="us-east-1a", TagSpecifications=[
+            {"ResourceType": "instance", "Tags": [{"Key": "a", "Value": "b"}]}])
+    assert err(e) == "InvalidParameterValue"

@@ -55,6 +55,9 @@ pub struct Volume {
     /// Its last modification (ModifyVolume).
     #[serde(default)]
     pub modification: Option<Modification>,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// A change of a volume's size or type.
@@ -89,6 +92,9 @@ pub struct Snapshot {
     pub start_time_ms: i64,
     /// Its encryption (the volume's); `None` when the volume was unencrypted.
     pub sealed: Option<Sealed>,
+    /// Its tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
 }
 
 /// An account's EBS encryption defaults in this Region.
@@ -320,6 +326,7 @@ mod tests {
             sealed: None,
             attachment: None,
             modification: None,
+            tags: BTreeMap::new(),
         }
     }
 

@@ -21,6 +21,8 @@ pub(crate) const ACTIONS: &[&str] = &[
     "DeleteVolume",
     "AttachVolume",
     "DetachVolume",
+    "CreateTags",
+    "DeleteTags",
     "ModifyVolume",
     "DescribeVolumesModifications",
     "UnlockVolume",
@@ -159,6 +161,60 @@ impl VolumeService {
             }
             "AttachVolume" => self.attach(caller, p, audit),
             "ModifyVolume" => self.modify(caller, p, audit),
+            "CreateTags" | "DeleteTags" => {
+                let ids = p.list("ResourceId")?;
+                if ids.is_empty() {
+                    return Err(Ec2Error::missing("ResourceId"));
+                }
+                let tags = tag_list(p, "Tag")?;
+                if action == "CreateTags" && tags.is_empty() {
+                    return Err(Ec2Error::missing("Tag"));
+                }
+                audit.insert("resourceIds".into(), ids.clone().into());
+                let _w = self.lock();
+                // Every resource first, so an unknown one changes nothing.
+                let mut volumes = Vec::new();
+                let mut snapshots = Vec::new();
+                for id in &ids {
+                    if id.starts_with("snap-") {
+                        snapshots.push(self.own_snapshot(caller, id)?);
+                    } else {
+                        volumes.push(self.own_volume(caller, id)?);
+                    }
+                }
+                let apply = |t: &mut std::collections::BTreeMap<String, String>| {
+                    for (k, v) in &tags {
+                        if action == "CreateTags" {
+                            t.insert(k.clone(), v.clone().unwrap_or_default());
+                        } else if v.as_ref().is_none_or(|v| t.get(k) == Some(v)) {
+                            t.remove(k);
+                        }
+                    }
+                };
+                for mut v in volumes {
+                    apply(&mut v.tags);
+                    if v.tags.len() > 50 {
+                        return Err(Ec2Error::new(
+                            "TagLimitExceeded",
+                            "At most 50 tags per resource",
+                        ));
+                    }
+                    self.catalog.put_volume(&v).map_err(io)?;
+                }
+                for mut sn in snapshots {
+                    apply(&mut sn.tags);
+                    if sn.tags.len() > 50 {
+                        return Err(Ec2Error::new(
+                            "TagLimitExceeded",
+                            "At most 50 tags per resource",
+                        ));
+                    }
+                    self.catalog.put_snapshot(&sn).map_err(io)?;
+                }
+                let mut x = Xml::response(action, rid);
+                x.text("return", "true");
+                Ok(x.finish(action))
+            }
             "DescribeVolumesModifications" => {
                 let all = self
                     .catalog
@@ -175,7 +231,7 @@ impl VolumeService {
                             format!("Modification for volume '{id}' does not exist."),
                         )
                     },
-                    |v, name| match name {
+                    |v, name, _| match name {
                         "volume-id" => Some(v.id.clone()),
                         "modification-state" => Some("completed".into()),
                         _ => None,
@@ -524,6 +580,7 @@ impl VolumeService {
             sealed,
             attachment: None,
             modification: None,
+            tags: tag_specifications(p, "volume")?,
         };
         if let Err(e) = self.catalog.put_volume(&v) {
             let _ = std::fs::remove_file(&image);
@@ -776,6 +833,7 @@ impl VolumeService {
             description: description.to_string(),
             start_time_ms: now_ms(),
             sealed: v.sealed.clone(),
+            tags: tag_specifications(p, "snapshot")?,
         };
         let image = self.catalog.image(&snap.id);
         if let Err(e) = image::copy_sparse(&self.catalog.image(&v.id), &image, 0) {
@@ -803,13 +861,13 @@ impl VolumeService {
             &p.filters()?,
             |s| &s.id,
             snapshot_not_found,
-            |s, name| {
+            |s, name, values| {
                 Some(match name {
                     "volume-id" => s.volume_id.clone(),
                     "snapshot-id" => s.id.clone(),
                     "encrypted" => s.sealed.is_some().to_string(),
                     "status" => "completed".into(),
-                    _ => return None,
+                    _ => return tag_field(&s.tags, name, values),
                 })
             },
         )?;
@@ -835,7 +893,7 @@ fn select<'a, T>(
     filters: &[(String, Vec<String>)],
     id_of: impl Fn(&T) -> &String,
     not_found: impl Fn(&str) -> Ec2Error,
-    field: impl Fn(&T, &str) -> Option<String>,
+    field: impl Fn(&T, &str, &[String]) -> Option<String>,
 ) -> Result<Vec<&'a T>, Ec2Error> {
     if let Some(missing) = ids.iter().find(|id| !all.iter().any(|r| id_of(r) == *id)) {
         return Err(not_found(missing));
@@ -846,9 +904,96 @@ fn select<'a, T>(
         .filter(|r| {
             filters
                 .iter()
-                .all(|(name, values)| field(r, name).is_none_or(|v| values.contains(&v)))
+                .all(|(name, values)| field(r, name, values).is_none_or(|v| values.contains(&v)))
         })
         .collect())
+}
+
+/// Tags `NAME.N.Key` / `NAME.N.Value` (a missing value is `None`).
+fn tag_list(p: &Params, name: &str) -> Result<Vec<(String, Option<String>)>, Ec2Error> {
+    let mut out = Vec::new();
+    for i in 1..=51usize {
+        let Some(k) = p.get(&format!("{name}.{i}.Key")) else {
+            break;
+        };
+        if k.is_empty() || k.len() > 128 || k.starts_with("aws:") {
+            return Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!("Tag key {k:?} is not allowed (1 to 128 characters, not aws:)"),
+            ));
+        }
+        let v = p.get(&format!("{name}.{i}.Value")).map(str::to_string);
+        if v.as_ref().is_some_and(|v| v.len() > 256) {
+            return Err(Ec2Error::invalid(
+                "A tag value may be at most 256 characters",
+            ));
+        }
+        out.push((k.to_string(), v));
+    }
+    if out.len() > 50 {
+        return Err(Ec2Error::new(
+            "TagLimitExceeded",
+            "At most 50 tags per resource",
+        ));
+    }
+    Ok(out)
+}
+
+/// The tags of `TagSpecification.N` entries for `resource_type`.
+fn tag_specifications(
+    p: &Params,
+    resource_type: &str,
+) -> Result<std::collections::BTreeMap<String, String>, Ec2Error> {
+    let mut tags = std::collections::BTreeMap::new();
+    for i in 1..=10usize {
+        let Some(t) = p.get(&format!("TagSpecification.{i}.ResourceType")) else {
+            break;
+        };
+        if t != resource_type {
+            return Err(Ec2Error::invalid(format!(
+                "'{t}' is not a valid taggable resource type for this operation."
+            )));
+        }
+        for (k, v) in tag_list(p, &format!("TagSpecification.{i}.Tag"))? {
+            tags.insert(k, v.unwrap_or_default());
+        }
+    }
+    Ok(tags)
+}
+
+fn tag_set(x: &mut Xml, tags: &std::collections::BTreeMap<String, String>) {
+    if tags.is_empty() {
+        return;
+    }
+    x.open("tagSet");
+    for (k, v) in tags {
+        x.open("item").text("key", k).text("value", v).close("item");
+    }
+    x.close("tagSet");
+}
+
+/// A tag filter's value: `tag:KEY` gives the tag's value, `tag-key` any key present.
+fn tag_field(
+    tags: &std::collections::BTreeMap<String, String>,
+    name: &str,
+    values: &[String],
+) -> Option<String> {
+    if let Some(key) = name.strip_prefix("tag:") {
+        return Some(
+            tags.get(key)
+                .cloned()
+                .unwrap_or_else(|| "\u{0}absent".into()),
+        );
+    }
+    if name == "tag-key" {
+        return Some(
+            tags.keys()
+                .find(|k| values.contains(k))
+                .cloned()
+                .unwrap_or_else(|| "\u{0}absent".into()),
+        );
+    }
+    None
 }
 
 /// `i-` and 8 or 17 hex digits.
@@ -873,7 +1018,7 @@ fn state(v: &Volume) -> &'static str {
 }
 
 /// A volume's value for a DescribeVolumes filter.
-fn volume_field(v: &Volume, name: &str) -> Option<String> {
+fn volume_field(v: &Volume, name: &str, values: &[String]) -> Option<String> {
     Some(match name {
         "volume-id" => v.id.clone(),
         "status" => state(v).into(),
@@ -883,7 +1028,7 @@ fn volume_field(v: &Volume, name: &str) -> Option<String> {
         "size" => v.size_gib.to_string(),
         "snapshot-id" => v.snapshot_id.clone().unwrap_or_default(),
         "attachment.instance-id" => attached_to(v),
-        _ => return None,
+        _ => return tag_field(&v.tags, name, values),
     })
 }
 
@@ -901,6 +1046,7 @@ fn volume_fields(x: &mut Xml, v: &Volume, status: &str) {
         )
         .opt("kmsKeyId", v.sealed.as_ref().map(|s| s.key_arn.as_str()))
         .text("multiAttachEnabled", "false");
+    tag_set(x, &v.tags);
 }
 
 fn modification_fields(x: &mut Xml, volume_id: &str, m: &crate::catalog::Modification) {
@@ -940,6 +1086,7 @@ fn snapshot_fields(x: &mut Xml, s: &Snapshot) {
         )
         .opt("kmsKeyId", s.sealed.as_ref().map(|x| x.key_arn.as_str()))
         .text("storageTier", "standard");
+    tag_set(x, &s.tags);
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@ terraform {
 variable "endpoint" {
   type = string
 }
+variable "team" {
+  type    = string
+  default = "payments"
+}
 variable "size" {
   type    = number
   default = 1
@@ -48,11 +52,18 @@ resource "aws_ebs_volume" "data" {
   type              = "gp3"
   encrypted         = true
   kms_key_id        = aws_kms_key.ebs.arn
+  tags = {
+    Name = "data"
+    team = var.team
+  }
 }
 
 resource "aws_ebs_snapshot" "nightly" {
   volume_id   = aws_ebs_volume.data.id
   description = "nightly"
+  tags = {
+    Name = "data-nightly"
+  }
 }
 
 output "volume" {
