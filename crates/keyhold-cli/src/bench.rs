@@ -294,28 +294,44 @@ async fn run_async(args: BenchArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn target(args: &BenchArgs) -> Result<Target, String> {
-    let endpoint = args.endpoint.as_deref().unwrap_or_default();
+/// An endpoint URL's parts: the URI, its `host:port`, and for `https` the name TLS checks.
+pub(crate) fn endpoint_parts(
+    endpoint: &str,
+    what: &str,
+) -> Result<(Uri, String, Option<rustls_pki_types::ServerName<'static>>), String> {
     let uri: Uri = endpoint
         .parse()
-        .map_err(|e| format!("--endpoint {endpoint:?}: {e}"))?;
+        .map_err(|e| format!("{what} {endpoint:?}: {e}"))?;
     let host = uri
         .authority()
-        .ok_or_else(|| format!("--endpoint {endpoint:?} has no host"))?
+        .ok_or_else(|| format!("{what} {endpoint:?} has no host"))?
         .to_string();
-    let tls = match uri.scheme_str() {
+    let name = match uri.scheme_str() {
         Some("http") => None,
         Some("https") => {
             let name = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-            let name = rustls_pki_types::ServerName::try_from(name.to_string())
-                .map_err(|e| format!("--endpoint host: {e}"))?;
+            Some(
+                rustls_pki_types::ServerName::try_from(name.to_string())
+                    .map_err(|e| format!("{what} host: {e}"))?,
+            )
+        }
+        _ => return Err(format!("{what} must start with http:// or https://")),
+    };
+    Ok((uri, host, name))
+}
+
+fn target(args: &BenchArgs) -> Result<Target, String> {
+    let endpoint = args.endpoint.as_deref().unwrap_or_default();
+    let (uri, host, name) = endpoint_parts(endpoint, "--endpoint")?;
+    let tls = match name {
+        None => None,
+        Some(name) => {
             let path = args
                 .ca_bundle
                 .as_ref()
                 .ok_or("an https endpoint needs --ca-bundle (the CA to trust)")?;
             Some((client_config(roots_from_pem(path)?, args.http2)?, name))
         }
-        _ => return Err("--endpoint must start with http:// or https://".into()),
     };
     Ok(Target {
         uri,

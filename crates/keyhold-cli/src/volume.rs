@@ -230,26 +230,10 @@ impl Client {
                 "no endpoint: set AWS_ENDPOINT_URL_EC2 or AWS_ENDPOINT_URL to keyhold's address \
                  (the one `keyhold serve` prints)",
             )?;
-        let uri: Uri = endpoint
-            .parse()
-            .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?;
-        let host = uri
-            .authority()
-            .ok_or_else(|| format!("endpoint {endpoint:?} has no host"))?
-            .to_string();
-        let tls = match uri.scheme_str() {
-            Some("http") => None,
-            Some("https") => {
-                let name = uri.host().unwrap_or_default().trim_matches(['[', ']']);
-                let name = rustls_pki_types::ServerName::try_from(name.to_string())
-                    .map_err(|e| format!("endpoint host: {e}"))?;
-                Some((tls_config(&host)?, name))
-            }
-            _ => {
-                return Err(format!(
-                    "endpoint {endpoint:?} must start with http:// or https://"
-                ))
-            }
+        let (uri, host, name) = crate::bench::endpoint_parts(&endpoint, "endpoint")?;
+        let tls = match name {
+            None => None,
+            Some(name) => Some((tls_config(&host)?, name)),
         };
         use aws_credential_types::provider::ProvideCredentials;
         let creds = conf
