@@ -115,7 +115,7 @@ pub fn create_eab(
     account: &str,
     allow: &[String],
 ) -> Result<(String, Zeroizing<String>), String> {
-    let store = Store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let store = store::open(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let kid = format!("kh-{}", store::new_id());
     let mut key = Zeroizing::new(vec![0u8; 32]);
     aws_lc_rs::rand::fill(&mut key).map_err(|_| "no randomness".to_string())?;
@@ -139,7 +139,7 @@ pub fn create_eab(
 
 /// The external account bindings under `dir`.
 pub fn list_eab(dir: &Path) -> Result<Vec<Eab>, String> {
-    Store::open(dir)
+    store::open(dir)
         .and_then(|s| s.all("eab"))
         .map_err(|e| format!("{}: {e}", dir.display()))
 }
@@ -164,7 +164,7 @@ pub fn record_issued(dir: &Path, chain_pem: &str, names: &[String]) -> Result<St
         not_after_ms: cert.validity().not_after.timestamp() * 1000,
         revoked: None,
     };
-    Store::open(dir)
+    store::open(dir)
         .and_then(|s| s.put("certs", &serial, &record))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     Ok(serial)
@@ -172,7 +172,7 @@ pub fn record_issued(dir: &Path, chain_pem: &str, names: &[String]) -> Result<St
 
 /// The certificates issued under `dir`, oldest first.
 pub fn list_certs(dir: &Path) -> Result<Vec<Cert>, String> {
-    let mut certs: Vec<Cert> = Store::open(dir)
+    let mut certs: Vec<Cert> = store::open(dir)
         .and_then(|s| s.all("certs"))
         .map_err(|e| format!("{}: {e}", dir.display()))?;
     certs.sort_by_key(|c| c.not_before_ms);
@@ -252,7 +252,7 @@ impl AcmeService {
         options: AcmeOptions,
     ) -> std::io::Result<Self> {
         Ok(Self {
-            store: Store::open(dir)?,
+            store: store::open(dir)?,
             ca,
             wrapper,
             engine,

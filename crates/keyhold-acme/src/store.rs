@@ -1,10 +1,10 @@
-//! The ACME server's records as JSON documents under `DATA_DIR/acme/<kind>/<id>.json`:
-//! external account bindings, accounts, orders, authorizations and certificates. Each is
-//! written through a temporary file, flushed and renamed.
+//! The ACME server's records as JSON documents under `DATA_DIR/acme/<kind>/<id>.json`
+//! (`keyhold_core::docs`): external account bindings, accounts, orders, authorizations and
+//! certificates.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
+use keyhold_core::docs::Docs;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -119,20 +119,15 @@ pub struct Cert {
     pub revoked: Option<(i64, u8)>,
 }
 
-/// Records of one kind in a directory.
-#[derive(Debug)]
-pub struct Store {
-    root: PathBuf,
-}
+/// The records, one directory per kind (`keyhold_core::docs`).
+pub type Store = Docs;
 
-/// True for ids this server makes (url-safe base64 and hex alphabets), so no client id is
-/// used as a path before it is checked.
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The kinds of records.
+pub const KINDS: &[&str] = &["eab", "accounts", "keys", "orders", "authz", "certs"];
+
+/// Opens (and makes) the store under `dir`.
+pub fn open(dir: &Path) -> std::io::Result<Store> {
+    Docs::open(dir, KINDS)
 }
 
 /// A new random id (22 url-safe characters).
@@ -140,96 +135,6 @@ pub fn new_id() -> String {
     let mut b = [0u8; 16];
     let _ = aws_lc_rs::rand::fill(&mut b);
     crate::jws::b64(&b)
-}
-
-impl Store {
-    /// Opens (and makes) the store under `dir`.
-    pub fn open(dir: &Path) -> std::io::Result<Self> {
-        for kind in ["eab", "accounts", "keys", "orders", "authz", "certs"] {
-            std::fs::create_dir_all(dir.join(kind))?;
-        }
-        Ok(Self {
-            root: dir.to_path_buf(),
-        })
-    }
-
-    fn path(&self, kind: &str, id: &str) -> PathBuf {
-        self.root.join(kind).join(format!("{id}.json"))
-    }
-
-    /// A record.
-    pub fn get<T: for<'de> Deserialize<'de>>(
-        &self,
-        kind: &str,
-        id: &str,
-    ) -> std::io::Result<Option<T>> {
-        if !valid_id(id) {
-            return Ok(None);
-        }
-        match std::fs::read(self.path(kind, id)) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Writes a record.
-    pub fn put<T: Serialize>(&self, kind: &str, id: &str, value: &T) -> std::io::Result<()> {
-        if !valid_id(id) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                "bad record id",
-            ));
-        }
-        let bytes = serde_json::to_vec_pretty(value)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        let path = self.path(kind, id);
-        let dir = self.root.join(kind);
-        let tmp = dir.join(format!(".{id}.{}", new_id()));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
-    }
-
-    /// Removes a record.
-    pub fn remove(&self, kind: &str, id: &str) -> std::io::Result<()> {
-        if !valid_id(id) {
-            return Ok(());
-        }
-        match std::fs::remove_file(self.path(kind, id)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
-        }
-    }
-
-    /// Every record of a kind.
-    pub fn all<T: for<'de> Deserialize<'de>>(&self, kind: &str) -> std::io::Result<Vec<T>> {
-        let mut ids: Vec<String> = Vec::new();
-        for e in std::fs::read_dir(self.root.join(kind))? {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json").filter(|n| !n.starts_with('.')) {
-                ids.push(id.to_string());
-            }
-        }
-        ids.sort();
-        let mut out = Vec::new();
-        for id in ids {
-            if let Some(v) = self.get(kind, &id)? {
-                out.push(v);
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// Whether `name` is allowed by one of `patterns`.
@@ -268,9 +173,9 @@ mod tests {
     #[test]
     fn records_round_trip_and_bad_ids_name_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(dir.path()).unwrap();
+        let s = open(dir.path()).unwrap();
         let id = new_id();
-        assert!(valid_id(&id));
+        assert!(keyhold_core::docs::valid_id(&id));
         s.put("orders", &id, &serde_json::json!({"x": 1})).unwrap();
         let back: Option<Value> = s.get("orders", &id).unwrap();
         assert_eq!(back, Some(serde_json::json!({"x": 1})));

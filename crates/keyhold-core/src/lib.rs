@@ -17,6 +17,7 @@
 pub mod asym;
 pub mod blob;
 pub mod context;
+pub mod docs;
 pub mod error;
 pub mod ffi;
 pub mod grant;

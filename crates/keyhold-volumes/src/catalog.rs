@@ -1,12 +1,11 @@
 //! The volume service's records: volumes, snapshots and each account's default-encryption
-//! setting, as JSON documents in `DIR/catalog`, and the images in `DIR/images`. Every
-//! document is written to a temporary file, flushed and renamed into place, so a crash
-//! leaves either the old document or the new one.
+//! setting, as JSON documents (`keyhold_core::docs`: a crash leaves the old document or the
+//! new one), and the images in `DIR/images`.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use keyhold_core::docs::Docs;
 use serde::{Deserialize, Serialize};
 
 /// Where an attached volume is attached.
@@ -106,12 +105,17 @@ pub struct Defaults {
     pub kms_key_id: Option<String>,
 }
 
-/// The catalog in a directory.
+/// The catalog in a directory: records under `DIR/volumes`, `DIR/snapshots` and
+/// `DIR/defaults`, images under `DIR/images`.
 #[derive(Debug)]
 pub struct Catalog {
-    catalog: PathBuf,
+    docs: Docs,
     images: PathBuf,
 }
+
+const VOLUMES: &str = "volumes";
+const SNAPSHOTS: &str = "snapshots";
+const DEFAULTS: &str = "defaults";
 
 /// True for ids this service makes (`vol-`/`snap-` and 17 lowercase hex digits), so a client's
 /// id is never used as a path before it is checked.
@@ -132,11 +136,12 @@ pub fn new_id(prefix: &str) -> String {
 impl Catalog {
     /// Opens (and makes) the catalog under `dir`.
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        let catalog = dir.join("catalog");
         let images = dir.join("images");
-        std::fs::create_dir_all(&catalog)?;
         std::fs::create_dir_all(&images)?;
-        Ok(Self { catalog, images })
+        Ok(Self {
+            docs: Docs::open(dir, &[VOLUMES, SNAPSHOTS, DEFAULTS])?,
+            images,
+        })
     }
 
     /// The image file of a volume or snapshot id.
@@ -144,49 +149,22 @@ impl Catalog {
         self.images.join(format!("{id}.img"))
     }
 
-    fn doc(&self, name: &str) -> PathBuf {
-        self.catalog.join(format!("{name}.json"))
-    }
-
-    fn read<T: for<'de> Deserialize<'de>>(&self, name: &str) -> std::io::Result<Option<T>> {
-        match std::fs::read(self.doc(name)) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    fn write<T: Serialize>(&self, name: &str, value: &T) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec_pretty(value)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
-        write_atomically(&self.doc(name), &bytes)
-    }
-
-    fn remove(&self, name: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.doc(name)) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-            _ => sync_dir(&self.catalog),
-        }
-    }
-
     /// A volume by id.
     pub fn volume(&self, id: &str) -> std::io::Result<Option<Volume>> {
         if !valid_id(id, "vol-") {
             return Ok(None);
         }
-        self.read(id)
+        self.docs.get(VOLUMES, id)
     }
 
     /// Writes a volume's record.
     pub fn put_volume(&self, v: &Volume) -> std::io::Result<()> {
-        self.write(&v.id, v)
+        self.docs.put(VOLUMES, &v.id, v)
     }
 
     /// Deletes a volume's record, then its image.
     pub fn delete_volume(&self, id: &str) -> std::io::Result<()> {
-        self.remove(id)?;
+        self.docs.remove(VOLUMES, id)?;
         remove_file(&self.image(id))
     }
 
@@ -195,42 +173,25 @@ impl Catalog {
         if !valid_id(id, "snap-") {
             return Ok(None);
         }
-        self.read(id)
+        self.docs.get(SNAPSHOTS, id)
     }
 
     /// Writes a snapshot's record.
     pub fn put_snapshot(&self, s: &Snapshot) -> std::io::Result<()> {
-        self.write(&s.id, s)
+        self.docs.put(SNAPSHOTS, &s.id, s)
     }
 
     /// Deletes a snapshot's record, then its image.
     pub fn delete_snapshot(&self, id: &str) -> std::io::Result<()> {
-        self.remove(id)?;
+        self.docs.remove(SNAPSHOTS, id)?;
         remove_file(&self.image(id))
-    }
-
-    /// Every record whose id starts with `prefix`, by id.
-    fn all<T: for<'de> Deserialize<'de>>(&self, prefix: &str) -> std::io::Result<Vec<T>> {
-        let mut names = BTreeMap::new();
-        for entry in std::fs::read_dir(&self.catalog)? {
-            let name = entry?.file_name().to_string_lossy().into_owned();
-            if let Some(id) = name.strip_suffix(".json").filter(|n| n.starts_with(prefix)) {
-                names.insert(id.to_string(), ());
-            }
-        }
-        let mut out = Vec::new();
-        for id in names.keys() {
-            if let Some(v) = self.read(id)? {
-                out.push(v);
-            }
-        }
-        Ok(out)
     }
 
     /// The volumes of an account, by id.
     pub fn volumes(&self, account: &str) -> std::io::Result<Vec<Volume>> {
         Ok(self
-            .all::<Volume>("vol-")?
+            .docs
+            .all::<Volume>(VOLUMES)?
             .into_iter()
             .filter(|v| v.account == account)
             .collect())
@@ -239,7 +200,8 @@ impl Catalog {
     /// The snapshots of an account, by id.
     pub fn snapshots(&self, account: &str) -> std::io::Result<Vec<Snapshot>> {
         Ok(self
-            .all::<Snapshot>("snap-")?
+            .docs
+            .all::<Snapshot>(SNAPSHOTS)?
             .into_iter()
             .filter(|s| s.account == account)
             .collect())
@@ -247,14 +209,12 @@ impl Catalog {
 
     /// An account's defaults.
     pub fn defaults(&self, account: &str) -> std::io::Result<Defaults> {
-        Ok(self
-            .read(&format!("defaults-{account}"))?
-            .unwrap_or_default())
+        Ok(self.docs.get(DEFAULTS, account)?.unwrap_or_default())
     }
 
     /// Writes an account's defaults.
     pub fn put_defaults(&self, account: &str, d: &Defaults) -> std::io::Result<()> {
-        self.write(&format!("defaults-{account}"), d)
+        self.docs.put(DEFAULTS, account, d)
     }
 
     /// Images with no record (left by a crash between making an image and recording it),
@@ -265,8 +225,12 @@ impl Catalog {
             let entry = entry?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let id = name.strip_suffix(".img").unwrap_or(&name);
-            let known = self.doc(id).exists();
-            if !known {
+            let kind = if id.starts_with("snap-") {
+                SNAPSHOTS
+            } else {
+                VOLUMES
+            };
+            if !self.docs.exists(kind, id) {
                 remove_file(&entry.path())?;
                 removed += 1;
             }
@@ -280,34 +244,6 @@ fn remove_file(path: &Path) -> std::io::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-/// Writes `bytes` to `path` through a temporary file in the same directory, flushed to disk
-/// before the rename and the directory after it.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        sync_dir(dir)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }
 
 #[cfg(test)]

@@ -89,14 +89,9 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
     }
 }
 
-/// Writes a file atomically (temporary file, fsync, rename).
+/// Writes a file atomically (`keyhold_core::docs::write_atomically`).
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(bytes).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    keyhold_core::docs::write_atomically(path, bytes).map_err(io(path))
 }
 
 fn odt(secs: i64) -> Result<time::OffsetDateTime, TlsError> {
