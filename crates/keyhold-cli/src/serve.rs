@@ -107,9 +107,18 @@ pub struct ServeArgs {
     /// The region of --s3-backend.
     #[arg(long, env = "KEYHOLD_S3_BACKEND_REGION", default_value = "us-east-1")]
     s3_backend_region: String,
-    /// The region this server answers for (part of every ARN and of the SigV4 scope).
-    #[arg(long, env = "KEYHOLD_REGION", default_value = "us-east-1")]
-    region: String,
+    /// The Regions this server answers for, each as its own Region (part of every ARN and of
+    /// the SigV4 scope): repeat it or give a list (`--regions us-east-1,eu-west-1`). The
+    /// first is the home Region: the S3 gateway, volumes, console and ACME act in it. With
+    /// --dev, every other commercial Region is served too.
+    #[arg(
+        long,
+        visible_alias = "regions",
+        env = "KEYHOLD_REGION",
+        value_delimiter = ',',
+        default_value = "us-east-1"
+    )]
+    region: Vec<String>,
     /// Access key id of the dev credential.
     #[arg(
         long,
@@ -258,12 +267,23 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
-    if !valid_region(&args.region) {
-        return Err(format!(
-            "--region {:?} is not a valid region name",
-            args.region
-        ));
+    if let Some(bad) = args.region.iter().find(|r| !valid_region(r)) {
+        return Err(format!("--region {bad:?} is not a valid region name"));
     }
+    let mut regions = Vec::new();
+    for r in &args.region {
+        if !regions.contains(r) {
+            regions.push(r.clone());
+        }
+    }
+    if args.dev {
+        for r in keyhold_kms::regions::COMMERCIAL_REGIONS {
+            if !regions.iter().any(|x| x == r) {
+                regions.push(r.to_string());
+            }
+        }
+    }
+    let home_region = regions[0].clone();
     let plain = args.dev || args.insecure_http;
     if args.dev && (args.tls_cert.is_some() || args.tls_client_ca.is_some()) {
         return Err("--dev serves plain HTTP: drop --tls-cert/--tls-client-ca, or --dev".into());
@@ -368,30 +388,40 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 dir.audit_dir().display()
             )
         })?;
-    let mut engine = Engine::new(
-        args.region.clone(),
-        store,
-        root,
-        Arc::new(SystemClock),
-        audit,
-        dev.clone(),
+    let served = keyhold_kms::regions::Regions::new(
+        &regions,
+        keyhold_kms::regions::Shared {
+            store,
+            root,
+            clock: Arc::new(SystemClock),
+            audit,
+            dev: dev.clone(),
+        },
+        |engine| {
+            // Other nodes change the same keys: cached key state is served for at most this
+            // long.
+            let engine = if shared {
+                engine.with_shared_store(SHARED_STALENESS)
+            } else {
+                engine
+            };
+            engine.with_hsm_module(args.hsm_module.clone())
+        },
     );
-    if shared {
-        // Other nodes change the same keys: cached key state is served for at most this long.
-        engine = engine.with_shared_store(SHARED_STALENESS);
+    let mut failed = 0;
+    for engine in served.all() {
+        failed += engine.connect_key_stores().map_err(|e| e.message)?;
+        if shared {
+            engine.watch_store();
+        }
     }
-    let engine = engine.with_hsm_module(args.hsm_module.clone());
-    let failed = engine.connect_key_stores().map_err(|e| e.message)?;
     if failed > 0 {
         eprintln!(
             "keyhold: warning: {failed} custom key store(s) did not connect \
              (DescribeCustomKeyStores shows why)"
         );
     }
-    let engine = Arc::new(engine);
-    if shared {
-        engine.watch_store();
-    }
+    let engine: Arc<Engine> = served.home().clone();
 
     // The port is bound before anything is seeded: a server that cannot listen changes
     // nothing.
@@ -552,9 +582,13 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(
             out,
-            "keyhold{} listening on {endpoint} (region {}, data dir {}, root key provider {})",
+            "keyhold{} listening on {endpoint} ({}, data dir {}, root key provider {})",
             if args.dev { " (dev)" } else { "" },
-            args.region,
+            match regions.len() {
+                1 => format!("region {home_region}"),
+                n if args.dev => format!("region {home_region} and {} more", n - 1),
+                _ => format!("regions {}", regions.join(", ")),
+            },
             dir.root.display(),
             engine.root_provider(),
         );
@@ -584,7 +618,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 out,
                 "export AWS_ENDPOINT_URL={endpoint} AWS_ACCESS_KEY_ID={} \
                  AWS_SECRET_ACCESS_KEY={} AWS_DEFAULT_REGION={}",
-                args.dev_access_key_id, args.dev_secret_access_key, args.region
+                args.dev_access_key_id, args.dev_secret_access_key, home_region
             );
         }
         let s3 = match (s3_std_listener, &gateway) {
@@ -605,8 +639,16 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         };
         let _ = out.flush();
         drop(out);
+        // The home Region first: it audits the administrative actions.
+        let mut engines = vec![engine.clone()];
+        engines.extend(
+            served
+                .all()
+                .filter(|e| e.region() != engine.region())
+                .cloned(),
+        );
         keyhold_server::spawn_maintenance_task(
-            engine.clone(),
+            engines.clone(),
             Duration::from_secs(args.maintenance_secs.max(1)),
         );
         let mut mounted: Vec<Arc<dyn keyhold_server::Mounted>> = Vec::new();
@@ -666,6 +708,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             idle_timeout: Duration::from_secs(args.idle_timeout_secs.max(1)),
             body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
             mounted,
+            regions: (served.len() > 1).then(|| served.clone()),
             ..ServerOptions::default()
         };
         if let Some(t) = tls {
@@ -691,8 +734,10 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
                 Ok(Ok(())) => {}
             }
         }
-        if let Err(e) = engine.flush_usage() {
-            tracing::warn!(error = %e, "writing key last-use records at shutdown failed");
+        for e in &engines {
+            if let Err(e) = e.flush_usage() {
+                tracing::warn!(error = %e, "writing key last-use records at shutdown failed");
+            }
         }
         if let Err(e) = engine.close_audit() {
             tracing::error!(error = %e, "writing the shutdown audit digest failed");

@@ -27,6 +27,10 @@
 //! ```
 //!
 //! with the first 21 bytes and the canonical encryption context as associated data.
+//!
+//! A multi-Region key's blobs are the first format with version byte 0x03 (its key id is the
+//! `mrk-` id's 16 bytes), so a blob made in one Region names the same key in every Region
+//! holding a replica.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use aws_lc_rs::hkdf::{self, Salt, HKDF_SHA256};
@@ -37,8 +41,10 @@ use crate::ids::KeyId;
 use crate::secret::{random_bytes, SecretBytes};
 use crate::CoreError;
 
-/// The only blob format version so far.
+/// The blob format of single-Region keys.
 pub const FORMAT_V1: u8 = 0x01;
+/// The same format, for a multi-Region key.
+pub const FORMAT_MRK: u8 = 0x03;
 /// Length of the message salt.
 pub const SALT_LEN: usize = 32;
 /// Length of the header (version, key id, key version, salt).
@@ -70,9 +76,10 @@ pub struct BlobHeader {
 /// Reads the header of a blob without authenticating it. Anything too short or of an unknown
 /// format is `InvalidCiphertext`.
 pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, CoreError> {
-    let hsm = match blob.first() {
-        Some(&FORMAT_V1) if blob.len() >= OVERHEAD => false,
-        Some(&FORMAT_HSM) if blob.len() >= HSM_OVERHEAD => true,
+    let (hsm, multi_region) = match blob.first() {
+        Some(&FORMAT_V1) if blob.len() >= OVERHEAD => (false, false),
+        Some(&FORMAT_MRK) if blob.len() >= OVERHEAD => (false, true),
+        Some(&FORMAT_HSM) if blob.len() >= HSM_OVERHEAD => (true, false),
         _ => return Err(CoreError::InvalidCiphertext),
     };
     let mut id = [0u8; 16];
@@ -80,7 +87,7 @@ pub fn parse_header(blob: &[u8]) -> Result<BlobHeader, CoreError> {
     let mut ver = [0u8; 4];
     ver.copy_from_slice(&blob[17..21]);
     Ok(BlobHeader {
-        key_id: KeyId::from_bytes(id),
+        key_id: KeyId::from_bytes(id, multi_region),
         version: u32::from_be_bytes(ver),
         hsm,
     })
@@ -126,7 +133,11 @@ pub fn seal_with_salt(
         return Err(CoreError::Crypto("salt length"));
     }
     let mut out = Vec::with_capacity(OVERHEAD + plaintext.len());
-    out.push(FORMAT_V1);
+    out.push(if key_id.is_multi_region() {
+        FORMAT_MRK
+    } else {
+        FORMAT_V1
+    });
     out.extend_from_slice(key_id.as_bytes());
     out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(salt);
@@ -258,6 +269,25 @@ mod tests {
         let mut blob = seal(&material(), &key_id(), 1, &c, b"").unwrap();
         blob[0] = 0x02;
         assert!(open(&material(), &blob, &c).is_err());
+    }
+
+    #[test]
+    fn multi_region_blobs_name_their_mrk_id() {
+        let c = ctx("purpose", "replica");
+        let id = KeyId::parse("mrk-1234abcd12ab34cd56ef1234567890ab").unwrap();
+        let blob = seal(&material(), &id, 2, &c, b"across regions").unwrap();
+        assert_eq!(blob[0], FORMAT_MRK);
+        let h = parse_header(&blob).unwrap();
+        assert_eq!((h.key_id, h.version, h.hsm), (id, 2, false));
+        assert_eq!(
+            open(&material(), &blob, &c).unwrap().expose_secret(),
+            b"across regions"
+        );
+        // The format byte is authenticated: a blob cannot be passed off as the single-Region
+        // key with the same 16 bytes.
+        let mut other = blob.clone();
+        other[0] = FORMAT_V1;
+        assert!(open(&material(), &other, &c).is_err());
     }
 
     #[test]

@@ -2,42 +2,114 @@
 
 use crate::CoreError;
 
-/// A KMS key id: a UUID, shown in lowercase hyphenated form.
+/// A KMS key id: a UUID, shown in lowercase hyphenated form, or the id of a multi-Region key,
+/// `mrk-` and 32 lowercase hex digits (the same 16 bytes in every Region it is replicated to).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct KeyId(uuid::Uuid);
+pub struct KeyId {
+    bytes: uuid::Uuid,
+    multi_region: bool,
+}
+
+/// The prefix of multi-Region key ids.
+const MRK_PREFIX: &str = "mrk-";
 
 impl KeyId {
     /// A fresh random (v4) key id.
     pub fn generate() -> Self {
-        Self(uuid::Uuid::new_v4())
+        Self {
+            bytes: uuid::Uuid::new_v4(),
+            multi_region: false,
+        }
     }
 
-    /// Parses the hyphenated UUID form AWS uses.
+    /// A fresh random multi-Region key id (`mrk-...`).
+    pub fn generate_multi_region() -> Self {
+        Self {
+            bytes: uuid::Uuid::new_v4(),
+            multi_region: true,
+        }
+    }
+
+    /// Parses the hyphenated UUID form AWS uses, or the `mrk-` form of multi-Region keys.
     pub fn parse(s: &str) -> Result<Self, CoreError> {
+        let bad = || CoreError::InvalidKeyId(s.to_string());
+        if let Some(hex) = s.strip_prefix(MRK_PREFIX) {
+            if hex.len() != 32
+                || !hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            {
+                return Err(bad());
+            }
+            return uuid::Uuid::try_parse(hex)
+                .map(|bytes| Self {
+                    bytes,
+                    multi_region: true,
+                })
+                .map_err(|_| bad());
+        }
         // Only the canonical 36-character form is a key id; the uuid crate also accepts
         // braced and URN forms, which AWS does not.
         if s.len() != 36 {
-            return Err(CoreError::InvalidKeyId(s.to_string()));
+            return Err(bad());
         }
         uuid::Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| CoreError::InvalidKeyId(s.to_string()))
+            .map(|bytes| Self {
+                bytes,
+                multi_region: false,
+            })
+            .map_err(|_| bad())
+    }
+
+    /// True for the id of a multi-Region key (`mrk-...`).
+    pub fn is_multi_region(&self) -> bool {
+        self.multi_region
+    }
+
+    /// The id a multi-Region key's record in `region` is stored under, where one store holds
+    /// several Regions (the same id in every Region, so the store's rows need distinct ones):
+    /// its bytes XOR the first 16 bytes of SHA-256 of the Region name. Applying it twice gives
+    /// the id back. Single-Region ids are unique already and come back unchanged.
+    pub fn stored_in_region(&self, region: &str) -> Self {
+        if !self.multi_region {
+            return *self;
+        }
+        let digest = aws_lc_rs::digest::digest(
+            &aws_lc_rs::digest::SHA256,
+            format!("keyhold:multi-region-key:{region}").as_bytes(),
+        );
+        let mut b = *self.bytes.as_bytes();
+        for (x, m) in b.iter_mut().zip(digest.as_ref()) {
+            *x ^= m;
+        }
+        Self {
+            bytes: uuid::Uuid::from_bytes(b),
+            multi_region: true,
+        }
     }
 
     /// The 16 raw bytes, as written into ciphertext blobs.
     pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
+        self.bytes.as_bytes()
     }
 
-    /// Rebuilds a key id from the 16 bytes of a blob header.
-    pub fn from_bytes(b: [u8; 16]) -> Self {
-        Self(uuid::Uuid::from_bytes(b))
+    /// Rebuilds a key id from the 16 bytes of a blob header (and the blob format's word on
+    /// whether it is a multi-Region key).
+    pub fn from_bytes(b: [u8; 16], multi_region: bool) -> Self {
+        Self {
+            bytes: uuid::Uuid::from_bytes(b),
+            multi_region,
+        }
     }
 }
 
 impl std::fmt::Display for KeyId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.hyphenated().fmt(f)
+        if self.multi_region {
+            write!(f, "{MRK_PREFIX}{}", self.bytes.simple())
+        } else {
+            self.bytes.hyphenated().fmt(f)
+        }
     }
 }
 
@@ -216,6 +288,41 @@ mod tests {
     #[test]
     fn key_id_display_round_trips() {
         assert_eq!(KeyId::parse(ID).unwrap().to_string(), ID);
+        let mrk = "mrk-1234abcd12ab34cd56ef1234567890ab";
+        let id = KeyId::parse(mrk).unwrap();
+        assert!(id.is_multi_region());
+        assert_eq!(id.to_string(), mrk);
+        let generated = KeyId::generate_multi_region();
+        assert_eq!(KeyId::parse(&generated.to_string()).unwrap(), generated);
+        let arn = format!("arn:aws:kms:eu-west-1:111122223333:key/{mrk}");
+        assert!(matches!(KeyRef::parse(&arn), Ok(KeyRef::KeyArn { id: i, .. }) if i == id));
+    }
+
+    #[test]
+    fn regional_storage_ids_differ_per_region_and_come_back() {
+        let plain = KeyId::parse(ID).unwrap();
+        assert_eq!(plain.stored_in_region("eu-west-1"), plain);
+        let mrk = KeyId::generate_multi_region();
+        let a = mrk.stored_in_region("eu-west-1");
+        let b = mrk.stored_in_region("us-east-1");
+        assert!(a != mrk && b != mrk && a != b);
+        assert!(a.is_multi_region());
+        assert_eq!(a.stored_in_region("eu-west-1"), mrk);
+    }
+
+    #[test]
+    fn malformed_multi_region_ids_are_refused() {
+        for bad in [
+            "mrk-",
+            "mrk-1234abcd12ab34cd56ef1234567890a",
+            "mrk-1234abcd12ab34cd56ef1234567890abc",
+            "mrk-1234ABCD12ab34cd56ef1234567890ab",
+            "mrk-1234abcd-12ab-34cd-56ef-1234567890ab",
+            "MRK-1234abcd12ab34cd56ef1234567890ab",
+            "mrk-1234abcd12ab34cd56ef1234567890zz",
+        ] {
+            assert!(KeyId::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

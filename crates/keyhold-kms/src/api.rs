@@ -70,6 +70,34 @@ macro_rules! request {
 }
 
 request!(
+    /// ReplicateKey.
+    ReplicateKeyRequest {
+        /// The primary key.
+        key_id: String,
+        /// The Region of the new replica.
+        replica_region: String,
+        /// The replica's key policy.
+        policy: String,
+        /// Skip the policy lockout check.
+        bypass_policy_lockout_safety_check: bool,
+        /// The replica's description.
+        description: String,
+        /// The replica's tags.
+        tags: Vec<TagDto>,
+    }
+);
+
+request!(
+    /// UpdatePrimaryRegion.
+    UpdatePrimaryRegionRequest {
+        /// The current primary key.
+        key_id: String,
+        /// The Region of the replica to make primary.
+        primary_region: String,
+    }
+);
+
+request!(
     /// CreateKey.
     CreateKeyRequest {
         /// Key policy JSON.
@@ -710,6 +738,9 @@ pub struct KeyMetadata {
     pub cloud_hsm_cluster_id: Option<String>,
     /// Multi-Region key.
     pub multi_region: bool,
+    /// A multi-Region key's primary and replicas.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub multi_region_configuration: Option<MultiRegionConfiguration>,
     /// Imported material: whether it expires.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expiration_model: Option<String>,
@@ -722,6 +753,40 @@ pub struct KeyMetadata {
     /// Identifier of the current key material.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub current_key_material_id: Option<String>,
+}
+
+/// The Regions of a multi-Region key (DescribeKey's `MultiRegionConfiguration`).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionConfiguration {
+    /// `PRIMARY` or `REPLICA`: which this key is.
+    pub multi_region_key_type: &'static str,
+    /// The primary key.
+    pub primary_key: MultiRegionKey,
+    /// Every replica key.
+    pub replica_keys: Vec<MultiRegionKey>,
+}
+
+/// One key of a multi-Region key's set.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MultiRegionKey {
+    /// Its ARN.
+    pub arn: String,
+    /// Its Region.
+    pub region: String,
+}
+
+/// ReplicateKey's answer.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ReplicateKeyResponse {
+    /// The new replica's metadata.
+    pub replica_key_metadata: KeyMetadata,
+    /// The replica's key policy.
+    pub replica_policy: String,
+    /// The replica's tags.
+    pub replica_tags: Vec<TagDto>,
 }
 
 /// One entry of ListKeys.
@@ -896,9 +961,11 @@ pub struct ListKeysResponse {
 pub struct ScheduleKeyDeletionResponse {
     /// Key ARN.
     pub key_id: String,
-    /// When the key will be deleted, epoch seconds.
+    /// When the key will be deleted, epoch seconds (not yet known for a multi-Region primary
+    /// key waiting for its replicas' deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub deletion_date: Option<f64>,
-    /// The key's state (`PendingDeletion`).
+    /// The key's state (`PendingDeletion`, or `PendingReplicaDeletion`).
     pub key_state: &'static str,
     /// The waiting period.
     pub pending_window_in_days: i64,

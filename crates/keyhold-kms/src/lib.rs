@@ -18,6 +18,8 @@
 //! - [`keyring`]: cached key records, unwrapped material and alias targets.
 //! - [`seed`]: keys declared in a seed file, created idempotently at start.
 //! - [`principal`]: principals, their credentials and the credential cache.
+//! - [`regions`]: the Regions a deployment serves, one engine each over one store, and
+//!   what crosses between them (multi-Region keys).
 //! - [`audit`]: CloudTrail-shaped events and their sinks.
 //! - [`clock`]: the injectable clock; [`error`]: AWS error names and the engine's error.
 #![forbid(unsafe_code)]
@@ -33,6 +35,7 @@ mod managed;
 pub mod ops;
 pub mod owned;
 pub mod principal;
+pub mod regions;
 pub mod seed;
 pub mod validate;
 
@@ -50,7 +53,7 @@ use keyhold_core::ids::{key_arn, KeyId, KeyRef};
 use keyhold_core::secret::SecretBytes;
 use keyhold_core::CoreError;
 use keyhold_hsm::RootKey;
-use keyhold_store::{KeyLastUsage, KeyRecord, KeyVersionRecord, Store};
+use keyhold_store::{KeyLastUsage, KeyRecord, KeyVersionRecord, RegionalStore, Store};
 
 use crate::audit::{AuditSink, CallInfo, Parameters};
 use crate::clock::Clock;
@@ -158,8 +161,10 @@ pub struct ServiceRequest<'a> {
 pub struct Engine {
     /// The region this server answers for; part of every ARN.
     region: String,
-    /// Durable state.
-    store: Arc<dyn Store>,
+    /// Durable state: this Region's view of the store.
+    store: Arc<RegionalStore>,
+    /// The other Regions this deployment serves (none for a lone engine).
+    peers: std::sync::Weak<regions::Regions>,
     /// Wraps and unwraps key material and credentials.
     root: Arc<dyn RootKey>,
     /// Wall-clock time.
@@ -207,9 +212,33 @@ impl Engine {
         audit: Arc<dyn AuditSink>,
         dev: Option<Credential>,
     ) -> Self {
-        Self {
-            region: region.into(),
+        let region = region.into();
+        let store = Arc::new(RegionalStore::new(store, &region, true));
+        Self::regional(
+            region,
             store,
+            root,
+            clock,
+            audit,
+            dev,
+            std::sync::Weak::new(),
+        )
+    }
+
+    /// An engine for one of several Regions served over one store.
+    pub(crate) fn regional(
+        region: String,
+        store: Arc<RegionalStore>,
+        root: Arc<dyn RootKey>,
+        clock: Arc<dyn Clock>,
+        audit: Arc<dyn AuditSink>,
+        dev: Option<Credential>,
+        peers: std::sync::Weak<regions::Regions>,
+    ) -> Self {
+        Self {
+            region,
+            store,
+            peers,
             root,
             clock,
             audit,
@@ -417,7 +446,7 @@ impl Engine {
 
     /// The S3 gateway's catalog of buckets, objects and uploads, in this engine's store.
     pub fn catalog(&self) -> &dyn catalog::ObjectCatalog {
-        self.store.as_ref()
+        self.store.inner().as_ref()
     }
 
     /// Audits something the service did by itself (a certificate renewal, ...): `detail`
@@ -553,10 +582,14 @@ impl Engine {
                     }
                 }
             }
+            let record = self.store.get_key(id).ok().flatten();
             match self.store.delete_key(id) {
                 Ok(()) => {
                     deleted += 1;
                     tracing::info!(key_id = %id, "key deleted after its waiting period");
+                    if let Some(r) = &record {
+                        self.after_delete(r);
+                    }
                 }
                 // Another node sharing the store deleted it first.
                 Err(keyhold_store::StoreError::NotFound) => {}
@@ -573,6 +606,11 @@ impl Engine {
 
     pub(crate) fn store(&self) -> &dyn Store {
         self.store.as_ref()
+    }
+
+    /// The engine of another Region this deployment serves.
+    pub(crate) fn peer(&self, region: &str) -> Option<Arc<Engine>> {
+        self.peers.upgrade()?.get(region).cloned()
     }
 
     pub(crate) fn keyring(&self) -> &Keyring {
@@ -666,7 +704,11 @@ impl Engine {
             action,
             &authz::Conditions::default(),
         )?;
-        if key.state == keyhold_core::key::KeyState::PendingDeletion {
+        if matches!(
+            key.state,
+            keyhold_core::key::KeyState::PendingDeletion
+                | keyhold_core::key::KeyState::PendingReplicaDeletion
+        ) {
             return Err(KmsError::invalid_state(
                 &self.key_arn(&key),
                 key.state.as_str(),
@@ -704,6 +746,14 @@ impl Engine {
         let Some(mut rec) = self.store.get_key(id)? else {
             return Ok(None);
         };
+        // A replica left Creating (by a crash during ReplicateKey) is finished on first use.
+        if rec.state == keyhold_core::key::KeyState::Creating {
+            self.finish_replica(id)?;
+            match self.store.get_key(id)? {
+                Some(r) => rec = r,
+                None => return Ok(None),
+            }
+        }
         // Imported material past its ValidTo is deleted before anyone can use it, without
         // waiting for the maintenance task.
         if rec.valid_to.is_some_and(|t| t <= self.clock.now_ms()) {
@@ -732,7 +782,12 @@ impl Engine {
         metrics::counter!("keyhold_key_cache_total", "kind" => "material", "result" => "miss")
             .increment(1);
         let Some(v) = self.store.get_key_version(id, version)? else {
-            return Ok(None);
+            // A multi-Region replica that has not received a rotation of its primary yet.
+            let m = self.material_from_primary(id, version)?;
+            if let Some(m) = &m {
+                self.keyring.put_material(*id, version, m.clone());
+            }
+            return Ok(m);
         };
         // Deleted imported material, or new material not yet rotated in.
         if !v.has_material() || v.imported.as_ref().is_some_and(|i| i.pending_rotation) {
@@ -740,10 +795,7 @@ impl Engine {
         }
         let m = self
             .root
-            .unwrap(
-                &v.wrapped_material,
-                &KeyVersionRecord::wrap_label(id, version),
-            )
+            .unwrap(&v.wrapped_material, &self.material_label(id, version))
             .map_err(KmsError::internal)?;
         let m = Arc::new(m);
         self.keyring.put_material(*id, version, m.clone());
@@ -778,11 +830,14 @@ impl Engine {
         material: &SecretBytes,
     ) -> Result<Vec<u8>, KmsError> {
         self.root
-            .wrap(
-                material.expose_secret(),
-                &KeyVersionRecord::wrap_label(id, version),
-            )
+            .wrap(material.expose_secret(), &self.material_label(id, version))
             .map_err(KmsError::internal)
+    }
+
+    /// The root-key label of a key version's material: that of the id its row is stored
+    /// under, so whatever reads the store (root-key rotation) finds it from the row alone.
+    fn material_label(&self, id: &KeyId, version: u32) -> Vec<u8> {
+        KeyVersionRecord::wrap_label(&self.store.stored_id(id), version)
     }
 
     /// Reads a key fresh from the store, lets `change` modify it, and writes it back, all under

@@ -143,6 +143,7 @@ impl Engine {
             valid_to: None,
             material_digest: None,
             custom_key_store_id: None,
+            multi_region: None,
         };
         let version = KeyVersionRecord {
             key_id: id,

@@ -278,6 +278,7 @@ fn plan(i: usize, k: &SeedKey, now: i64) -> Result<Planned, String> {
             valid_to: None,
             material_digest: None,
             custom_key_store_id: None,
+            multi_region: None,
         },
         material,
         aliases,

@@ -84,6 +84,14 @@ pub(crate) async fn handle(
     {
         return Ok(m.handle(conn, req).await);
     }
+    // The Region's engine, by the Region the signature claims; the signature check below
+    // holds the request to it.
+    let engine = match &options.regions {
+        Some(regions) => keyhold_sigv4::claimed_region(req.headers())
+            .and_then(|r| regions.get(&r).cloned())
+            .unwrap_or(engine),
+        None => engine,
+    };
     let meta = RequestMeta {
         request_id: uuid::Uuid::new_v4().to_string(),
         source_ip: conn.peer.ip().to_string(),

@@ -58,6 +58,10 @@ pub struct ServerOptions {
     /// Other front doors served on the KMS listener (the web console under its paths, the
     /// volume service for requests signed for `ec2`), asked in order.
     pub mounted: Vec<Arc<dyn Mounted>>,
+    /// Every Region served, when there are several: a KMS request goes to the engine of the
+    /// Region its SigV4 scope names (a Region not served is refused by the first engine, as
+    /// one Region's server refuses another's).
+    pub regions: Option<Arc<keyhold_kms::regions::Regions>>,
 }
 
 /// The answer of a [`Mounted`] front door.
@@ -88,6 +92,7 @@ impl Default for ServerOptions {
             body_timeout: Duration::from_secs(10),
             metrics: None,
             mounted: Vec::new(),
+            regions: None,
         }
     }
 }
@@ -271,23 +276,41 @@ pub fn operator_response(
     Some(r)
 }
 
-/// Every `every`, deletes imported key material past its ValidTo, destroys keys whose deletion
-/// window has passed, performs due automatic rotations, writes the batched key last-use
-/// records and audits the administrative actions taken meanwhile, until the runtime stops.
-pub fn spawn_maintenance_task(engine: Arc<Engine>, every: Duration) -> tokio::task::JoinHandle<()> {
+/// Every `every`, for each Region's engine (the first is the home Region's): deletes imported
+/// key material past its ValidTo, destroys keys whose deletion window has passed, performs due
+/// automatic rotations, syncs custom key store connections; and (once, by the first) audits
+/// the administrative actions taken meanwhile, until the runtime stops.
+pub fn spawn_maintenance_task(
+    engines: Vec<Arc<Engine>>,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
-            let e = engine.clone();
+            let engines = engines.clone();
             let done = tokio::task::spawn_blocking(move || {
-                if let Err(err) = e.sync_key_stores() {
-                    tracing::warn!(error = %err, "custom key store connections not synced");
+                let mut deleted = Ok(0);
+                let mut rotated = Ok(0);
+                for (i, e) in engines.iter().enumerate() {
+                    if let Err(err) = e.sync_key_stores() {
+                        tracing::warn!(error = %err, "custom key store connections not synced");
+                    }
+                    if i == 0 {
+                        if let Err(err) = e.record_admin_events() {
+                            tracing::warn!(error = %err, "administrative actions not audited yet");
+                        }
+                    }
+                    deleted = match (deleted, e.run_due_deletions()) {
+                        (Ok(a), Ok(b)) => Ok(a + b),
+                        (Err(x), _) | (_, Err(x)) => Err(x),
+                    };
+                    rotated = match (rotated, e.run_due_rotations()) {
+                        (Ok(a), Ok(b)) => Ok(a + b),
+                        (Err(x), _) | (_, Err(x)) => Err(x),
+                    };
                 }
-                if let Err(err) = e.record_admin_events() {
-                    tracing::warn!(error = %err, "administrative actions not audited yet");
-                }
-                (e.run_due_deletions(), e.run_due_rotations())
+                (deleted, rotated)
             })
             .await;
             match done {

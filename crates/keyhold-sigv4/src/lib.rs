@@ -23,7 +23,9 @@ mod verify;
 pub use canonical::{canonical_request, sha256_hex, signing_key, PathEncoding};
 pub use date::{format_amz_date, parse_amz_date};
 pub use sign::Signer;
-pub use verify::{claimed_access_key_id, parse_authorization, verify, AuthHeader, SignedRequest};
+pub use verify::{
+    claimed_access_key_id, claimed_region, parse_authorization, verify, AuthHeader, SignedRequest,
+};
 
 /// The only algorithm SigV4 defines.
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";

@@ -161,6 +161,17 @@ pub fn claimed_access_key_id(headers: &HeaderMap) -> Option<String> {
     parse_authorization::<()>(v).ok().map(|a| a.access_key_id)
 }
 
+/// The Region an `Authorization` header's credential scope names, unverified (to pick the
+/// Region that verifies the request).
+pub fn claimed_region(headers: &HeaderMap) -> Option<String> {
+    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
+    let v = all.next()?.to_str().ok()?;
+    if all.next().is_some() {
+        return None;
+    }
+    parse_authorization::<()>(v).ok().map(|a| a.region)
+}
+
 /// Verifies a request signed for `scope`. `lookup` finds the credential of an access key id
 /// and its secret; `now_secs` is the server's time. Returns the signer's credential.
 pub fn verify<C, E>(

@@ -39,6 +39,7 @@ pub(crate) fn key(account: &str) -> (KeyRecord, KeyVersionRecord) {
             valid_to: None,
             material_digest: None,
             custom_key_store_id: None,
+            multi_region: None,
         },
         KeyVersionRecord {
             key_id: id,

@@ -11,6 +11,7 @@
 //! - [`postgres`]: the PostgreSQL backend, for several nodes sharing one state: its pool,
 //!   transactions, LISTEN/NOTIFY and errors.
 //! - [`Store`]: the trait every backend implements; calls are blocking and short.
+//! - [`regional`]: one Region's view of a store that holds several Regions.
 //! - [`catalog`]: the S3 gateway's buckets, objects and uploads ([`ObjectCatalog`], part of
 //!   every [`Store`]).
 //! - `conformance` (tests): one suite of checks run on both backends.
@@ -21,6 +22,7 @@ pub mod catalog;
 mod conformance;
 pub mod postgres;
 pub mod records;
+pub mod regional;
 mod sql;
 pub mod sqlite;
 
@@ -32,9 +34,10 @@ pub use catalog::{BucketRecord, ObjectCatalog, ObjectRecord, PartRecord, UploadR
 pub use postgres::PgStore;
 pub use records::{
     AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
-    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Record, RecordSink, RecordSource,
-    Snapshot, Tag,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, MultiRegion, PrincipalRecord, Record, RecordSink,
+    RecordSource, Snapshot, Tag,
 };
+pub use regional::RegionalStore;
 pub use sqlite::SqliteStore;
 
 /// One wrapped secret to replace: which row, the bytes it holds now and the new bytes.

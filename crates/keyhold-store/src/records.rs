@@ -47,6 +47,27 @@ pub struct KeyRecord {
     /// The custom key store holding the key's material (`Origin` AWS_CLOUDHSM keys).
     #[serde(default)]
     pub custom_key_store_id: Option<String>,
+    /// For a multi-Region key: where its primary is, and (on the primary) its replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multi_region: Option<MultiRegion>,
+}
+
+/// The Regions of a multi-Region key, as one of its keys records them.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct MultiRegion {
+    /// The Region of the primary key.
+    pub primary: String,
+    /// The Regions of its replicas, in the order they were made (kept on the primary's record;
+    /// a replica's record leaves it empty).
+    #[serde(default)]
+    pub replicas: Vec<String>,
+}
+
+impl MultiRegion {
+    /// Serialized for the store.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
 }
 
 /// One version of a key's material, wrapped under the root key.

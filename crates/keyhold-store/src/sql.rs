@@ -14,8 +14,8 @@ use keyhold_core::policy::default_key_policy;
 
 use crate::{
     AdminEvent, AliasRecord, AuditHead, CustomKeyStoreRecord, GrantRecord, ImportedMaterial,
-    KeyLastUsage, KeyRecord, KeyVersionRecord, PrincipalRecord, Record, RecordSink, RecordSource,
-    Store, StoreError, Tag, WrappedChange,
+    KeyLastUsage, KeyRecord, KeyVersionRecord, MultiRegion, PrincipalRecord, Record, RecordSink,
+    RecordSource, Store, StoreError, Tag, WrappedChange,
 };
 
 /// The SQL dialects keyhold speaks. Every difference between them is a method here.
@@ -487,6 +487,9 @@ ALTER TABLE grants ADD COLUMN source_arn TEXT;
 CREATE INDEX grants_by_retiring_service ON grants(retiring_service)
     WHERE retiring_service IS NOT NULL;
 "#,
+    r#"
+ALTER TABLE keys ADD COLUMN multi_region TEXT;
+"#,
 ];
 
 /// Migration `i` (0-based) in `dialect` (tests build old schemas with it).
@@ -525,7 +528,7 @@ pub(crate) fn migrate(c: &mut dyn Conn, dialect: Dialect) -> Result<(), StoreErr
 const KEY_COLS: &str = "key_id, account, description, key_spec, key_usage, origin, state, \
     created_at, deletion_date, pending_window_days, current_version, policy, key_manager, \
     rotation_period_days, next_rotation_at, expiration_model, valid_to, material_digest, \
-    custom_key_store_id";
+    custom_key_store_id, multi_region";
 const VERSION_COLS: &str = "key_id, version, wrapped_material, created_at, rotation_type, imported";
 const ALIAS_COLS: &str = "account, name, target_key_id, created_at, updated_at";
 const GRANT_COLS: &str = "grant_id, key_id, name, grantee, retiring, issuing_account, \
@@ -563,6 +566,10 @@ fn key_from_row(mut r: Row) -> Result<KeyRecord, StoreError> {
         valid_to: r.opt_i64(16)?,
         material_digest: r.opt_text(17)?,
         custom_key_store_id: r.opt_text(18)?,
+        multi_region: match r.opt_text(19)? {
+            Some(t) => Some(serde_json::from_str(&t).map_err(|_| bad("multi-Region record", &t))?),
+            None => None,
+        },
         account,
     })
 }
@@ -588,6 +595,7 @@ fn key_values(k: &KeyRecord) -> Vec<Value> {
         k.valid_to.into(),
         k.material_digest.as_ref().into(),
         k.custom_key_store_id.as_ref().into(),
+        k.multi_region.as_ref().map(MultiRegion::to_json).into(),
     ]
 }
 
@@ -726,7 +734,7 @@ fn insert_key(c: &mut dyn Conn, k: &KeyRecord) -> Result<(), StoreError> {
     c.execute(
         &format!(
             "INSERT INTO keys ({KEY_COLS}) VALUES ({})",
-            placeholders(19)
+            placeholders(20)
         ),
         &key_values(k),
     )?;
@@ -849,7 +857,7 @@ fn write_key(c: &mut dyn Conn, k: &KeyRecord) -> Result<(), StoreError> {
         "UPDATE keys SET description = $2, state = $3, deletion_date = $4, \
          pending_window_days = $5, current_version = $6, policy = $7, \
          rotation_period_days = $8, next_rotation_at = $9, expiration_model = $10, \
-         valid_to = $11, material_digest = $12 WHERE key_id = $1",
+         valid_to = $11, material_digest = $12, multi_region = $13 WHERE key_id = $1",
         &[
             (&k.key_id).into(),
             (&k.description).into(),
@@ -863,6 +871,7 @@ fn write_key(c: &mut dyn Conn, k: &KeyRecord) -> Result<(), StoreError> {
             k.expiration_model.as_ref().into(),
             k.valid_to.into(),
             k.material_digest.as_ref().into(),
+            k.multi_region.as_ref().map(MultiRegion::to_json).into(),
         ],
     )?;
     if n == 0 {

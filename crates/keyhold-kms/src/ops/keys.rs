@@ -91,10 +91,13 @@ pub(crate) fn metadata(engine: &Engine, rec: &KeyRecord) -> KeyMetadata {
         encapsulation_algorithms,
         custom_key_store_id: rec.custom_key_store_id.clone(),
         cloud_hsm_cluster_id: store.map(|s| s.cluster_id),
-        multi_region: false,
+        multi_region: rec.multi_region.is_some(),
+        multi_region_configuration: super::multiregion::configuration(engine, rec),
         expiration_model: rec.expiration_model.clone(),
         valid_to: rec.valid_to.map(epoch_seconds),
-        pending_deletion_window_in_days: rec.pending_window_days.filter(|_| pending),
+        pending_deletion_window_in_days: rec
+            .pending_window_days
+            .filter(|_| pending || rec.state == KeyState::PendingReplicaDeletion),
         current_key_material_id: match rec.origin {
             // Imported material: the id derived from the material (ImportKeyMaterial's).
             Origin::External => rec
@@ -257,14 +260,26 @@ pub(super) fn create_key(
             "XksKeyId requires an external key store, which this server does not have".into(),
         ));
     }
-    if req.multi_region == Some(true) {
+    let multi_region = req.multi_region == Some(true);
+    if multi_region && key_store.is_some() {
         return Err(unsupported(
-            "Multi-Region keys are not supported by this keyhold server".into(),
+            "A multi-Region key cannot be created in a custom key store".into(),
+        ));
+    }
+    if multi_region && imported {
+        return Err(unsupported(
+            "Multi-Region keys with imported (EXTERNAL) key material are not supported by this \
+             keyhold server"
+                .into(),
         ));
     }
     let tags = validate_tags(req.tags.unwrap_or_default())?;
 
-    let id = KeyId::generate();
+    let id = if multi_region {
+        KeyId::generate_multi_region()
+    } else {
+        KeyId::generate()
+    };
     let now = engine.now_ms();
     let policy = match req.policy {
         Some(p) => {
@@ -304,6 +319,10 @@ pub(super) fn create_key(
         valid_to: None,
         material_digest: None,
         custom_key_store_id: key_store.as_ref().map(|ks| ks.id.clone()),
+        multi_region: multi_region.then(|| keyhold_store::MultiRegion {
+            primary: engine.region().to_string(),
+            replicas: Vec::new(),
+        }),
     };
     if req.bypass_policy_lockout_safety_check != Some(true) {
         lockout_check(engine, caller, rec, &key)?;
@@ -481,8 +500,19 @@ pub(super) fn schedule_key_deletion(
         &conds,
         |k, arn| match k.state {
             KeyState::Enabled | KeyState::Disabled | KeyState::PendingImport => {
-                k.state = KeyState::PendingDeletion;
-                k.deletion_date = Some(now + days * DAY_MS);
+                // A multi-Region primary key with replicas waits for their deletion first;
+                // its own waiting period starts when the last one is gone.
+                let waits = k
+                    .multi_region
+                    .as_ref()
+                    .is_some_and(|m| m.primary == engine.region() && !m.replicas.is_empty());
+                if waits {
+                    k.state = KeyState::PendingReplicaDeletion;
+                    k.deletion_date = None;
+                } else {
+                    k.state = KeyState::PendingDeletion;
+                    k.deletion_date = Some(now + days * DAY_MS);
+                }
                 k.pending_window_days = Some(days as u32);
                 Ok(())
             }
@@ -511,7 +541,10 @@ pub(super) fn cancel_key_deletion(
         "kms:CancelKeyDeletion",
         &Conditions::default(),
         |k, arn| {
-            if k.state != KeyState::PendingDeletion {
+            if !matches!(
+                k.state,
+                KeyState::PendingDeletion | KeyState::PendingReplicaDeletion
+            ) {
                 return Err(KmsError::invalid_state(arn, k.state.as_str()));
             }
             k.state = KeyState::Disabled;

@@ -8,6 +8,7 @@ mod import;
 mod kem;
 mod keys;
 mod keystores;
+mod multiregion;
 mod policies;
 mod random;
 mod rotation;
@@ -19,6 +20,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use grants::is_grant_token;
 /// Every grant operation AWS defines (CreateGrant's `Operations`).
 pub use grants::ALL_OPERATIONS as GRANT_OPERATIONS;
+pub(crate) use multiregion::refuse_replica;
 
 /// Checks seeded tags with the same rules as TagResource.
 pub(crate) fn seed_tags(
@@ -153,6 +155,10 @@ macro_rules! operations {
 operations! {
     /// CreateKey.
     CreateKey(CreateKeyRequest) -> KeyMetadataResponse => keys::create_key, hot = false, read_only = false;
+    /// ReplicateKey.
+    ReplicateKey(ReplicateKeyRequest) -> ReplicateKeyResponse => multiregion::replicate_key, hot = false, read_only = false;
+    /// UpdatePrimaryRegion.
+    UpdatePrimaryRegion(UpdatePrimaryRegionRequest) -> EmptyResponse => multiregion::update_primary_region, hot = false, read_only = false;
     /// DescribeKey.
     DescribeKey(KeyIdRequest) -> KeyMetadataResponse => keys::describe_key, hot = false, read_only = true;
     /// ListKeys.

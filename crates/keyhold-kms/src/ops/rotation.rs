@@ -75,7 +75,7 @@ pub(super) fn enable_key_rotation(
     int_range(days, "rotationPeriodInDays", 90, 2560)?;
     let last = engine.last_material_time(caller, &key_id)?;
     let conds = Conditions::default().and("kms:RotationPeriodInDays", vec![days.to_string()]);
-    engine.update_key(
+    let key = engine.update_key(
         caller,
         &key_id,
         rec,
@@ -83,12 +83,14 @@ pub(super) fn enable_key_rotation(
         &conds,
         |k, arn| {
             check_rotatable(k, arn)?;
+            super::refuse_replica(engine, k, "automatic rotation")?;
             check_rotation_state(k, arn)?;
             k.rotation_period_days = Some(days as u32);
             k.next_rotation_at = Some(last.unwrap_or(k.created_at) + days * DAY_MS);
             Ok(())
         },
     )?;
+    engine.sync_replicas(&key);
     empty()
 }
 
@@ -100,7 +102,7 @@ pub(super) fn disable_key_rotation(
 ) -> Result<EmptyResponse, KmsError> {
     let key_id = required(req.key_id, "keyId")?;
     let conds = Conditions::default();
-    engine.update_key(
+    let key = engine.update_key(
         caller,
         &key_id,
         rec,
@@ -108,12 +110,14 @@ pub(super) fn disable_key_rotation(
         &conds,
         |k, arn| {
             check_rotatable(k, arn)?;
+            super::refuse_replica(engine, k, "automatic rotation")?;
             check_rotation_state(k, arn)?;
             k.rotation_period_days = None;
             k.next_rotation_at = None;
             Ok(())
         },
     )?;
+    engine.sync_replicas(&key);
     empty()
 }
 
@@ -153,6 +157,7 @@ pub(super) fn rotate_key_on_demand(
     let key = engine.requested_key(caller, rec, req.key_id, false, "kms:RotateKeyOnDemand")?;
     let arn = engine.key_arn(&key);
     check_rotatable_on_demand(&key, &arn)?;
+    super::refuse_replica(engine, &key, "on-demand rotation")?;
     check_rotation_state(&key, &arn)?;
     let on_demand = engine
         .store()
@@ -296,6 +301,14 @@ impl Engine {
         if rotation_type == "AUTOMATIC" && key.next_rotation_at.is_none_or(|t| t > now) {
             return Ok(false);
         }
+        // A multi-Region replica rotates with its primary, never by itself.
+        if key
+            .multi_region
+            .as_ref()
+            .is_some_and(|m| m.primary != self.region())
+        {
+            return Ok(false);
+        }
         let version = key.current_version + 1;
         let material = keyhold_core::secret::SecretBytes::random(32).map_err(KmsError::internal)?;
         let record = keyhold_store::KeyVersionRecord {
@@ -323,6 +336,8 @@ impl Engine {
         }
         self.keyring().invalidate_key(id);
         tracing::info!(key_id = %id, version, rotation_type, "key rotated");
+        drop(_guard);
+        self.sync_replicas(&key);
         Ok(true)
     }
 
@@ -366,6 +381,7 @@ mod tests {
             valid_to: None,
             material_digest: None,
             custom_key_store_id: None,
+            multi_region: None,
         }
     }
 
