@@ -83,10 +83,10 @@ class Server:
                 self.proc.kill()
                 self.proc.wait()
 
-    def client(self, access_key="test", secret="test", service="kms"):
+    def client(self, access_key="test", secret="test", service="kms", region=REGION):
         return boto3.client(
             service,
-            region_name=REGION,
+            region_name=region,
             endpoint_url=self.endpoint,
             aws_access_key_id=access_key,
             aws_secret_access_key=secret,
@@ -106,13 +106,13 @@ class Server:
             verify=self.ca if self.ca else None,
         )
 
-    def cli(self, *args, access_key="test", secret="test", check=True):
+    def cli(self, *args, access_key="test", secret="test", check=True, region=REGION):
         """Runs `aws kms ...` against this server; returns parsed JSON (or the process)."""
         env = {
             **os.environ,
             "AWS_ACCESS_KEY_ID": access_key,
             "AWS_SECRET_ACCESS_KEY": secret,
-            "AWS_DEFAULT_REGION": REGION,
+            "AWS_DEFAULT_REGION": region,
             "AWS_ENDPOINT_URL": self.endpoint,
             "AWS_CONFIG_FILE": "/dev/null",
             "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",

@@ -1,7 +1,8 @@
 """The Terraform AWS provider (hashicorp/aws, from the machine's offline mirror) manages keys,
-aliases, a grant and reads the data sources, and encrypted EBS volumes with their snapshot and
-the account's default encryption, against `keyhold serve --dev`: apply, a plan with no changes,
-a change, destroy."""
+aliases, a grant and reads the data sources, encrypted EBS volumes with their snapshot and
+the account's default encryption, and a multi-Region key with its replica through providers
+for two Regions, against `keyhold serve --dev`: apply, a plan with no changes, a change,
+destroy."""
 
 import os
 import pathlib
@@ -61,6 +62,11 @@ def terraform(tmp_path):
 @pytest.fixture
 def terraform_volumes(tmp_path):
     return _terraform(tmp_path, CONFIG.parent / "volumes" / "main.tf")
+
+
+@pytest.fixture
+def terraform_regions(tmp_path):
+    return _terraform(tmp_path, CONFIG.parent / "regions" / "main.tf")
 
 
 def test_terraform_manages_keys_aliases_grants_and_data_sources(terraform):
@@ -129,5 +135,38 @@ def test_terraform_manages_encrypted_volumes_and_default_encryption(terraform_vo
         assert ec2.describe_volumes()["Volumes"] == []
         assert ec2.describe_snapshots()["Snapshots"] == []
         assert not ec2.get_ebs_encryption_by_default()["EbsEncryptionByDefault"]
+    finally:
+        s.stop()
+
+
+def test_terraform_manages_a_replica_key_in_a_second_region(terraform_regions):
+    s = Server(["--dev"])
+    try:
+        us, eu = s.client(region="us-east-1"), s.client(region="eu-west-1")
+        var = ["-var", f"endpoint={s.endpoint}"]
+        terraform_regions("apply", "-auto-approve", *var)
+        [primary] = us.list_keys()["Keys"]
+        kid = primary["KeyId"]
+        assert kid.startswith("mrk-")
+        md = eu.describe_key(KeyId="alias/tf-replica")["KeyMetadata"]
+        assert md["KeyId"] == kid and md["KeyState"] == "Enabled"
+        assert md["Description"] == "replica in eu-west-1"
+        assert md["MultiRegionConfiguration"]["PrimaryKey"]["Region"] == "us-east-1"
+        assert eu.list_resource_tags(KeyId=kid)["Tags"] == [{"TagKey": "site", "TagValue": "dublin"}]
+        assert eu.get_key_rotation_status(KeyId=kid)["KeyRotationEnabled"] is True
+        blob = us.encrypt(KeyId=kid, Plaintext=b"tf")["CiphertextBlob"]
+        assert eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"tf"
+
+        p = terraform_regions("plan", "-detailed-exitcode", *var, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+        change = [*var, "-var", "replica_description=dr copy"]
+        terraform_regions("apply", "-auto-approve", *change)
+        assert eu.describe_key(KeyId=kid)["KeyMetadata"]["Description"] == "dr copy"
+        p = terraform_regions("plan", "-detailed-exitcode", *change, check=False)
+        assert p.returncode == 0, p.stdout[-4000:] + p.stderr[-4000:]
+
+        terraform_regions("destroy", "-auto-approve", *change)
+        assert eu.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "PendingDeletion"
+        assert us.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "PendingReplicaDeletion"
     finally:
         s.stop()

@@ -1,0 +1,329 @@
+"""Several Regions in one deployment, and multi-Region keys, driven by boto3 clients for two
+Regions, the AWS CLI and the Terraform provider's aws_kms_replica_key: each Region behaves as
+its own AWS Region, and a multi-Region key's ciphertext opens in every Region of its set."""
+
+import base64
+import json
+import pathlib
+
+import pytest
+from botocore.exceptions import ClientError
+
+from conftest import Server, init_data_dir, run_keyhold, two_node_dirs, wait_until
+
+US, EU = "us-east-1", "eu-west-1"
+
+
+def code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+@pytest.fixture
+def dev(tmp_path):
+    d = tmp_path / "data"
+    s = Server(["--dev", "--data-dir", str(d)])
+    s.data_dir = d
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
+def two_regions(data_dir):
+    """`keyhold init` + `serve` over TLS for two Regions, with a principal in a second
+    account."""
+    admin = init_data_dir(data_dir)
+    other = json.loads(
+        run_keyhold(
+            "admin", "principal", "create", "--data-dir", str(data_dir),
+            "--account", "444455556666", "--name", "other", "--json",
+        ).stdout
+    )
+    s = Server(["--data-dir", str(data_dir), "--regions", f"{US},{EU}"])
+    s.data_dir = data_dir
+    s.admin = (admin["access_key_id"], admin["secret_access_key"])
+    s.other = (other["access_key_id"], other["secret_access_key"])
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def audit_events(data_dir):
+    out = []
+    for seg in sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.jsonl")):
+        for line in seg.read_text().splitlines():
+            ev = json.loads(line)
+            if "eventName" in ev:
+                out.append(ev)
+    return out
+
+
+def test_keys_aliases_and_managed_keys_are_per_region(dev):
+    us, eu = dev.client(region=US), dev.client(region=EU)
+    a = us.create_key(Description="in us")["KeyMetadata"]
+    assert a["Arn"].startswith(f"arn:aws:kms:{US}:")
+    assert a["MultiRegion"] is False and "MultiRegionConfiguration" not in a
+    with pytest.raises(ClientError) as e:
+        eu.describe_key(KeyId=a["KeyId"])
+    assert code(e) == "NotFoundException"
+    with pytest.raises(ClientError) as e:
+        eu.encrypt(KeyId=a["Arn"], Plaintext=b"x")
+    assert code(e) == "NotFoundException"
+    b = eu.create_key(Description="in eu")["KeyMetadata"]
+    assert b["Arn"].startswith(f"arn:aws:kms:{EU}:")
+    assert [k["KeyId"] for k in eu.list_keys()["Keys"]] == [b["KeyId"]]
+    assert b["KeyId"] not in [k["KeyId"] for k in us.list_keys()["Keys"]]
+    # One alias name in each Region, each naming its own Region's key.
+    us.create_alias(AliasName="alias/app", TargetKeyId=a["KeyId"])
+    eu.create_alias(AliasName="alias/app", TargetKeyId=b["KeyId"])
+    assert us.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == a["KeyId"]
+    assert eu.describe_key(KeyId="alias/app")["KeyMetadata"]["KeyId"] == b["KeyId"]
+    [alias] = [x for x in eu.list_aliases()["Aliases"] if x["AliasName"] == "alias/app"]
+    assert alias["AliasArn"] == f"arn:aws:kms:{EU}:{b['AWSAccountId']}:alias/app"
+    # A ciphertext of one Region's key does not open in another.
+    blob = us.encrypt(KeyId="alias/app", Plaintext=b"secret")["CiphertextBlob"]
+    with pytest.raises(ClientError) as e:
+        eu.decrypt(CiphertextBlob=blob)
+    assert code(e) == "InvalidCiphertextException"
+    # AWS managed keys are per account and Region.
+    m_us = us.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
+    m_eu = eu.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
+    assert m_us["KeyId"] != m_eu["KeyId"]
+    assert m_eu["Arn"].startswith(f"arn:aws:kms:{EU}:")
+    assert "ec2.eu-west-1.amazonaws.com" in eu.get_key_policy(
+        KeyId=m_eu["KeyId"], PolicyName="default")["Policy"]
+    # --dev answers every commercial Region name.
+    for region in ("ap-southeast-2", "sa-east-1", "eu-north-1"):
+        assert dev.client(region=region).list_keys()["Keys"] == []
+    # Each event names the Region it happened in.
+    events = audit_events(dev.data_dir)
+    made = {ev["awsRegion"] for ev in events if ev["eventName"] == "CreateKey"}
+    assert made == {US, EU}
+
+
+def test_a_region_not_served_is_refused(two_regions):
+    s = two_regions
+    bad = s.client(*s.admin, region="ap-south-1")
+    with pytest.raises(ClientError) as e:
+        bad.list_keys()
+    assert code(e) == "InvalidSignatureException"
+    assert "ap-south-1" in e.value.response["Error"]["Message"]
+    # The two Regions served keep each account's keys apart as well.
+    us_admin, eu_other = s.client(*s.admin, region=US), s.client(*s.other, region=EU)
+    k = us_admin.create_key()["KeyMetadata"]
+    assert eu_other.list_keys()["Keys"] == []
+    with pytest.raises(ClientError) as e:
+        eu_other.describe_key(KeyId=k["Arn"])
+    assert code(e) == "NotFoundException"
+
+
+def test_a_multi_region_key_across_two_regions(two_regions):
+    s = two_regions
+    us, eu = s.client(*s.admin, region=US), s.client(*s.admin, region=EU)
+    md = us.create_key(MultiRegion=True, Description="primary")["KeyMetadata"]
+    kid = md["KeyId"]
+    assert kid.startswith("mrk-") and len(kid) == 36
+    assert md["MultiRegion"] is True
+    cfg = md["MultiRegionConfiguration"]
+    assert cfg["MultiRegionKeyType"] == "PRIMARY"
+    assert cfg["PrimaryKey"] == {"Arn": md["Arn"], "Region": US}
+    assert cfg["ReplicaKeys"] == []
+    before = us.encrypt(KeyId=kid, Plaintext=b"made in us",
+                        EncryptionContext={"app": "x"})["CiphertextBlob"]
+
+    rep = us.replicate_key(KeyId=kid, ReplicaRegion=EU, Description="replica",
+                           Tags=[{"TagKey": "site", "TagValue": "dublin"}])
+    rmd = rep["ReplicaKeyMetadata"]
+    assert rmd["KeyId"] == kid and rmd["KeyState"] == "Creating"
+    assert rmd["Arn"] == f"arn:aws:kms:{EU}:{md['AWSAccountId']}:key/{kid}"
+    assert rep["ReplicaTags"] == [{"TagKey": "site", "TagValue": "dublin"}]
+    assert json.loads(rep["ReplicaPolicy"])["Statement"]
+    assert wait_until(lambda: eu.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Enabled")
+    emd = eu.describe_key(KeyId=kid)["KeyMetadata"]
+    assert emd["Description"] == "replica"
+    assert emd["MultiRegionConfiguration"]["MultiRegionKeyType"] == "REPLICA"
+    assert emd["MultiRegionConfiguration"]["PrimaryKey"]["Region"] == US
+    assert [r["Region"] for r in emd["MultiRegionConfiguration"]["ReplicaKeys"]] == [EU]
+    assert us.describe_key(KeyId=kid)["KeyMetadata"]["MultiRegionConfiguration"][
+        "ReplicaKeys"] == [{"Arn": rmd["Arn"], "Region": EU}]
+    assert eu.list_resource_tags(KeyId=kid)["Tags"] == [{"TagKey": "site", "TagValue": "dublin"}]
+    assert us.list_resource_tags(KeyId=kid)["Tags"] == []
+
+    # Ciphertext made in either Region opens in the other, with no key named.
+    out = eu.decrypt(CiphertextBlob=before, EncryptionContext={"app": "x"})
+    assert out["Plaintext"] == b"made in us" and out["KeyId"] == rmd["Arn"]
+    back = eu.encrypt(KeyId=kid, Plaintext=b"made in eu")["CiphertextBlob"]
+    assert us.decrypt(CiphertextBlob=back)["Plaintext"] == b"made in eu"
+    dk = eu.generate_data_key(KeyId=kid, KeySpec="AES_256")
+    assert us.decrypt(CiphertextBlob=dk["CiphertextBlob"])["Plaintext"] == dk["Plaintext"]
+
+    # Each Region's key has its own state, policy and aliases.
+    eu.disable_key(KeyId=kid)
+    assert us.encrypt(KeyId=kid, Plaintext=b"still")["CiphertextBlob"]
+    with pytest.raises(ClientError) as e:
+        eu.decrypt(CiphertextBlob=before, EncryptionContext={"app": "x"})
+    assert code(e) == "DisabledException"
+    eu.enable_key(KeyId=kid)
+    eu.create_alias(AliasName="alias/dr", TargetKeyId=kid)
+    with pytest.raises(ClientError) as e:
+        us.describe_key(KeyId="alias/dr")
+    assert code(e) == "NotFoundException"
+
+    # Rotation is the primary's; its new material reaches the replica.
+    us.enable_key_rotation(KeyId=kid)
+    assert eu.get_key_rotation_status(KeyId=kid)["KeyRotationEnabled"] is True
+    for op in (lambda: eu.rotate_key_on_demand(KeyId=kid),
+               lambda: eu.enable_key_rotation(KeyId=kid)):
+        with pytest.raises(ClientError) as e:
+            op()
+        assert code(e) == "UnsupportedOperationException"
+    us.rotate_key_on_demand(KeyId=kid)
+    assert len(eu.list_key_rotations(KeyId=kid)["Rotations"]) == 1
+    after = us.encrypt(KeyId=kid, Plaintext=b"rotated")["CiphertextBlob"]
+    assert eu.decrypt(CiphertextBlob=after)["Plaintext"] == b"rotated"
+    assert eu.decrypt(CiphertextBlob=before, EncryptionContext={"app": "x"})["Plaintext"] == \
+        b"made in us"
+
+    # The primary moves to eu-west-1: the us key is now the replica.
+    us.update_primary_region(KeyId=kid, PrimaryRegion=EU)
+    assert eu.describe_key(KeyId=kid)["KeyMetadata"]["MultiRegionConfiguration"][
+        "MultiRegionKeyType"] == "PRIMARY"
+    ucfg = us.describe_key(KeyId=kid)["KeyMetadata"]["MultiRegionConfiguration"]
+    assert ucfg["MultiRegionKeyType"] == "REPLICA" and ucfg["PrimaryKey"]["Region"] == EU
+    assert [r["Region"] for r in ucfg["ReplicaKeys"]] == [US]
+    eu.rotate_key_on_demand(KeyId=kid)
+    with pytest.raises(ClientError) as e:
+        us.rotate_key_on_demand(KeyId=kid)
+    assert code(e) == "UnsupportedOperationException"
+    newest = eu.encrypt(KeyId=kid, Plaintext=b"newest")["CiphertextBlob"]
+    assert us.decrypt(CiphertextBlob=newest)["Plaintext"] == b"newest"
+
+    # Deletion: the primary waits for its replica.
+    sched = eu.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)
+    assert sched["KeyState"] == "PendingReplicaDeletion" and "DeletionDate" not in sched
+    pmd = eu.describe_key(KeyId=kid)["KeyMetadata"]
+    assert pmd["KeyState"] == "PendingReplicaDeletion"
+    assert pmd["PendingDeletionWindowInDays"] == 7
+    assert us.schedule_key_deletion(KeyId=kid, PendingWindowInDays=7)["KeyState"] == \
+        "PendingDeletion"
+    assert eu.cancel_key_deletion(KeyId=kid)["KeyId"].startswith(f"arn:aws:kms:{EU}:")
+    assert eu.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Disabled"
+
+    events = audit_events(s.data_dir)
+    regions = {(ev["eventName"], ev["awsRegion"]) for ev in events}
+    assert ("ReplicateKey", US) in regions and ("UpdatePrimaryRegion", US) in regions
+    assert ("Decrypt", EU) in regions
+
+
+@pytest.mark.parametrize("spec,usage", [
+    ("RSA_2048", "SIGN_VERIFY"), ("ECC_NIST_P256", "SIGN_VERIFY"),
+    ("RSA_3072", "ENCRYPT_DECRYPT"), ("HMAC_256", "GENERATE_VERIFY_MAC"),
+])
+def test_asymmetric_and_hmac_multi_region_keys(dev, spec, usage):
+    us, eu = dev.client(region=US), dev.client(region=EU)
+    kid = us.create_key(MultiRegion=True, KeySpec=spec, KeyUsage=usage)["KeyMetadata"]["KeyId"]
+    assert kid.startswith("mrk-")
+    us.replicate_key(KeyId=kid, ReplicaRegion=EU)
+    assert eu.describe_key(KeyId=kid)["KeyMetadata"]["KeySpec"] == spec
+    if usage == "SIGN_VERIFY":
+        assert us.get_public_key(KeyId=kid)["PublicKey"] == eu.get_public_key(KeyId=kid)["PublicKey"]
+        alg = "RSASSA_PSS_SHA_256" if spec.startswith("RSA") else "ECDSA_SHA_256"
+        sig = us.sign(KeyId=kid, Message=b"m", SigningAlgorithm=alg)["Signature"]
+        assert eu.verify(KeyId=kid, Message=b"m", Signature=sig,
+                         SigningAlgorithm=alg)["SignatureValid"] is True
+    elif usage == "ENCRYPT_DECRYPT":
+        ct = eu.encrypt(KeyId=kid, Plaintext=b"rsa", EncryptionAlgorithm="RSAES_OAEP_SHA_256")
+        assert us.decrypt(KeyId=kid, CiphertextBlob=ct["CiphertextBlob"],
+                          EncryptionAlgorithm="RSAES_OAEP_SHA_256")["Plaintext"] == b"rsa"
+    else:
+        mac = us.generate_mac(KeyId=kid, Message=b"m", MacAlgorithm="HMAC_SHA_256")["Mac"]
+        assert eu.verify_mac(KeyId=kid, Message=b"m", Mac=mac,
+                             MacAlgorithm="HMAC_SHA_256")["MacValid"] is True
+
+
+def test_bad_multi_region_requests_get_awss_errors_and_change_nothing(two_regions):
+    s = two_regions
+    us, eu = s.client(*s.admin, region=US), s.client(*s.admin, region=EU)
+    single = us.create_key()["KeyMetadata"]["KeyId"]
+    mrk = us.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+
+    def fails(expected, fn, **kw):
+        with pytest.raises(ClientError) as e:
+            fn(**kw)
+        assert code(e) == expected, e.value.response["Error"]
+
+    fails("UnsupportedOperationException", us.replicate_key, KeyId=single, ReplicaRegion=EU)
+    fails("ValidationException", us.replicate_key, KeyId=mrk, ReplicaRegion=US)
+    fails("UnsupportedOperationException", us.replicate_key, KeyId=mrk, ReplicaRegion="ap-south-1")
+    fails("ValidationException", us.replicate_key, KeyId=mrk, ReplicaRegion="Not_A_Region")
+    fails("NotFoundException", us.update_primary_region, KeyId=mrk, PrimaryRegion=EU)
+    # The multi-Region key id in an alias of a Region holding no replica of it.
+    fails("NotFoundException", eu.create_alias, AliasName="alias/elsewhere", TargetKeyId=mrk)
+    fails("NotFoundException", eu.encrypt, KeyId=mrk, Plaintext=b"x")
+    cfg = us.describe_key(KeyId=mrk)["KeyMetadata"]["MultiRegionConfiguration"]
+    assert cfg["ReplicaKeys"] == []
+    assert eu.list_keys()["Keys"] == []
+    assert [a for a in eu.list_aliases()["Aliases"]
+            if not a["AliasName"].startswith("alias/aws/")] == []
+
+    us.replicate_key(KeyId=mrk, ReplicaRegion=EU)
+    fails("AlreadyExistsException", us.replicate_key, KeyId=mrk, ReplicaRegion=EU)
+    # Only the primary replicates, and only from its own Region.
+    fails("UnsupportedOperationException", eu.replicate_key, KeyId=mrk, ReplicaRegion=US)
+    fails("UnsupportedOperationException", eu.update_primary_region, KeyId=mrk,
+          PrimaryRegion=US)
+    fails("ValidationException", us.update_primary_region, KeyId=mrk, PrimaryRegion=US)
+    fails("UnsupportedOperationException", us.update_primary_region, KeyId=single,
+          PrimaryRegion=EU)
+    # Another account cannot replicate the key.
+    other = s.client(*s.other, region=US)
+    fails("NotFoundException", other.replicate_key, KeyId=mrk, ReplicaRegion=EU)
+    fails("AccessDeniedException", other.replicate_key,
+          KeyId=us.describe_key(KeyId=mrk)["KeyMetadata"]["Arn"], ReplicaRegion=EU)
+    # A disabled primary does not replicate; nothing was made by any refusal.
+    us.disable_key(KeyId=mrk)
+    fails("DisabledException", us.replicate_key, KeyId=mrk, ReplicaRegion=EU)
+    assert [k["KeyId"] for k in eu.list_keys()["Keys"]] == [mrk]
+    assert [r["Region"] for r in us.describe_key(KeyId=mrk)["KeyMetadata"][
+        "MultiRegionConfiguration"]["ReplicaKeys"]] == [EU]
+    # EXTERNAL multi-Region keys are not offered (the refusal says so).
+    fails("UnsupportedOperationException", us.create_key, MultiRegion=True, Origin="EXTERNAL")
+
+
+def test_the_aws_cli_replicates_into_a_second_region(dev, tmp_path):
+    md = dev.cli("create-key", "--multi-region")["KeyMetadata"]
+    rep = dev.cli("replicate-key", "--key-id", md["KeyId"], "--replica-region", EU)
+    assert rep["ReplicaKeyMetadata"]["Arn"].split(":")[3] == EU
+    pt, ct = tmp_path / "pt", tmp_path / "ct"
+    pt.write_bytes(b"cli")
+    blob = dev.cli("encrypt", "--key-id", md["KeyId"], "--plaintext", f"fileb://{pt}")
+    ct.write_bytes(base64.b64decode(blob["CiphertextBlob"]))
+    out = dev.cli("decrypt", "--ciphertext-blob", f"fileb://{ct}", region=EU)
+    assert base64.b64decode(out["Plaintext"]) == b"cli"
+    assert out["KeyId"].split(":")[3] == EU
+
+
+def test_every_postgres_node_serves_every_region(pg_url, tmp_path):
+    a_dir, b_dir, creds = two_node_dirs(pg_url, tmp_path)
+    common = ["--store", pg_url, "--insecure-http", "--regions", f"{US},{EU}"]
+    a = Server(["--data-dir", str(a_dir), "--node-id", "a", *common])
+    b = Server(["--data-dir", str(b_dir), "--node-id", "b", *common])
+    try:
+        key = (creds["access_key_id"], creds["secret_access_key"])
+        a_us = a.client(*key, region=US)
+        kid = a_us.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+        a_us.replicate_key(KeyId=kid, ReplicaRegion=EU)
+        blob = a_us.encrypt(KeyId=kid, Plaintext=b"pg")["CiphertextBlob"]
+        b_eu = b.client(*key, region=EU)
+        assert b_eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"pg"
+        assert b_eu.describe_key(KeyId=kid)["KeyMetadata"]["MultiRegionConfiguration"][
+            "MultiRegionKeyType"] == "REPLICA"
+        # Keys made on one node in one Region are that Region's on the other node too.
+        only_eu = a.client(*key, region=EU).create_key()["KeyMetadata"]["KeyId"]
+        assert only_eu in [k["KeyId"] for k in b_eu.list_keys()["Keys"]]
+        assert only_eu not in [k["KeyId"] for k in b.client(*key, region=US).list_keys()["Keys"]]
+    finally:
+        a.stop()
+        b.stop()
