@@ -5,6 +5,7 @@ its own AWS Region, and a multi-Region key's ciphertext opens in every Region of
 import base64
 import json
 import pathlib
+import shutil
 
 import pytest
 from botocore.exceptions import ClientError
@@ -327,3 +328,74 @@ def test_every_postgres_node_serves_every_region(pg_url, tmp_path):
     finally:
         a.stop()
         b.stop()
+
+
+def test_policies_see_the_replica_region_and_the_key_type(dev):
+    us, eu = dev.client(region=US), dev.client(region=EU)
+    kid = us.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+    policy = json.loads(us.get_key_policy(KeyId=kid, PolicyName="default")["Policy"])
+    policy["Statement"].append({
+        "Sid": "NotToSydney", "Effect": "Deny", "Principal": {"AWS": "*"},
+        "Action": "kms:ReplicateKey", "Resource": "*",
+        "Condition": {"StringEquals": {"kms:ReplicaRegion": "ap-southeast-2"}},
+    })
+    us.put_key_policy(KeyId=kid, PolicyName="default", Policy=json.dumps(policy))
+    with pytest.raises(ClientError) as e:
+        us.replicate_key(KeyId=kid, ReplicaRegion="ap-southeast-2")
+    assert code(e) == "AccessDeniedException"
+    with pytest.raises(ClientError) as e:
+        dev.client(region="ap-southeast-2").describe_key(KeyId=kid)
+    assert code(e) == "NotFoundException"
+    # The replica's own policy: no decryption by replicas (kms:MultiRegionKeyType).
+    replica_policy = json.loads(us.get_key_policy(KeyId=kid, PolicyName="default")["Policy"])
+    replica_policy["Statement"] = [s for s in replica_policy["Statement"] if s.get("Sid") != "NotToSydney"]
+    replica_policy["Statement"].append({
+        "Sid": "PrimaryOnly", "Effect": "Deny", "Principal": {"AWS": "*"},
+        "Action": "kms:Decrypt", "Resource": "*",
+        "Condition": {"StringEquals": {"kms:MultiRegionKeyType": "REPLICA"}},
+    })
+    us.replicate_key(KeyId=kid, ReplicaRegion=EU, Policy=json.dumps(replica_policy))
+    blob = eu.encrypt(KeyId=kid, Plaintext=b"p")["CiphertextBlob"]
+    with pytest.raises(ClientError) as e:
+        eu.decrypt(CiphertextBlob=blob)
+    assert code(e) == "AccessDeniedException"
+    assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"p"
+
+
+def test_root_rotation_backup_and_restore_keep_every_regions_keys(data_dir, tmp_path):
+    creds = init_data_dir(data_dir)
+    key = (creds["access_key_id"], creds["secret_access_key"])
+    args = ["--data-dir", str(data_dir), "--regions", f"{US},{EU}"]
+    s = Server(args)
+    try:
+        us, eu = s.client(*key, region=US), s.client(*key, region=EU)
+        kid = us.create_key(MultiRegion=True)["KeyMetadata"]["KeyId"]
+        us.replicate_key(KeyId=kid, ReplicaRegion=EU)
+        us.rotate_key_on_demand(KeyId=kid)
+        eu_only = eu.create_key()["KeyMetadata"]["KeyId"]
+        blob = us.encrypt(KeyId=kid, Plaintext=b"kept")["CiphertextBlob"]
+        blob_eu = eu.encrypt(KeyId=eu_only, Plaintext=b"eu only")["CiphertextBlob"]
+    finally:
+        s.stop()
+    r = run_keyhold("admin", "rotate-root", "--data-dir", str(data_dir), "--to", "file")
+    assert r.returncode == 0, r.stderr
+    backup = tmp_path / "backup.json"
+    r = run_keyhold("admin", "backup", "--data-dir", str(data_dir), "--to", str(backup))
+    assert r.returncode == 0, r.stderr
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    for f in ("root.key", "root.json"):
+        shutil.copy(data_dir / f, restored / f)
+    r = run_keyhold("admin", "restore", "--data-dir", str(restored), "--from", str(backup))
+    assert r.returncode == 0, r.stderr
+    for d in (data_dir, restored):
+        s = Server(["--data-dir", str(d), "--insecure-http", "--regions", f"{US},{EU}"])
+        try:
+            us, eu = s.client(*key, region=US), s.client(*key, region=EU)
+            assert eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+            assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"kept"
+            assert eu.decrypt(CiphertextBlob=blob_eu)["Plaintext"] == b"eu only"
+            assert [k["KeyId"] for k in us.list_keys()["Keys"]] == [kid]
+            assert sorted(k["KeyId"] for k in eu.list_keys()["Keys"]) == sorted([kid, eu_only])
+        finally:
+            s.stop()

@@ -217,6 +217,22 @@ impl Engine {
         put("kms:KeyUsage", vec![key.key_usage.as_str().into()]);
         put("kms:KeyOrigin", vec![key.origin.as_str().into()]);
         put("kms:KeyManager", vec![key.key_manager.as_str().into()]);
+        put("aws:RequestedRegion", vec![self.region().to_string()]);
+        put(
+            "kms:MultiRegion",
+            vec![key.multi_region.is_some().to_string()],
+        );
+        if let Some(mr) = &key.multi_region {
+            put(
+                "kms:MultiRegionKeyType",
+                vec![if mr.primary == self.region() {
+                    "PRIMARY"
+                } else {
+                    "REPLICA"
+                }
+                .into()],
+            );
+        }
         if let Some(ctx) = conds.context {
             let mut names = Vec::new();
             for (k, v) in ctx.pairs() {
