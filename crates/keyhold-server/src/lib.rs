@@ -278,7 +278,8 @@ pub fn operator_response(
 
 /// Every `every`, for each Region's engine (the first is the home Region's): deletes imported
 /// key material past its ValidTo, destroys keys whose deletion window has passed, performs due
-/// automatic rotations, syncs custom key store connections; and (once, by the first) audits
+/// automatic rotations, syncs custom key store connections, writes the batched key last-use
+/// records; and (once, by the first) audits
 /// the administrative actions taken meanwhile, until the runtime stops.
 pub fn spawn_maintenance_task(
     engines: Vec<Arc<Engine>>,
@@ -295,6 +296,9 @@ pub fn spawn_maintenance_task(
                 for (i, e) in engines.iter().enumerate() {
                     if let Err(err) = e.sync_key_stores() {
                         tracing::warn!(error = %err, "custom key store connections not synced");
+                    }
+                    if let Err(err) = e.flush_usage() {
+                        tracing::warn!(error = %err, "key last-use records not written yet");
                     }
                     if i == 0 {
                         if let Err(err) = e.record_admin_events() {
