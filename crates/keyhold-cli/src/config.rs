@@ -56,10 +56,12 @@ pub fn file_args(file: &Path, args: &[OsString]) -> Result<Vec<OsString>, String
         .ok_or("the serve command is missing")?;
     let mut out = Vec::new();
     for (name, value) in &table {
-        let Some(arg) = serve
-            .get_arguments()
-            .find(|a| a.get_long() == Some(name.as_str()))
-        else {
+        // A setting is a flag's long name or one of its visible aliases (`regions`).
+        let Some(arg) = serve.get_arguments().find(|a| {
+            a.get_long() == Some(name.as_str())
+                || a.get_visible_aliases()
+                    .is_some_and(|v| v.contains(&name.as_str()))
+        }) else {
             return Err(format!(
                 "{}: {name:?} is not a setting of keyhold serve (the settings are its flags' long \
                  names, e.g. listen, data-dir, max-inflight)",
@@ -73,10 +75,12 @@ pub fn file_args(file: &Path, args: &[OsString]) -> Result<Vec<OsString>, String
             ));
         }
         let from_env = arg.get_env().is_some_and(|e| std::env::var_os(e).is_some());
-        if given(args, name) || from_env {
+        let long = arg.get_long().unwrap_or(name.as_str());
+        let aliases = arg.get_visible_aliases().unwrap_or_default();
+        if given(args, long) || aliases.iter().any(|a| given(args, a)) || from_env {
             continue;
         }
-        let flag = OsString::from(format!("--{name}"));
+        let flag = OsString::from(format!("--{long}"));
         let scalar = |v: &toml::Value| -> Result<String, String> {
             match v {
                 toml::Value::String(s) => Ok(s.clone()),
@@ -207,6 +211,29 @@ mod tests {
         assert_eq!(args.iter().filter(|a| *a == "--tls-name").count(), 2);
         assert!(args.iter().any(|a| a == "--insecure-http"));
         assert!(!args.iter().any(|a| a == "--dev"));
+    }
+
+    #[test]
+    fn a_list_of_regions_is_one_setting_under_either_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyhold.toml");
+        std::fs::write(&file, "regions = \"us-east-1,eu-west-1\"\n").unwrap();
+        assert_eq!(
+            file_args(&file, &[]).unwrap(),
+            os(&["--region", "us-east-1,eu-west-1"])
+        );
+        // A flag given under the other name wins over the file.
+        assert!(file_args(&file, &os(&["--region", "ap-south-1"]))
+            .unwrap()
+            .is_empty());
+        std::fs::write(&file, "region = [\"us-east-1\", \"eu-west-1\"]\n").unwrap();
+        assert_eq!(
+            file_args(&file, &os(&[])).unwrap(),
+            os(&["--region", "us-east-1", "--region", "eu-west-1"])
+        );
+        assert!(file_args(&file, &os(&["--regions=eu-west-1"]))
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

@@ -88,7 +88,7 @@ pub(crate) async fn handle(
     // holds the request to it.
     let engine = match &options.regions {
         Some(regions) => keyhold_sigv4::claimed_region(req.headers())
-            .and_then(|r| regions.get(&r).cloned())
+            .and_then(|r| regions.get(r).cloned())
             .unwrap_or(engine),
         None => engine,
     };

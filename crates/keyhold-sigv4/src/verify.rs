@@ -161,15 +161,14 @@ pub fn claimed_access_key_id(headers: &HeaderMap) -> Option<String> {
     parse_authorization::<()>(v).ok().map(|a| a.access_key_id)
 }
 
-/// The Region an `Authorization` header's credential scope names, unverified (to pick the
-/// Region that verifies the request).
-pub fn claimed_region(headers: &HeaderMap) -> Option<String> {
-    let mut all = headers.get_all(http::header::AUTHORIZATION).iter();
-    let v = all.next()?.to_str().ok()?;
-    if all.next().is_some() {
-        return None;
-    }
-    parse_authorization::<()>(v).ok().map(|a| a.region)
+/// The Region an `Authorization` header's credential scope names, unverified and without
+/// parsing the rest of the header (to pick the Region whose engine then verifies the request
+/// in full; a header this misreads fails that verification).
+pub fn claimed_region(headers: &HeaderMap) -> Option<&str> {
+    let v = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let scope = v.split_once("Credential=")?.1;
+    let scope = scope.split([',', ' ']).next()?;
+    scope.split('/').nth(2)
 }
 
 /// Verifies a request signed for `scope`. `lookup` finds the credential of an access key id
@@ -279,6 +278,27 @@ pub fn verify<C, E>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_claimed_region_is_the_scopes_third_part() {
+        let mut h = HeaderMap::new();
+        assert_eq!(claimed_region(&h), None);
+        h.insert(
+            http::header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=AKID/20260101/eu-west-1/kms/aws4_request, \
+             SignedHeaders=host;x-amz-date, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(claimed_region(&h), Some("eu-west-1"));
+        h.insert(
+            http::header::AUTHORIZATION,
+            "AWS4-HMAC-SHA256 Credential=AKID/20260101".parse().unwrap(),
+        );
+        assert_eq!(claimed_region(&h), None);
+        h.insert(http::header::AUTHORIZATION, "Bearer x".parse().unwrap());
+        assert_eq!(claimed_region(&h), None);
+    }
 
     #[test]
     fn parses_a_real_authorization_header() {
