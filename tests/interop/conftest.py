@@ -140,6 +140,19 @@ def dev_server():
 
 
 @pytest.fixture
+def dev(tmp_path):
+    """`keyhold serve --dev` on a data dir of its own (`.data_dir`), for tests that look into
+    it."""
+    d = tmp_path / "data"
+    s = Server(["--dev", "--data-dir", str(d)])
+    s.data_dir = d
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+@pytest.fixture
 def kms(dev_server):
     return dev_server.client()
 

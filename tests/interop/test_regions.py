@@ -20,17 +20,6 @@ def code(excinfo):
 
 
 @pytest.fixture
-def dev(tmp_path):
-    d = tmp_path / "data"
-    s = Server(["--dev", "--data-dir", str(d)])
-    s.data_dir = d
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
 def two_regions(data_dir):
     """`keyhold init` + `serve` over TLS for two Regions, with a principal in a second
     account."""

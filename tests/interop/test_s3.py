@@ -32,14 +32,6 @@ def status(excinfo):
 
 
 @pytest.fixture
-def dev(tmp_path):
-    s = Server(["--dev", "--data-dir", str(tmp_path / "data")])
-    s.data_dir = tmp_path / "data"
-    yield s
-    s.stop()
-
-
-@pytest.fixture
 def s3(dev):
     c = dev.s3()
     c.create_bucket(Bucket="bucket-one")

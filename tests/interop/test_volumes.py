@@ -80,17 +80,6 @@ def image_of(data_dir, volume_id):
 
 
 @pytest.fixture
-def dev(tmp_path):
-    d = tmp_path / "data"
-    s = Server(["--dev", "--data-dir", str(d)])
-    s.data_dir = d
-    try:
-        yield s
-    finally:
-        s.stop()
-
-
-@pytest.fixture
 def accounts(data_dir):
     """`keyhold init` + `serve` (TLS), with a principal in a second account."""
     admin = json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)

@@ -217,6 +217,15 @@ mod tests {
         Ok(serde_json::from_slice(&resp.to_json().unwrap()).unwrap())
     }
 
+    /// A multi-Region key made in us-east-1 and replicated into eu-west-1; its id.
+    fn replicated(f: &Fixture) -> String {
+        let made = call(f, "us-east-1", "CreateKey", json!({"MultiRegion": true})).unwrap();
+        let id = made["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
+        let body = json!({"KeyId": id, "ReplicaRegion": "eu-west-1"});
+        call(f, "us-east-1", "ReplicateKey", body).unwrap();
+        id
+    }
+
     fn state(f: &Fixture, region: &str, id: &str) -> String {
         call(f, region, "DescribeKey", json!({"KeyId": id})).unwrap()["KeyMetadata"]["KeyState"]
             .as_str()
@@ -287,15 +296,7 @@ mod tests {
     #[test]
     fn automatic_rotation_of_the_primary_reaches_its_replicas() {
         let f = fixture();
-        let made = call(&f, "us-east-1", "CreateKey", json!({"MultiRegion": true})).unwrap();
-        let id = made["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
-        call(
-            &f,
-            "us-east-1",
-            "ReplicateKey",
-            json!({"KeyId": id, "ReplicaRegion": "eu-west-1"}),
-        )
-        .unwrap();
+        let id = replicated(&f);
         call(
             &f,
             "us-east-1",
@@ -352,15 +353,7 @@ mod tests {
     #[test]
     fn a_replica_missing_a_version_gets_it_from_its_primary() {
         let f = fixture();
-        let made = call(&f, "us-east-1", "CreateKey", json!({"MultiRegion": true})).unwrap();
-        let id = made["KeyMetadata"]["KeyId"].as_str().unwrap().to_string();
-        call(
-            &f,
-            "us-east-1",
-            "ReplicateKey",
-            json!({"KeyId": id, "ReplicaRegion": "eu-west-1"}),
-        )
-        .unwrap();
+        let id = replicated(&f);
         // The primary rotates while its replica's Region is not reachable from it (as after
         // a crash between the two writes): only the primary's row changes.
         let key_id = keyhold_core::ids::KeyId::parse(&id).unwrap();
