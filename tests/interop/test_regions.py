@@ -388,3 +388,46 @@ def test_root_rotation_backup_and_restore_keep_every_regions_keys(data_dir, tmp_
             assert sorted(k["KeyId"] for k in eu.list_keys()["Keys"]) == sorted([kid, eu_only])
         finally:
             s.stop()
+
+
+def test_the_encryption_sdk_opens_a_message_with_the_replica_in_another_region(dev, monkeypatch):
+    """The AWS Encryption SDK's multi-Region-key-aware provider: a message encrypted under the
+    primary's ARN decrypts with a provider that knows only the replica's ARN, through the
+    replica's Region (the primary is disabled meanwhile)."""
+    import aws_encryption_sdk
+    import botocore.session
+    from aws_encryption_sdk import CommitmentPolicy
+    from aws_encryption_sdk.key_providers.kms import MRKAwareStrictAwsKmsMasterKeyProvider
+
+    for k, v in {
+        "AWS_ENDPOINT_URL": dev.endpoint, "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test", "AWS_DEFAULT_REGION": US,
+        "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    }.items():
+        monkeypatch.setenv(k, v)
+    us = dev.client(region=US)
+    md = us.create_key(MultiRegion=True)["KeyMetadata"]
+    replica_arn = us.replicate_key(KeyId=md["KeyId"], ReplicaRegion=EU)[
+        "ReplicaKeyMetadata"]["Arn"]
+    client = aws_encryption_sdk.EncryptionSDKClient(
+        commitment_policy=CommitmentPolicy.REQUIRE_ENCRYPT_REQUIRE_DECRYPT)
+
+    def provider(cls, arn):
+        return cls(key_ids=[arn], botocore_session=botocore.session.Session())
+
+    message = b"disaster recovery " * 1000
+    ct, _ = client.encrypt(
+        source=message, encryption_context={"site": "primary"},
+        key_provider=provider(MRKAwareStrictAwsKmsMasterKeyProvider, md["Arn"]))
+    us.disable_key(KeyId=md["KeyId"])
+    pt, header = client.decrypt(
+        source=ct,
+        key_provider=provider(MRKAwareStrictAwsKmsMasterKeyProvider, replica_arn))
+    assert pt == message and header.encryption_context["site"] == "primary"
+    # A provider that is not multi-Region-key aware wants the very ARN it encrypted with.
+    with pytest.raises(Exception):
+        client.decrypt(source=ct, key_provider=provider(
+            aws_encryption_sdk.StrictAwsKmsMasterKeyProvider, replica_arn))
+    decrypts = [ev["awsRegion"] for ev in audit_events(dev.data_dir)
+                if ev["eventName"] == "Decrypt" and not ev.get("errorCode")]
+    assert decrypts == [EU]

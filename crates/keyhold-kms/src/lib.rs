@@ -676,9 +676,17 @@ impl Engine {
             }
         };
         // An owned key is in no account a caller can name.
-        let rec = self
-            .key_record(&id)?
-            .filter(|r| r.account == account && r.account != owned::OWNED_ACCOUNT);
+        let named = |r: &Arc<KeyRecord>| r.account == account && r.account != owned::OWNED_ACCOUNT;
+        let mut rec = self.key_record(&id)?.filter(named);
+        // A replica left Creating (by a crash during ReplicateKey) is finished on first use
+        // (never under the write lock: requests resolve their key before taking it).
+        if rec
+            .as_ref()
+            .is_some_and(|r| r.state == keyhold_core::key::KeyState::Creating)
+        {
+            self.finish_replica(&id)?;
+            rec = self.key_record(&id)?.filter(named);
+        }
         rec.ok_or_else(|| {
             KmsError::not_found(format!(
                 "Key '{}' does not exist",
@@ -746,14 +754,6 @@ impl Engine {
         let Some(mut rec) = self.store.get_key(id)? else {
             return Ok(None);
         };
-        // A replica left Creating (by a crash during ReplicateKey) is finished on first use.
-        if rec.state == keyhold_core::key::KeyState::Creating {
-            self.finish_replica(id)?;
-            match self.store.get_key(id)? {
-                Some(r) => rec = r,
-                None => return Ok(None),
-            }
-        }
         // Imported material past its ValidTo is deleted before anyone can use it, without
         // waiting for the maintenance task.
         if rec.valid_to.is_some_and(|t| t <= self.clock.now_ms()) {

@@ -351,6 +351,55 @@ mod tests {
     }
 
     #[test]
+    fn a_replica_left_creating_by_a_crash_is_finished_on_first_use() {
+        let f = fixture();
+        let id = replicated(&f);
+        let key_id = keyhold_core::ids::KeyId::parse(&id).unwrap();
+        // As a crash right after the replica's row was written: the replica is Creating and
+        // its primary does not list it yet.
+        let eu = RegionalStore::new(f.store.clone(), "eu-west-1", false);
+        let mut replica = eu.get_key(&key_id).unwrap().unwrap();
+        replica.state = keyhold_core::key::KeyState::Creating;
+        eu.update_key(&replica).unwrap();
+        let us = RegionalStore::new(f.store.clone(), "us-east-1", true);
+        let mut primary = us.get_key(&key_id).unwrap().unwrap();
+        primary.multi_region.as_mut().unwrap().replicas.clear();
+        us.update_key(&primary).unwrap();
+        // A restart: engines with nothing cached.
+        let root = keyhold_hsm::FileRootKey::load(&f._dir.path().join("root.key")).unwrap();
+        let again = Fixture {
+            regions: Regions::new(
+                &["us-east-1".into(), "eu-west-1".into()],
+                Shared {
+                    store: f.store.clone(),
+                    root: Arc::new(root),
+                    clock: f.clock.clone(),
+                    audit: Arc::new(MemoryAuditLog::default()),
+                    dev: None,
+                },
+                |e| e,
+            ),
+            clock: f.clock.clone(),
+            store: f.store.clone(),
+            _dir: tempfile::tempdir().unwrap(),
+        };
+        assert_eq!(state(&again, "eu-west-1", &id), "Enabled");
+        let md = &call(&again, "us-east-1", "DescribeKey", json!({"KeyId": id})).unwrap()
+            ["KeyMetadata"]["MultiRegionConfiguration"];
+        assert_eq!(md["ReplicaKeys"][0]["Region"], "eu-west-1");
+        let body = json!({"KeyId": id, "Plaintext": "eA=="});
+        let blob = call(&again, "us-east-1", "Encrypt", body).unwrap()["CiphertextBlob"].clone();
+        let plain = call(
+            &again,
+            "eu-west-1",
+            "Decrypt",
+            json!({"CiphertextBlob": blob}),
+        )
+        .unwrap();
+        assert_eq!(plain["Plaintext"], "eA==");
+    }
+
+    #[test]
     fn a_replica_missing_a_version_gets_it_from_its_primary() {
         let f = fixture();
         let id = replicated(&f);
