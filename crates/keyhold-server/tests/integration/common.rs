@@ -12,6 +12,7 @@ use keyhold_hsm::FileRootKey;
 use keyhold_kms::audit::chain::{AuditOptions, ChainedAuditLog};
 use keyhold_kms::clock::{Clock, ManualClock, SystemClock};
 use keyhold_kms::principal::{create_principal, Credential, Principal, PrincipalKind};
+use keyhold_kms::regions::{Regions, Shared};
 use keyhold_kms::Engine;
 use keyhold_server::ServerOptions;
 use keyhold_store::SqliteStore;
@@ -32,6 +33,8 @@ pub struct TestServer {
     /// Credentials of a principal in another account.
     pub other: (String, String),
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// Every Region's engine (the engines reach one another through it).
+    _regions: Arc<Regions>,
     task: Option<tokio::task::JoinHandle<()>>,
     _temp: Option<TempDir>,
 }
@@ -52,6 +55,19 @@ impl TestServer {
 
     /// Starts a server on a data dir with the given front-door options.
     pub async fn start_with(dir: &Path, options: ServerOptions) -> Self {
+        Self::start_serving(dir, options, &[REGION]).await
+    }
+
+    /// Starts a server for several Regions (the first is the home Region) on a new data dir.
+    pub async fn start_regions(regions: &[&str]) -> Self {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path().to_path_buf();
+        let mut s = Self::start_serving(&dir, ServerOptions::default(), regions).await;
+        s._temp = Some(temp);
+        s
+    }
+
+    async fn start_serving(dir: &Path, mut options: ServerOptions, regions: &[&str]) -> Self {
         let key_path = dir.join("root.key");
         let root = if key_path.exists() {
             FileRootKey::load(&key_path).unwrap()
@@ -83,14 +99,22 @@ impl TestServer {
             },
             secret: Arc::new(SecretBytes::new(b"test".to_vec())),
         };
-        let engine = Arc::new(Engine::new(
-            REGION,
-            Arc::new(store),
-            Arc::new(root),
-            clock.clone(),
-            audit,
-            Some(dev),
-        ));
+        let names: Vec<String> = regions.iter().map(|r| r.to_string()).collect();
+        let served = Regions::new(
+            &names,
+            Shared {
+                store: Arc::new(store),
+                root: Arc::new(root),
+                clock: clock.clone(),
+                audit,
+                dev: Some(dev),
+            },
+            |e| e,
+        );
+        let engine = served.home().clone();
+        if served.len() > 1 {
+            options.regions = Some(served.clone());
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let scheme = if options.tls.is_some() {
@@ -117,6 +141,7 @@ impl TestServer {
             shutdown: Some(tx),
             task: Some(task),
             _temp: None,
+            _regions: served,
         }
     }
 
@@ -144,9 +169,14 @@ impl TestServer {
 
     /// An SDK client signing with the given credentials.
     pub fn client_as(&self, akid: &str, secret: &str) -> aws_sdk_kms::Client {
+        self.client_in(akid, secret, REGION)
+    }
+
+    /// An SDK client for `region`, signing with the given credentials.
+    pub fn client_in(&self, akid: &str, secret: &str, region: &str) -> aws_sdk_kms::Client {
         let conf = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new(REGION))
+            .region(Region::new(region.to_string()))
             .endpoint_url(&self.endpoint)
             .credentials_provider(Credentials::new(akid, secret, None, None, "test"))
             .retry_config(aws_sdk_kms::config::retry::RetryConfig::disabled())

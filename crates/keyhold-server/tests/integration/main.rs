@@ -17,5 +17,6 @@ mod keys;
 mod managed;
 mod operator;
 mod policies;
+mod regions;
 mod rotation;
 mod tls;
