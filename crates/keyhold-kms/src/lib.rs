@@ -678,14 +678,30 @@ impl Engine {
         // An owned key is in no account a caller can name.
         let named = |r: &Arc<KeyRecord>| r.account == account && r.account != owned::OWNED_ACCOUNT;
         let mut rec = self.key_record(&id)?.filter(named);
-        // A replica left Creating (by a crash during ReplicateKey) is finished on first use
-        // (never under the write lock: requests resolve their key before taking it).
-        if rec
-            .as_ref()
-            .is_some_and(|r| r.state == keyhold_core::key::KeyState::Creating)
-        {
-            self.finish_replica(&id)?;
-            rec = self.key_record(&id)?.filter(named);
+        // A replica left Creating, or a primary's handover left half-way (by a crash during
+        // ReplicateKey or UpdatePrimaryRegion), is finished on first use (never under the write
+        // lock: requests resolve their key before taking it).
+        if let Some(r) = rec.clone() {
+            if r.state == keyhold_core::key::KeyState::Creating {
+                self.finish_replica(&id)?;
+                rec = self.key_record(&id)?.filter(named);
+            } else if ops::handing_over(self, &r) {
+                self.finish_handover(&id)?;
+                rec = self.key_record(&id)?.filter(named);
+            } else if let Some(primary) = r
+                .multi_region
+                .as_ref()
+                .filter(|m| m.primary != self.region)
+                .and_then(|m| self.peer(&m.primary))
+            {
+                // The Region this replica names as primary may be the one handing over.
+                if let Some(p) = primary.key_record(&id)? {
+                    if ops::handing_over(&primary, &p) {
+                        primary.finish_handover(&id)?;
+                        rec = self.key_record(&id)?.filter(named);
+                    }
+                }
+            }
         }
         rec.ok_or_else(|| {
             KmsError::not_found(format!(

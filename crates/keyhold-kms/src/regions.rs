@@ -400,6 +400,69 @@ mod tests {
     }
 
     #[test]
+    fn a_handover_of_the_primary_stopped_half_way_is_finished_by_the_next_request() {
+        for asked in ["us-east-1", "eu-west-1", "ap-south-1"] {
+            let f = fixture();
+            let id = replicated(&f);
+            let body = json!({"KeyId": id, "ReplicaRegion": "ap-south-1"});
+            call(&f, "us-east-1", "ReplicateKey", body).unwrap();
+            let body = json!({"KeyId": id, "RotationPeriodInDays": 90});
+            call(&f, "us-east-1", "EnableKeyRotation", body).unwrap();
+            // As a crash right after UpdatePrimaryRegion's first write: the primary stepped
+            // down, naming eu-west-1, and nothing else changed.
+            let key_id = keyhold_core::ids::KeyId::parse(&id).unwrap();
+            let us = RegionalStore::new(f.store.clone(), "us-east-1", true);
+            let mut old = us.get_key(&key_id).unwrap().unwrap();
+            old.multi_region = Some(keyhold_store::MultiRegion {
+                primary: "eu-west-1".into(),
+                replicas: vec!["us-east-1".into(), "ap-south-1".into()],
+            });
+            us.update_key(&old).unwrap();
+            for e in f.regions.all() {
+                e.keyring().clear_state();
+            }
+            // No Region rotates a key that no Region is primary of.
+            f.clock.advance_ms(400 * DAY_MS);
+            for e in f.regions.all() {
+                assert_eq!(e.run_due_rotations().unwrap(), 0);
+            }
+            call(&f, asked, "DescribeKey", json!({"KeyId": id})).unwrap();
+            let kind = |r: &str| {
+                call(&f, r, "DescribeKey", json!({"KeyId": id})).unwrap()["KeyMetadata"]
+                    ["MultiRegionConfiguration"]
+                    .clone()
+            };
+            let eu = kind("eu-west-1");
+            assert_eq!(eu["MultiRegionKeyType"], "PRIMARY", "asked {asked}");
+            let regions: Vec<_> = eu["ReplicaKeys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["Region"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(regions, ["us-east-1", "ap-south-1"]);
+            for r in ["us-east-1", "ap-south-1"] {
+                let c = kind(r);
+                assert_eq!(c["MultiRegionKeyType"], "REPLICA");
+                assert_eq!(c["PrimaryKey"]["Region"], "eu-west-1");
+            }
+            // The new primary rotates (what was due meanwhile), and only it.
+            let rotated: usize = f
+                .regions
+                .all()
+                .map(|e| e.run_due_rotations().unwrap())
+                .sum();
+            assert_eq!(rotated, 1);
+            let rotations = call(&f, "ap-south-1", "ListKeyRotations", json!({"KeyId": id}))
+                .unwrap()["Rotations"]
+                .as_array()
+                .unwrap()
+                .len();
+            assert_eq!(rotations, 1);
+        }
+    }
+
+    #[test]
     fn a_replica_missing_a_version_gets_it_from_its_primary() {
         let f = fixture();
         let id = replicated(&f);

@@ -20,7 +20,7 @@ use serde::de::DeserializeOwned;
 pub(crate) use grants::is_grant_token;
 /// Every grant operation AWS defines (CreateGrant's `Operations`).
 pub use grants::ALL_OPERATIONS as GRANT_OPERATIONS;
-pub(crate) use multiregion::refuse_replica;
+pub(crate) use multiregion::{handing_over, refuse_replica};
 
 /// Checks seeded tags with the same rules as TagResource.
 pub(crate) fn seed_tags(

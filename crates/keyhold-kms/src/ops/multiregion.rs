@@ -300,8 +300,11 @@ pub(super) fn update_primary_region(
             ));
         }
     }
-    // The new primary lists the replicas (the old primary among them), then every other
-    // record names the new primary.
+    // A handover in steps that are safe to stop between: first this key steps down, naming
+    // the new primary and keeping the replica list it hands over (so no Region is primary
+    // meanwhile, and none rotates alone); then the new primary takes the list, every other
+    // replica names it, and this key drops the list. A handover stopped half-way is finished
+    // when a request next resolves any of the Region's keys it reached.
     let replicas: Vec<String> = mr
         .replicas
         .iter()
@@ -313,24 +316,23 @@ pub(super) fn update_primary_region(
             }
         })
         .collect();
-    target.set_multi_region(
+    engine.set_multi_region(
         &key.key_id,
         MultiRegion {
             primary: region.clone(),
-            replicas: replicas.clone(),
+            replicas,
         },
     )?;
-    for r in &replicas {
-        let Some(peer) = engine.peer(r) else { continue };
-        peer.set_multi_region(
-            &key.key_id,
-            MultiRegion {
-                primary: region.clone(),
-                replicas: Vec::new(),
-            },
-        )?;
-    }
+    engine.finish_handover(&key.key_id)?;
     super::empty()
+}
+
+/// True for a record left half-way through UpdatePrimaryRegion: a replica still holding the
+/// replica list it hands over.
+pub(crate) fn handing_over(engine: &Engine, key: &KeyRecord) -> bool {
+    key.multi_region
+        .as_ref()
+        .is_some_and(|m| m.primary != engine.region() && !m.replicas.is_empty())
 }
 
 impl Engine {
@@ -363,6 +365,43 @@ impl Engine {
             self.store().update_key(&key)?;
         }
         self.keyring().invalidate_key(id);
+        Ok(())
+    }
+
+    /// Completes a handover of the primary that this key began (see UpdatePrimaryRegion).
+    pub(crate) fn finish_handover(&self, id: &keyhold_core::ids::KeyId) -> Result<(), KmsError> {
+        let Some(key) = self.store().get_key(id)? else {
+            return Ok(());
+        };
+        if !handing_over(self, &key) {
+            return Ok(());
+        }
+        let Some(mr) = key.multi_region.clone() else {
+            return Ok(());
+        };
+        let Some(primary) = self.peer(&mr.primary) else {
+            return Ok(());
+        };
+        primary.set_multi_region(id, mr.clone())?;
+        for r in mr.replicas.iter().filter(|r| **r != self.region()) {
+            if let Some(peer) = self.peer(r) {
+                peer.set_multi_region(
+                    id,
+                    MultiRegion {
+                        primary: mr.primary.clone(),
+                        replicas: Vec::new(),
+                    },
+                )?;
+            }
+        }
+        self.set_multi_region(
+            id,
+            MultiRegion {
+                primary: mr.primary.clone(),
+                replicas: Vec::new(),
+            },
+        )?;
+        tracing::info!(key_id = %id, primary = mr.primary, "multi-Region primary moved");
         Ok(())
     }
 
