@@ -278,8 +278,6 @@ def test_bad_multi_region_requests_get_awss_errors_and_change_nothing(two_region
     assert [k["KeyId"] for k in eu.list_keys()["Keys"]] == [mrk]
     assert [r["Region"] for r in us.describe_key(KeyId=mrk)["KeyMetadata"][
         "MultiRegionConfiguration"]["ReplicaKeys"]] == [EU]
-    # EXTERNAL multi-Region keys are not offered (the refusal says so).
-    fails("UnsupportedOperationException", us.create_key, MultiRegion=True, Origin="EXTERNAL")
 
 
 def test_the_aws_cli_replicates_into_a_second_region(dev, tmp_path):
@@ -431,3 +429,51 @@ def test_the_encryption_sdk_opens_a_message_with_the_replica_in_another_region(d
     decrypts = [ev["awsRegion"] for ev in audit_events(dev.data_dir)
                 if ev["eventName"] == "Decrypt" and not ev.get("errorCode")]
     assert decrypts == [EU]
+
+
+def test_a_multi_region_key_with_imported_material(dev):
+    """Imported material is imported into each key of the set, and only that material."""
+    import os
+
+    from test_import import import_material
+
+    us, eu = dev.client(region=US), dev.client(region=EU)
+    md = us.create_key(MultiRegion=True, Origin="EXTERNAL")["KeyMetadata"]
+    kid = md["KeyId"]
+    assert kid.startswith("mrk-") and md["KeyState"] == "PendingImport"
+    # Replicated before any material: the replica waits for its own import.
+    rep = us.replicate_key(KeyId=kid, ReplicaRegion=EU)["ReplicaKeyMetadata"]
+    assert rep["Origin"] == "EXTERNAL"
+    assert eu.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "PendingImport"
+    material = os.urandom(32)
+    import_material(eu, kid, material)
+    assert eu.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "Enabled"
+    # Other material is refused in every key of the set, and changes nothing.
+    with pytest.raises(ClientError) as e:
+        import_material(us, kid, os.urandom(32))
+    assert code(e) == "IncorrectKeyMaterialException"
+    assert us.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "PendingImport"
+    import_material(us, kid, material)
+    blob = eu.encrypt(KeyId=kid, Plaintext=b"byok")["CiphertextBlob"]
+    assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"byok"
+    # A replica made after the import takes the same material only.
+    us.replicate_key(KeyId=kid, ReplicaRegion="ap-south-1")
+    ap = dev.client(region="ap-south-1")
+    with pytest.raises(ClientError) as e:
+        import_material(ap, kid, os.urandom(32))
+    assert code(e) == "IncorrectKeyMaterialException"
+    import_material(ap, kid, material)
+    assert ap.decrypt(CiphertextBlob=blob)["Plaintext"] == b"byok"
+    # Each key's material is its own to delete; the others keep working.
+    eu.delete_imported_key_material(KeyId=kid)
+    with pytest.raises(ClientError) as e:
+        eu.decrypt(CiphertextBlob=blob)
+    assert code(e) == "KMSInvalidStateException"
+    assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"byok"
+    # One material for the set: no new material, no on-demand rotation.
+    with pytest.raises(ClientError) as e:
+        import_material(us, kid, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
+    assert code(e) == "IncorrectKeyMaterialException"
+    with pytest.raises(ClientError) as e:
+        us.rotate_key_on_demand(KeyId=kid)
+    assert code(e) == "UnsupportedOperationException"

@@ -304,6 +304,15 @@ pub(super) fn import_key_material(
         .map_err(|e| KmsError::new(ErrorCode::IncorrectKeyMaterialException, e.to_string()))?;
     let digest = material_digest(key.key_spec, &material)?;
     let incorrect = |msg: String| KmsError::new(ErrorCode::IncorrectKeyMaterialException, msg);
+    // The keys of a multi-Region key share one material: what any of them has had.
+    if let Some(theirs) = super::multiregion::set_material(engine, &key)? {
+        if theirs != digest {
+            return Err(incorrect(format!(
+                "The key material is not that of the other keys of the multi-Region key {arn} \
+                 (key material id {theirs})."
+            )));
+        }
+    }
 
     let _guard = engine.lock_writes();
     let mut key = engine.stored_key(&key.key_id)?;

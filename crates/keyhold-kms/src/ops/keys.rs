@@ -266,13 +266,6 @@ pub(super) fn create_key(
             "A multi-Region key cannot be created in a custom key store".into(),
         ));
     }
-    if multi_region && imported {
-        return Err(unsupported(
-            "Multi-Region keys with imported (EXTERNAL) key material are not supported by this \
-             keyhold server"
-                .into(),
-        ));
-    }
     let tags = validate_tags(req.tags.unwrap_or_default())?;
 
     let id = if multi_region {

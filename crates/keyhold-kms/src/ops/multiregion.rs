@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use keyhold_core::ids::key_arn;
-use keyhold_core::key::{KeyManager, KeyState};
+use keyhold_core::key::{KeyManager, KeyState, Origin};
 use keyhold_core::policy::default_key_policy;
 use keyhold_store::{KeyRecord, KeyVersionRecord, MultiRegion};
 
@@ -83,6 +83,47 @@ pub(crate) fn configuration(engine: &Engine, key: &KeyRecord) -> Option<MultiReg
     })
 }
 
+/// The imported material a multi-Region key takes: that of any key of its set which has had
+/// some (`None` for a single-Region key, or a set none of whose keys has had material yet).
+pub(crate) fn set_material(engine: &Engine, key: &KeyRecord) -> Result<Option<String>, KmsError> {
+    let Some(mr) = key.multi_region.as_ref() else {
+        return Ok(None);
+    };
+    let primary = if mr.primary == engine.region() {
+        Some(key.clone())
+    } else {
+        match engine.peer(&mr.primary) {
+            Some(p) => p.store().get_key(&key.key_id)?,
+            None => None,
+        }
+    };
+    let Some(primary) = primary else {
+        return Ok(None);
+    };
+    let mut regions = vec![mr.primary.clone()];
+    regions.extend(
+        primary
+            .multi_region
+            .as_ref()
+            .map(|m| m.replicas.clone())
+            .unwrap_or_default(),
+    );
+    for region in regions {
+        let record = if region == engine.region() {
+            Some(key.clone())
+        } else {
+            match engine.peer(&region) {
+                Some(p) => p.store().get_key(&key.key_id)?,
+                None => None,
+            }
+        };
+        if let Some(d) = record.and_then(|r| r.material_digest) {
+            return Ok(Some(d));
+        }
+    }
+    Ok(None)
+}
+
 /// Refuses an operation that only a primary key allows on a replica.
 pub(crate) fn refuse_replica(engine: &Engine, key: &KeyRecord, what: &str) -> Result<(), KmsError> {
     match primary_region(key) {
@@ -129,6 +170,8 @@ pub(super) fn replicate_key(
     }
     match key.state {
         KeyState::Enabled => {}
+        // A key for imported material may be replicated before its material is imported.
+        KeyState::PendingImport if key.origin == Origin::External => {}
         KeyState::Disabled => {
             return Err(KmsError::new(
                 ErrorCode::DisabledException,
@@ -160,6 +203,7 @@ pub(super) fn replicate_key(
         ));
     }
     let now = engine.now_ms();
+    let external = key.origin == Origin::External;
     let replica = KeyRecord {
         key_id: key.key_id,
         account: key.account.clone(),
@@ -171,7 +215,9 @@ pub(super) fn replicate_key(
         created_at: now,
         deletion_date: None,
         pending_window_days: None,
-        current_version: key.current_version,
+        // Imported material is imported into each key of the set; generated material is
+        // copied.
+        current_version: if external { 0 } else { key.current_version },
         policy: req
             .policy
             .unwrap_or_else(|| default_key_policy(&caller.account)),
@@ -180,7 +226,8 @@ pub(super) fn replicate_key(
         next_rotation_at: key.next_rotation_at,
         expiration_model: None,
         valid_to: None,
-        material_digest: None,
+        // Which material may be imported: that of the set, once any key of it has some.
+        material_digest: key.material_digest.clone(),
         custom_key_store_id: None,
         multi_region: Some(MultiRegion {
             primary: engine.region().to_string(),
@@ -193,7 +240,11 @@ pub(super) fn replicate_key(
     // 1. The replica, Creating, with the current version of the material (what any
     //    ciphertext needs first); 2. the primary lists it; 3. every version, and Enabled.
     // A crash between the steps leaves a Creating replica that the next use finishes.
-    let first = copy_version(engine, &target, &key, key.current_version)?;
+    let first = if external {
+        None
+    } else {
+        copy_version(engine, &target, &key, key.current_version)?
+    };
     target
         .store()
         .create_key(&replica, first.as_ref(), &tags, None)
@@ -421,6 +472,18 @@ impl Engine {
             return Ok(());
         };
         primary_engine.list_replica(id, self.region())?;
+        if replica.origin == Origin::External {
+            // Its material is imported into it: it waits for that.
+            let _guard = self.lock_writes();
+            if let Some(mut replica) = self.store().get_key(id)? {
+                if replica.state == KeyState::Creating {
+                    replica.state = KeyState::PendingImport;
+                    self.store().update_key(&replica)?;
+                }
+            }
+            self.keyring().invalidate_key(id);
+            return Ok(());
+        }
         let mut versions = Vec::new();
         for v in primary_engine.store().list_key_versions(id)? {
             if let Some(copy) = copy_version(&primary_engine, self, &primary, v.version)? {
@@ -457,6 +520,10 @@ impl Engine {
         let Some(key) = self.store().get_key(id)? else {
             return Ok(None);
         };
+        // Imported material is each key's own: it is never taken from another Region.
+        if key.origin != Origin::AwsKms {
+            return Ok(None);
+        }
         match primary_region(&key).filter(|p| *p != self.region()) {
             Some(p) => match self.peer(p) {
                 Some(primary) => primary.material(id, version),

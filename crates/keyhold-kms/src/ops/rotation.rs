@@ -158,6 +158,15 @@ pub(super) fn rotate_key_on_demand(
     let arn = engine.key_arn(&key);
     check_rotatable_on_demand(&key, &arn)?;
     super::refuse_replica(engine, &key, "on-demand rotation")?;
+    if rotates_imported(&key) && key.multi_region.is_some() {
+        return Err(KmsError::new(
+            ErrorCode::UnsupportedOperationException,
+            format!(
+                "{arn} is a multi-Region key with imported key material: its keys share one \
+                 key material, and it does not rotate on demand"
+            ),
+        ));
+    }
     check_rotation_state(&key, &arn)?;
     let on_demand = engine
         .store()
