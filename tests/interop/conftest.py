@@ -1,5 +1,6 @@
 """Fixtures: a real keyhold server (the binary) and clients pointed at it."""
 
+import contextlib
 import json
 import os
 import pathlib
@@ -209,3 +210,36 @@ def two_node_dirs(pg_url, tmp_path):
         shutil.copy(a_dir / f, b_dir / f)
     shutil.copytree(a_dir / "tls", b_dir / "tls")
     return a_dir, b_dir, creds
+
+
+def audit_events(data_dir):
+    """The audit events written to `data_dir`'s log so far, oldest first."""
+    time.sleep(0.5)  # audit writes reach the file within the fsync interval
+    out = []
+    for seg in sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.jsonl")):
+        for line in seg.read_text().splitlines():
+            rec = json.loads(line)
+            if "event" in rec:
+                out.append(rec["event"])
+            elif "eventName" in rec:
+                out.append(rec)
+    return out
+
+
+@contextlib.contextmanager
+def two_accounts(data_dir, *serve_args):
+    """`keyhold init` + `serve` (TLS) on `data_dir`, with a principal in a second account:
+    the server, with `.admin` and `.other` credentials and `.data_dir`."""
+    admin = init_data_dir(data_dir)
+    p = run_keyhold("admin", "principal", "create", "--data-dir", str(data_dir),
+                    "--account", "444455556666", "--name", "other", "--json")
+    assert p.returncode == 0, p.stderr
+    other = json.loads(p.stdout)
+    s = Server(["--data-dir", str(data_dir), *serve_args])
+    s.data_dir = data_dir
+    s.admin = (admin["access_key_id"], admin["secret_access_key"])
+    s.other = (other["access_key_id"], other["secret_access_key"])
+    try:
+        yield s
+    finally:
+        s.stop()

@@ -4,13 +4,13 @@ its own AWS Region, and a multi-Region key's ciphertext opens in every Region of
 
 import base64
 import json
-import pathlib
 import shutil
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, init_data_dir, run_keyhold, two_node_dirs, wait_until
+from conftest import (Server, audit_events, init_data_dir, run_keyhold, two_accounts,
+                      two_node_dirs, wait_until)
 
 US, EU = "us-east-1", "eu-west-1"
 
@@ -23,31 +23,8 @@ def code(excinfo):
 def two_regions(data_dir):
     """`keyhold init` + `serve` over TLS for two Regions, with a principal in a second
     account."""
-    admin = init_data_dir(data_dir)
-    other = json.loads(
-        run_keyhold(
-            "admin", "principal", "create", "--data-dir", str(data_dir),
-            "--account", "444455556666", "--name", "other", "--json",
-        ).stdout
-    )
-    s = Server(["--data-dir", str(data_dir), "--regions", f"{US},{EU}"])
-    s.data_dir = data_dir
-    s.admin = (admin["access_key_id"], admin["secret_access_key"])
-    s.other = (other["access_key_id"], other["secret_access_key"])
-    try:
+    with two_accounts(data_dir, "--regions", f"{US},{EU}") as s:
         yield s
-    finally:
-        s.stop()
-
-
-def audit_events(data_dir):
-    out = []
-    for seg in sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.jsonl")):
-        for line in seg.read_text().splitlines():
-            ev = json.loads(line)
-            if "eventName" in ev:
-                out.append(ev)
-    return out
 
 
 def test_keys_aliases_and_managed_keys_are_per_region(dev):

@@ -17,7 +17,7 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server, aws_cli, init_data_dir, run_keyhold
+from conftest import REGION, Server, audit_events, aws_cli, init_data_dir, run_keyhold
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024
@@ -36,19 +36,6 @@ def s3(dev):
     c = dev.s3()
     c.create_bucket(Bucket="bucket-one")
     return c
-
-
-def audit_events(data_dir):
-    time.sleep(0.5)  # audit writes reach the file within the fsync interval
-    out = []
-    for seg in sorted((pathlib.Path(data_dir) / "audit").glob("segment-*.jsonl")):
-        for line in seg.read_text().splitlines():
-            rec = json.loads(line)
-            if "event" in rec:
-                out.append(rec["event"])
-            elif "eventName" in rec:
-                out.append(rec)
-    return out
 
 
 def test_dev_serves_s3_and_prints_its_endpoint(dev):

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server, aws_cli, keyhold_bin, run_keyhold
+from conftest import REGION, aws_cli, keyhold_bin, run_keyhold, two_accounts
 
 
 def cryptsetup():
@@ -82,21 +82,8 @@ def image_of(data_dir, volume_id):
 @pytest.fixture
 def accounts(data_dir):
     """`keyhold init` + `serve` (TLS), with a principal in a second account."""
-    admin = json.loads(run_keyhold("init", "--data-dir", str(data_dir), "--json").stdout)
-    other = json.loads(
-        run_keyhold(
-            "admin", "principal", "create", "--data-dir", str(data_dir),
-            "--account", "444455556666", "--name", "other", "--json",
-        ).stdout
-    )
-    s = Server(["--data-dir", str(data_dir)])
-    s.data_dir = data_dir
-    s.admin = (admin["access_key_id"], admin["secret_access_key"])
-    s.other = (other["access_key_id"], other["secret_access_key"])
-    try:
+    with two_accounts(data_dir) as s:
         yield s
-    finally:
-        s.stop()
 
 
 def test_boto3_makes_an_encrypted_volume_under_aws_ebs_bound_to_its_id(dev):
