@@ -363,6 +363,11 @@ def test_root_rotation_backup_and_restore_keep_every_regions_keys(data_dir, tmp_
             assert sorted(k["KeyId"] for k in eu.list_keys()["Keys"]) == sorted([kid, eu_only])
         finally:
             s.stop()
+    # The home Region stays first: naming another one first is refused, and says how to fix it.
+    p = run_keyhold("serve", "--data-dir", str(data_dir), "--insecure-http", "--listen",
+                    "127.0.0.1:0", "--regions", f"{EU},{US}")
+    assert p.returncode != 0
+    assert f"home Region is {US}" in p.stderr and f"--regions {US},{EU}" in p.stderr, p.stderr
 
 
 def test_the_encryption_sdk_opens_a_message_with_the_replica_in_another_region(dev, monkeypatch):

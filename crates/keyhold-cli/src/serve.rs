@@ -246,6 +246,39 @@ fn valid_region(r: &str) -> bool {
         && last.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// The file recording a data dir's home Region.
+const HOME_REGION_FILE: &str = "home-region";
+
+/// Refuses to serve a data dir with another home Region than it has served: the rows of the
+/// home Region carry no Region, so naming another Region first would show them (the keys made
+/// before the deployment served several Regions, among others) under that Region's name, and
+/// hide the first one's. Records the home Region on the first start.
+fn check_home_region(data_dir: &std::path::Path, regions: &[String]) -> Result<(), String> {
+    let path = data_dir.join(HOME_REGION_FILE);
+    let home = &regions[0];
+    match std::fs::read_to_string(&path) {
+        Ok(recorded) if recorded.trim() == home => Ok(()),
+        Ok(recorded) => {
+            let recorded = recorded.trim();
+            let mut fixed = vec![recorded.to_string()];
+            fixed.extend(regions.iter().filter(|r| *r != recorded).cloned());
+            Err(format!(
+                "this data dir's home Region is {recorded}, and --region names {home} first: its \
+                 keys are {recorded}'s. Name it first (--regions {}), or remove {} to make {home} \
+                 the home Region (the home Region's keys then show under {home}'s name)",
+                fixed.join(","),
+                path.display()
+            ))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && data_dir.exists() => {
+            keyhold_core::docs::write_atomically(&path, format!("{home}\n").as_bytes())
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(args: ServeArgs) -> Result<(), String> {
     // Log lines are written by a thread of their own: a slow stderr never holds a request.
@@ -367,6 +400,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
         None
     };
     let (root, store) = dir.open()?;
+    check_home_region(&dir.root, &regions)?;
     let store: Arc<dyn keyhold_store::Store> = Arc::from(store);
     let root_for_tls = root.clone();
     let root_for_acme = root.clone();
@@ -999,6 +1033,24 @@ async fn shutdown_signal() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_home_region_is_recorded_and_kept_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        check_home_region(dir.path(), &names(&["us-east-1", "eu-west-1"])).unwrap();
+        let recorded = std::fs::read_to_string(dir.path().join(HOME_REGION_FILE)).unwrap();
+        assert_eq!(recorded, "us-east-1\n");
+        check_home_region(dir.path(), &names(&["us-east-1"])).unwrap();
+        let e = check_home_region(dir.path(), &names(&["eu-west-1", "us-east-1"])).unwrap_err();
+        assert!(e.contains("--regions us-east-1,eu-west-1"), "{e}");
+        let e = check_home_region(dir.path(), &names(&["ap-south-1"])).unwrap_err();
+        assert!(e.contains("--regions us-east-1,ap-south-1"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(HOME_REGION_FILE)).unwrap(),
+            "us-east-1\n"
+        );
+    }
 
     #[test]
     fn region_names() {
