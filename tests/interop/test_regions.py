@@ -182,6 +182,11 @@ def test_a_multi_region_key_across_two_regions(two_regions):
     regions = {(ev["eventName"], ev["awsRegion"]) for ev in events}
     assert ("ReplicateKey", US) in regions and ("UpdatePrimaryRegion", US) in regions
     assert ("Decrypt", EU) in regions
+    # The replica's Region records each synchronization with its primary: its creation, the
+    # rotation setting and the rotation.
+    syncs = [ev for ev in events
+             if ev["eventName"] == "SynchronizeMultiRegionKey" and ev["awsRegion"] == EU]
+    assert len(syncs) >= 3
 
 
 @pytest.mark.parametrize("spec,usage", [

@@ -419,6 +419,19 @@ impl Engine {
         Ok(())
     }
 
+    /// Records in this Region's audit events that the service brought a key of a multi-Region
+    /// set up to date with its primary (CloudTrail's `SynchronizeMultiRegionKey`).
+    fn audit_synchronized(&self, key: &KeyRecord) {
+        self.audit_service_event(
+            "SynchronizeMultiRegionKey",
+            &serde_json::json!({
+                "keyId": self.key_arn(key),
+                "primaryRegion": primary_region(key),
+                "currentKeyVersion": key.current_version,
+            }),
+        );
+    }
+
     /// Completes a handover of the primary that this key began (see UpdatePrimaryRegion).
     pub(crate) fn finish_handover(&self, id: &keyhold_core::ids::KeyId) -> Result<(), KmsError> {
         let Some(key) = self.store().get_key(id)? else {
@@ -504,6 +517,7 @@ impl Engine {
         self.store().replace_material(&replica, &versions)?;
         self.keyring().invalidate_key(id);
         tracing::info!(key_id = %id, region = self.region(), "multi-Region replica created");
+        self.audit_synchronized(&replica);
         Ok(())
     }
 
@@ -578,6 +592,7 @@ impl Engine {
             self.store().update_key(&replica)?;
         }
         self.keyring().invalidate_key(&primary.key_id);
+        self.audit_synchronized(&replica);
         Ok(())
     }
 
