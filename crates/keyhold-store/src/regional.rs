@@ -585,42 +585,14 @@ impl ObjectCatalog for RegionalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use keyhold_core::key::{KeyManager, KeySpec, KeyState, KeyUsage, Origin};
 
-    fn key(id: KeyId, account: &str) -> KeyRecord {
-        KeyRecord {
-            key_id: id,
-            account: account.into(),
-            description: String::new(),
-            key_spec: KeySpec::SymmetricDefault,
-            key_usage: KeyUsage::EncryptDecrypt,
-            origin: Origin::AwsKms,
-            state: KeyState::Enabled,
-            created_at: 1,
-            deletion_date: None,
-            pending_window_days: None,
-            current_version: 1,
-            policy: "{}".into(),
-            key_manager: KeyManager::Customer,
-            rotation_period_days: None,
-            next_rotation_at: None,
-            expiration_model: None,
-            valid_to: None,
-            material_digest: None,
-            custom_key_store_id: None,
-            multi_region: None,
-        }
-    }
-
-    fn version(id: KeyId, wrapped: &[u8]) -> KeyVersionRecord {
-        KeyVersionRecord {
-            key_id: id,
-            version: 1,
-            wrapped_material: wrapped.to_vec(),
-            created_at: 1,
-            rotation_type: None,
-            imported: None,
-        }
+    /// A key of `account` with id `id`, and its first version holding `wrapped`.
+    fn key_with(id: KeyId, account: &str, wrapped: &[u8]) -> (KeyRecord, KeyVersionRecord) {
+        let (mut k, mut v) = crate::conformance::key(account);
+        k.key_id = id;
+        v.key_id = id;
+        v.wrapped_material = wrapped.to_vec();
+        (k, v)
     }
 
     fn views() -> (tempfile::TempDir, RegionalStore, RegionalStore) {
@@ -639,11 +611,10 @@ mod tests {
         let (_d, home, other) = views();
         let a = KeyId::generate();
         let b = KeyId::generate();
-        home.create_key(&key(a, ACCOUNT), Some(&version(a, b"w")), &[], None)
-            .unwrap();
-        other
-            .create_key(&key(b, ACCOUNT), Some(&version(b, b"w")), &[], None)
-            .unwrap();
+        for (view, id) in [(&home, a), (&other, b)] {
+            let (k, v) = key_with(id, ACCOUNT, b"w");
+            view.create_key(&k, Some(&v), &[], None).unwrap();
+        }
         assert!(home.get_key(&b).unwrap().is_none());
         assert!(other.get_key(&a).unwrap().is_none());
         assert_eq!(other.get_key(&b).unwrap().unwrap().account, ACCOUNT);
@@ -671,7 +642,7 @@ mod tests {
         assert_eq!(other.get_alias(ACCOUNT, &name).unwrap().unwrap().target, b);
         // Another Region's key cannot be changed or deleted through this view.
         assert!(matches!(
-            home.update_key(&key(b, ACCOUNT)),
+            home.update_key(&key_with(b, ACCOUNT, b"w").0),
             Err(StoreError::NotFound)
         ));
         assert!(matches!(home.delete_key(&b), Err(StoreError::NotFound)));
@@ -682,11 +653,10 @@ mod tests {
     fn a_multi_region_key_has_one_record_per_region() {
         let (_d, home, other) = views();
         let id = KeyId::generate_multi_region();
-        home.create_key(&key(id, ACCOUNT), Some(&version(id, b"one")), &[], None)
-            .unwrap();
-        other
-            .create_key(&key(id, ACCOUNT), Some(&version(id, b"two")), &[], None)
-            .unwrap();
+        for (view, wrapped) in [(&home, b"one"), (&other, b"two")] {
+            let (k, v) = key_with(id, ACCOUNT, wrapped);
+            view.create_key(&k, Some(&v), &[], None).unwrap();
+        }
         assert_eq!(home.get_key(&id).unwrap().unwrap().key_id, id);
         assert_eq!(other.get_key(&id).unwrap().unwrap().key_id, id);
         assert_eq!(
