@@ -16,7 +16,11 @@ US, EU = "us-east-1", "eu-west-1"
 
 
 def code(excinfo):
-    return excinfo.value.response["Error"]["Code"]
+    return code_of(excinfo.value)
+
+
+def code_of(error):
+    return error.response["Error"]["Code"]
 
 
 @pytest.fixture
@@ -290,6 +294,18 @@ def test_every_postgres_node_serves_every_region(pg_url, tmp_path):
         assert b_eu.decrypt(CiphertextBlob=blob)["Plaintext"] == b"pg"
         assert b_eu.describe_key(KeyId=kid)["KeyMetadata"]["MultiRegionConfiguration"][
             "MultiRegionKeyType"] == "REPLICA"
+        # A change to the replica on one node reaches the other node's cache of it.
+        a.client(*key, region=EU).disable_key(KeyId=kid)
+
+        def refused():
+            try:
+                b_eu.decrypt(CiphertextBlob=blob)
+                return False
+            except ClientError as e:
+                return code_of(e) == "DisabledException"
+
+        assert wait_until(refused, timeout=5)
+        assert a_us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"pg"
         # Keys made on one node in one Region are that Region's on the other node too.
         only_eu = a.client(*key, region=EU).create_key()["KeyMetadata"]["KeyId"]
         assert only_eu in [k["KeyId"] for k in b_eu.list_keys()["Keys"]]

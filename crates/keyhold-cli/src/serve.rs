@@ -445,9 +445,9 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
     let mut failed = 0;
     for engine in served.all() {
         failed += engine.connect_key_stores().map_err(|e| e.message)?;
-        if shared {
-            engine.watch_store();
-        }
+    }
+    if shared {
+        served.watch_store();
     }
     if failed > 0 {
         eprintln!(

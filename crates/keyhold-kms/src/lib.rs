@@ -257,19 +257,14 @@ impl Engine {
         self
     }
 
-    /// Listens for changes other nodes make to the shared store, and forgets the cached state
-    /// they touch at once (the staleness bound stays as the fallback).
-    pub fn watch_store(self: &Arc<Self>) {
-        let weak = Arc::downgrade(self);
-        self.store.watch(Box::new(move |changed| {
-            let Some(engine) = weak.upgrade() else { return };
-            match changed {
-                Some(id) => {
-                    engine.keyring.forget_key(&id);
-                }
-                None => engine.keyring.clear_state(),
-            }
-        }));
+    /// Forgets the cached state of the key whose row (by its stored id) another node changed,
+    /// or all of it when that is not known.
+    pub(crate) fn forget_changed(&self, changed: Option<KeyId>) {
+        match changed {
+            // The stored id's translation is its own inverse.
+            Some(stored) => self.keyring.forget_key(&self.store.stored_id(&stored)),
+            None => self.keyring.clear_state(),
+        }
     }
 
     /// The region.

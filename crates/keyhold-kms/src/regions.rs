@@ -128,6 +128,20 @@ impl Regions {
         })
     }
 
+    /// Listens once for changes other nodes make to the shared store, and makes every
+    /// Region's engine forget the cached state they touch at once (the staleness bound stays as
+    /// the fallback).
+    pub fn watch_store(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.home().store.inner().watch(Box::new(move |changed| {
+            if let Some(regions) = weak.upgrade() {
+                for engine in regions.all() {
+                    engine.forget_changed(changed);
+                }
+            }
+        }));
+    }
+
     /// The home Region's engine (the one the S3 gateway, volumes, console and ACME use).
     pub fn home(&self) -> &Arc<Engine> {
         // The home Region is always among the engines: it is the first name given.
