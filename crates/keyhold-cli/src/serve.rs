@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use keyhold_core::ids::is_region_name;
 use keyhold_core::secret::SecretBytes;
 use keyhold_kms::audit::chain::{Anchor, AuditOptions, ChainedAuditLog, FsyncMode};
 use keyhold_kms::audit::StoreAnchor;
@@ -232,20 +233,6 @@ fn listen_addr(s: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
-fn valid_region(r: &str) -> bool {
-    // ^([a-z]+-){2,3}\d+$
-    let parts: Vec<&str> = r.split('-').collect();
-    let Some((last, words)) = parts.split_last() else {
-        return false;
-    };
-    (2..=3).contains(&words.len())
-        && words
-            .iter()
-            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
-        && !last.is_empty()
-        && last.bytes().all(|b| b.is_ascii_digit())
-}
-
 /// The file recording a data dir's home Region.
 const HOME_REGION_FILE: &str = "home-region";
 
@@ -300,7 +287,7 @@ pub fn run(args: ServeArgs) -> Result<(), String> {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
-    if let Some(bad) = args.region.iter().find(|r| !valid_region(r)) {
+    if let Some(bad) = args.region.iter().find(|r| !is_region_name(r)) {
         return Err(format!("--region {bad:?} is not a valid region name"));
     }
     let mut regions = Vec::new();
@@ -1054,10 +1041,10 @@ mod tests {
 
     #[test]
     fn region_names() {
-        assert!(valid_region("us-east-1"));
-        assert!(valid_region("us-gov-west-1"));
-        assert!(!valid_region("useast1"));
-        assert!(!valid_region("US-east-1"));
-        assert!(!valid_region("us-east-"));
+        assert!(is_region_name("us-east-1"));
+        assert!(is_region_name("us-gov-west-1"));
+        assert!(!is_region_name("useast1"));
+        assert!(!is_region_name("US-east-1"));
+        assert!(!is_region_name("us-east-"));
     }
 }

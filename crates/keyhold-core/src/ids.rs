@@ -235,6 +235,21 @@ pub fn alias_arn(region: &str, account: &str, alias: &AliasName) -> String {
     format!("arn:aws:kms:{region}:{account}:{alias}")
 }
 
+/// True for a Region name of the form AWS's models give it, `^([a-z]+-){2,3}\d+$`
+/// (`us-east-1`, `us-gov-west-1`).
+pub fn is_region_name(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    let Some((last, words)) = parts.split_last() else {
+        return false;
+    };
+    (2..=3).contains(&words.len())
+        && words
+            .iter()
+            .all(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()))
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// True for a 12-digit AWS account id.
 pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())

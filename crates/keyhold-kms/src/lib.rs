@@ -566,18 +566,16 @@ impl Engine {
         let due = self.store.keys_due_for_deletion(self.clock.now_ms())?;
         let mut deleted = 0;
         for id in &due {
+            let record = self.store.get_key(id).ok().flatten();
             // A key of a custom key store: its AES key is destroyed inside the token too (when
             // the store is connected; otherwise it stays there, unusable, as an orphan).
-            if let Ok(Some(rec)) = self.store.get_key(id) {
-                if let Some(store) = &rec.custom_key_store_id {
-                    if let Some(keystores::Connection::Connected(t)) = self.key_stores.get(store) {
-                        if let Err(e) = t.destroy_key(&keystores::hsm_label(id)) {
-                            tracing::warn!(key_id = %id, error = %e, "HSM key not destroyed");
-                        }
+            if let Some(store) = record.as_ref().and_then(|r| r.custom_key_store_id.as_ref()) {
+                if let Some(keystores::Connection::Connected(t)) = self.key_stores.get(store) {
+                    if let Err(e) = t.destroy_key(&keystores::hsm_label(id)) {
+                        tracing::warn!(key_id = %id, error = %e, "HSM key not destroyed");
                     }
                 }
             }
-            let record = self.store.get_key(id).ok().flatten();
             match self.store.delete_key(id) {
                 Ok(()) => {
                     deleted += 1;
@@ -675,7 +673,9 @@ impl Engine {
         let mut rec = self.key_record(&id)?.filter(named);
         // A replica left Creating, or a primary's handover left half-way (by a crash during
         // ReplicateKey or UpdatePrimaryRegion), is finished on first use (never under the write
-        // lock: requests resolve their key before taking it).
+        // lock: requests resolve their key before taking it). A replica whose primary's Region
+        // stopped half-way finishes it when it is described (`ops::multiregion::configuration`),
+        // off the cryptographic path.
         if let Some(r) = rec.clone() {
             if r.state == keyhold_core::key::KeyState::Creating {
                 self.finish_replica(&id)?;
@@ -683,19 +683,6 @@ impl Engine {
             } else if ops::handing_over(self, &r) {
                 self.finish_handover(&id)?;
                 rec = self.key_record(&id)?.filter(named);
-            } else if let Some(primary) = r
-                .multi_region
-                .as_ref()
-                .filter(|m| m.primary != self.region)
-                .and_then(|m| self.peer(&m.primary))
-            {
-                // The Region this replica names as primary may be the one handing over.
-                if let Some(p) = primary.key_record(&id)? {
-                    if ops::handing_over(&primary, &p) {
-                        primary.finish_handover(&id)?;
-                        rec = self.key_record(&id)?.filter(named);
-                    }
-                }
             }
         }
         rec.ok_or_else(|| {

@@ -181,35 +181,59 @@ mod tests {
     use serde_json::{json, Value};
 
     struct Fixture {
-        _dir: tempfile::TempDir,
+        _dir: Arc<tempfile::TempDir>,
         regions: Arc<Regions>,
         clock: Arc<ManualClock>,
         store: Arc<dyn Store>,
+        root: Arc<dyn RootKey>,
+    }
+
+    /// Engines for three Regions over one store, root and clock.
+    fn engines(
+        store: &Arc<dyn Store>,
+        root: &Arc<dyn RootKey>,
+        clock: &Arc<ManualClock>,
+    ) -> Arc<Regions> {
+        Regions::new(
+            &["us-east-1".into(), "eu-west-1".into(), "ap-south-1".into()],
+            Shared {
+                store: store.clone(),
+                root: root.clone(),
+                clock: clock.clone(),
+                audit: Arc::new(MemoryAuditLog::default()),
+                dev: None,
+            },
+            |e| e,
+        )
+    }
+
+    impl Fixture {
+        /// New engines over this fixture's store, root and clock, with nothing cached (as
+        /// after a restart).
+        fn restarted(&self) -> Fixture {
+            Fixture {
+                _dir: self._dir.clone(),
+                regions: engines(&self.store, &self.root, &self.clock),
+                clock: self.clock.clone(),
+                store: self.store.clone(),
+                root: self.root.clone(),
+            }
+        }
     }
 
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(keyhold_store::SqliteStore::open(&dir.path().join("k.db")).unwrap());
-        let root =
+        let root: Arc<dyn RootKey> =
             Arc::new(keyhold_hsm::FileRootKey::create(&dir.path().join("root.key")).unwrap());
         let clock = Arc::new(ManualClock::new(1_800_000_000_000));
-        let regions = Regions::new(
-            &["us-east-1".into(), "eu-west-1".into(), "ap-south-1".into()],
-            Shared {
-                store: store.clone(),
-                root,
-                clock: clock.clone(),
-                audit: Arc::new(MemoryAuditLog::default()),
-                dev: None,
-            },
-            |e| e,
-        );
         Fixture {
-            _dir: dir,
-            regions,
+            _dir: Arc::new(dir),
+            regions: engines(&store, &root, &clock),
             clock,
             store,
+            root,
         }
     }
 
@@ -380,23 +404,7 @@ mod tests {
         primary.multi_region.as_mut().unwrap().replicas.clear();
         us.update_key(&primary).unwrap();
         // A restart: engines with nothing cached.
-        let root = keyhold_hsm::FileRootKey::load(&f._dir.path().join("root.key")).unwrap();
-        let again = Fixture {
-            regions: Regions::new(
-                &["us-east-1".into(), "eu-west-1".into()],
-                Shared {
-                    store: f.store.clone(),
-                    root: Arc::new(root),
-                    clock: f.clock.clone(),
-                    audit: Arc::new(MemoryAuditLog::default()),
-                    dev: None,
-                },
-                |e| e,
-            ),
-            clock: f.clock.clone(),
-            store: f.store.clone(),
-            _dir: tempfile::tempdir().unwrap(),
-        };
+        let again = f.restarted();
         assert_eq!(state(&again, "eu-west-1", &id), "Enabled");
         let md = &call(&again, "us-east-1", "DescribeKey", json!({"KeyId": id})).unwrap()
             ["KeyMetadata"]["MultiRegionConfiguration"];
@@ -486,7 +494,7 @@ mod tests {
         let lone = Engine::new(
             "us-east-1",
             f.store.clone(),
-            Arc::new(keyhold_hsm::FileRootKey::load(&f._dir.path().join("root.key")).unwrap()),
+            f.root.clone(),
             f.clock.clone(),
             Arc::new(MemoryAuditLog::default()),
             None,

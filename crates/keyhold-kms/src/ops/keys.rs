@@ -156,7 +156,7 @@ pub(crate) fn lockout_check(
     }
 }
 
-fn unsupported(what: String) -> KmsError {
+pub(super) fn unsupported(what: String) -> KmsError {
     KmsError::new(ErrorCode::UnsupportedOperationException, what)
 }
 

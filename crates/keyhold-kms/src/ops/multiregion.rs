@@ -9,12 +9,12 @@
 
 use std::sync::Arc;
 
-use keyhold_core::ids::key_arn;
+use keyhold_core::ids::{is_region_name, key_arn};
 use keyhold_core::key::{KeyManager, KeyState, Origin};
 use keyhold_core::policy::default_key_policy;
 use keyhold_store::{KeyRecord, KeyVersionRecord, MultiRegion};
 
-use super::keys::{check_policy, lockout_check, metadata};
+use super::keys::{check_policy, lockout_check, metadata, unsupported};
 use super::tags::validate_tags;
 use crate::api::{
     EmptyResponse, MultiRegionConfiguration, MultiRegionKey, ReplicateKeyRequest,
@@ -27,22 +27,9 @@ use crate::principal::Principal;
 use crate::validate::{required, str_len};
 use crate::{CallRecord, Engine};
 
-fn unsupported(what: String) -> KmsError {
-    KmsError::new(ErrorCode::UnsupportedOperationException, what)
-}
-
-/// Checks a Region name as AWS's model does (`^([a-z]+-){2,3}\d+$`, 1 to 32 characters).
+/// Checks a Region name as AWS's model does (the pattern, and 1 to 32 characters).
 fn check_region(region: &str, field: &str) -> Result<(), KmsError> {
-    let parts: Vec<&str> = region.split('-').collect();
-    let ok = region.len() <= 32
-        && (3..=4).contains(&parts.len())
-        && parts[..parts.len() - 1]
-            .iter()
-            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
-        && parts
-            .last()
-            .is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-    if ok {
+    if region.len() <= 32 && is_region_name(region) {
         Ok(())
     } else {
         Err(KmsError::validation(format!(
@@ -65,9 +52,20 @@ pub(crate) fn configuration(engine: &Engine, key: &KeyRecord) -> Option<MultiReg
         mr.replicas.clone()
     } else {
         // The primary's record lists the replicas; a Region no longer served shows none.
-        engine
-            .peer(&mr.primary)
-            .and_then(|p| p.key_record(&key.key_id).ok().flatten())
+        let primary = engine.peer(&mr.primary);
+        let record = primary
+            .as_ref()
+            .and_then(|p| p.key_record(&key.key_id).ok().flatten());
+        // The Region this replica names as primary may have stopped half-way through handing
+        // over (UpdatePrimaryRegion): finish it, and describe the key as it then is.
+        if let (Some(p), Some(r)) = (&primary, &record) {
+            if handing_over(p, r) && p.finish_handover(&key.key_id).is_ok() {
+                if let Ok(Some(now)) = engine.key_record(&key.key_id) {
+                    return configuration(engine, &now);
+                }
+            }
+        }
+        record
             .and_then(|p| p.multi_region.clone())
             .map(|m| m.replicas)
             .unwrap_or_else(|| vec![engine.region().to_string()])
@@ -578,19 +576,16 @@ impl Engine {
         if replica.state == KeyState::Creating {
             return Ok(());
         }
-        replica.rotation_period_days = primary.rotation_period_days;
-        replica.next_rotation_at = primary.next_rotation_at;
-        let mut changed = false;
         for version in replica.current_version + 1..=primary.current_version {
             if let Some(v) = copy_version(from, self, primary, version)? {
                 replica.current_version = version;
                 self.store().add_key_version(&replica, &v)?;
-                changed = true;
             }
         }
-        if !changed {
-            self.store().update_key(&replica)?;
-        }
+        // The rotation schedule (adding a version writes only part of it).
+        replica.rotation_period_days = primary.rotation_period_days;
+        replica.next_rotation_at = primary.next_rotation_at;
+        self.store().update_key(&replica)?;
         self.keyring().invalidate_key(&primary.key_id);
         self.audit_synchronized(&replica);
         Ok(())
