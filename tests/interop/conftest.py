@@ -38,6 +38,11 @@ def aws_cli():
     return str(local) if local.exists() else (shutil.which("aws") or "aws")
 
 
+def err(excinfo):
+    """The AWS error code of the ClientError a `pytest.raises` caught."""
+    return excinfo.value.response["Error"]["Code"]
+
+
 class Server:
     """A `keyhold serve` process on a free loopback port."""
 

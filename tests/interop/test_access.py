@@ -6,11 +6,7 @@ import json
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, run_keyhold
-
-
-def err(excinfo):
-    return excinfo.value.response["Error"]["Code"]
+from conftest import Server, err, run_keyhold
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@
 import pytest
 from botocore.exceptions import ClientError
 
-
-def err(excinfo):
-    return excinfo.value.response["Error"]["Code"]
+from conftest import err
 
 
 def test_create_describe_list(kms):

@@ -11,17 +11,13 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import Server, init_data_dir, run_keyhold, two_node_dirs, wait_until
+from conftest import Server, err, init_data_dir, run_keyhold, two_node_dirs, wait_until
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 CLUSTER = "cluster-abcdefghijk"
 OTHER = "cluster-bcdefghijkl"
 PIN = "7654321"
 ANCHOR = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-
-
-def err(excinfo):
-    return excinfo.value.response["Error"]["Code"]
 
 
 @pytest.fixture

@@ -8,9 +8,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding
 from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
 
-
-def err(excinfo):
-    return excinfo.value.response["Error"]["Code"]
+from conftest import err
 
 
 def wrap(params, alg, material):

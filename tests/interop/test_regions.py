@@ -9,18 +9,10 @@ import shutil
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import (Server, audit_events, init_data_dir, run_keyhold, two_accounts,
+from conftest import (Server, audit_events, err, init_data_dir, run_keyhold, two_accounts,
                       two_node_dirs, wait_until)
 
 US, EU = "us-east-1", "eu-west-1"
-
-
-def code(excinfo):
-    return code_of(excinfo.value)
-
-
-def code_of(error):
-    return error.response["Error"]["Code"]
 
 
 @pytest.fixture
@@ -38,10 +30,10 @@ def test_keys_aliases_and_managed_keys_are_per_region(dev):
     assert a["MultiRegion"] is False and "MultiRegionConfiguration" not in a
     with pytest.raises(ClientError) as e:
         eu.describe_key(KeyId=a["KeyId"])
-    assert code(e) == "NotFoundException"
+    assert err(e) == "NotFoundException"
     with pytest.raises(ClientError) as e:
         eu.encrypt(KeyId=a["Arn"], Plaintext=b"x")
-    assert code(e) == "NotFoundException"
+    assert err(e) == "NotFoundException"
     b = eu.create_key(Description="in eu")["KeyMetadata"]
     assert b["Arn"].startswith(f"arn:aws:kms:{EU}:")
     assert [k["KeyId"] for k in eu.list_keys()["Keys"]] == [b["KeyId"]]
@@ -57,7 +49,7 @@ def test_keys_aliases_and_managed_keys_are_per_region(dev):
     blob = us.encrypt(KeyId="alias/app", Plaintext=b"secret")["CiphertextBlob"]
     with pytest.raises(ClientError) as e:
         eu.decrypt(CiphertextBlob=blob)
-    assert code(e) == "InvalidCiphertextException"
+    assert err(e) == "InvalidCiphertextException"
     # AWS managed keys are per account and Region.
     m_us = us.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
     m_eu = eu.describe_key(KeyId="alias/aws/ebs")["KeyMetadata"]
@@ -79,7 +71,7 @@ def test_a_region_not_served_is_refused(two_regions):
     bad = s.client(*s.admin, region="ap-south-1")
     with pytest.raises(ClientError) as e:
         bad.list_keys()
-    assert code(e) == "InvalidSignatureException"
+    assert err(e) == "InvalidSignatureException"
     assert "ap-south-1" in e.value.response["Error"]["Message"]
     # The two Regions served keep each account's keys apart as well.
     us_admin, eu_other = s.client(*s.admin, region=US), s.client(*s.other, region=EU)
@@ -87,7 +79,7 @@ def test_a_region_not_served_is_refused(two_regions):
     assert eu_other.list_keys()["Keys"] == []
     with pytest.raises(ClientError) as e:
         eu_other.describe_key(KeyId=k["Arn"])
-    assert code(e) == "NotFoundException"
+    assert err(e) == "NotFoundException"
 
 
 def test_a_multi_region_key_across_two_regions(two_regions):
@@ -135,12 +127,12 @@ def test_a_multi_region_key_across_two_regions(two_regions):
     assert us.encrypt(KeyId=kid, Plaintext=b"still")["CiphertextBlob"]
     with pytest.raises(ClientError) as e:
         eu.decrypt(CiphertextBlob=before, EncryptionContext={"app": "x"})
-    assert code(e) == "DisabledException"
+    assert err(e) == "DisabledException"
     eu.enable_key(KeyId=kid)
     eu.create_alias(AliasName="alias/dr", TargetKeyId=kid)
     with pytest.raises(ClientError) as e:
         us.describe_key(KeyId="alias/dr")
-    assert code(e) == "NotFoundException"
+    assert err(e) == "NotFoundException"
 
     # Rotation is the primary's; its new material reaches the replica.
     us.enable_key_rotation(KeyId=kid)
@@ -149,7 +141,7 @@ def test_a_multi_region_key_across_two_regions(two_regions):
                lambda: eu.enable_key_rotation(KeyId=kid)):
         with pytest.raises(ClientError) as e:
             op()
-        assert code(e) == "UnsupportedOperationException"
+        assert err(e) == "UnsupportedOperationException"
     us.rotate_key_on_demand(KeyId=kid)
     assert len(eu.list_key_rotations(KeyId=kid)["Rotations"]) == 1
     after = us.encrypt(KeyId=kid, Plaintext=b"rotated")["CiphertextBlob"]
@@ -167,7 +159,7 @@ def test_a_multi_region_key_across_two_regions(two_regions):
     eu.rotate_key_on_demand(KeyId=kid)
     with pytest.raises(ClientError) as e:
         us.rotate_key_on_demand(KeyId=kid)
-    assert code(e) == "UnsupportedOperationException"
+    assert err(e) == "UnsupportedOperationException"
     newest = eu.encrypt(KeyId=kid, Plaintext=b"newest")["CiphertextBlob"]
     assert us.decrypt(CiphertextBlob=newest)["Plaintext"] == b"newest"
 
@@ -228,7 +220,7 @@ def test_bad_multi_region_requests_get_awss_errors_and_change_nothing(two_region
     def fails(expected, fn, **kw):
         with pytest.raises(ClientError) as e:
             fn(**kw)
-        assert code(e) == expected, e.value.response["Error"]
+        assert err(e) == expected, e.value.response["Error"]
 
     fails("UnsupportedOperationException", us.replicate_key, KeyId=single, ReplicaRegion=EU)
     fails("ValidationException", us.replicate_key, KeyId=mrk, ReplicaRegion=US)
@@ -302,7 +294,7 @@ def test_every_postgres_node_serves_every_region(pg_url, tmp_path):
                 b_eu.decrypt(CiphertextBlob=blob)
                 return False
             except ClientError as e:
-                return code_of(e) == "DisabledException"
+                return e.response["Error"]["Code"] == "DisabledException"
 
         assert wait_until(refused, timeout=5)
         assert a_us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"pg"
@@ -327,10 +319,10 @@ def test_policies_see_the_replica_region_and_the_key_type(dev):
     us.put_key_policy(KeyId=kid, PolicyName="default", Policy=json.dumps(policy))
     with pytest.raises(ClientError) as e:
         us.replicate_key(KeyId=kid, ReplicaRegion="ap-southeast-2")
-    assert code(e) == "AccessDeniedException"
+    assert err(e) == "AccessDeniedException"
     with pytest.raises(ClientError) as e:
         dev.client(region="ap-southeast-2").describe_key(KeyId=kid)
-    assert code(e) == "NotFoundException"
+    assert err(e) == "NotFoundException"
     # The replica's own policy: no decryption by replicas (kms:MultiRegionKeyType).
     replica_policy = json.loads(us.get_key_policy(KeyId=kid, PolicyName="default")["Policy"])
     replica_policy["Statement"] = [s for s in replica_policy["Statement"] if s.get("Sid") != "NotToSydney"]
@@ -343,7 +335,7 @@ def test_policies_see_the_replica_region_and_the_key_type(dev):
     blob = eu.encrypt(KeyId=kid, Plaintext=b"p")["CiphertextBlob"]
     with pytest.raises(ClientError) as e:
         eu.decrypt(CiphertextBlob=blob)
-    assert code(e) == "AccessDeniedException"
+    assert err(e) == "AccessDeniedException"
     assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"p"
 
 
@@ -454,7 +446,7 @@ def test_a_multi_region_key_with_imported_material(dev):
     # Other material is refused in every key of the set, and changes nothing.
     with pytest.raises(ClientError) as e:
         import_material(us, kid, os.urandom(32))
-    assert code(e) == "IncorrectKeyMaterialException"
+    assert err(e) == "IncorrectKeyMaterialException"
     assert us.describe_key(KeyId=kid)["KeyMetadata"]["KeyState"] == "PendingImport"
     import_material(us, kid, material)
     blob = eu.encrypt(KeyId=kid, Plaintext=b"byok")["CiphertextBlob"]
@@ -464,19 +456,19 @@ def test_a_multi_region_key_with_imported_material(dev):
     ap = dev.client(region="ap-south-1")
     with pytest.raises(ClientError) as e:
         import_material(ap, kid, os.urandom(32))
-    assert code(e) == "IncorrectKeyMaterialException"
+    assert err(e) == "IncorrectKeyMaterialException"
     import_material(ap, kid, material)
     assert ap.decrypt(CiphertextBlob=blob)["Plaintext"] == b"byok"
     # Each key's material is its own to delete; the others keep working.
     eu.delete_imported_key_material(KeyId=kid)
     with pytest.raises(ClientError) as e:
         eu.decrypt(CiphertextBlob=blob)
-    assert code(e) == "KMSInvalidStateException"
+    assert err(e) == "KMSInvalidStateException"
     assert us.decrypt(CiphertextBlob=blob)["Plaintext"] == b"byok"
     # One material for the set: no new material, no on-demand rotation.
     with pytest.raises(ClientError) as e:
         import_material(us, kid, os.urandom(32), ImportType="NEW_KEY_MATERIAL")
-    assert code(e) == "IncorrectKeyMaterialException"
+    assert err(e) == "IncorrectKeyMaterialException"
     with pytest.raises(ClientError) as e:
         us.rotate_key_on_demand(KeyId=kid)
-    assert code(e) == "UnsupportedOperationException"
+    assert err(e) == "UnsupportedOperationException"

@@ -17,14 +17,10 @@ import urllib.request
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, Server, audit_events, aws_cli, init_data_dir, run_keyhold
+from conftest import REGION, Server, audit_events, aws_cli, err, init_data_dir, run_keyhold
 
 MIB = 1024 * 1024
 CHUNK = 64 * 1024
-
-
-def code(excinfo):
-    return excinfo.value.response["Error"]["Code"]
 
 
 def status(excinfo):
@@ -105,7 +101,7 @@ def test_sse_kms_with_aws_s3_and_with_a_customer_key(dev, s3):
     # The managed key is usable only through S3.
     with pytest.raises(ClientError) as e:
         kms.encrypt(KeyId="alias/aws/s3", Plaintext=b"x")
-    assert code(e) == "AccessDeniedException"
+    assert err(e) == "AccessDeniedException"
 
 
 def test_bucket_keys_make_few_kms_calls(dev, s3):
@@ -148,7 +144,7 @@ def test_range_reads_straddle_chunk_boundaries(s3):
         assert got["ResponseMetadata"]["HTTPStatusCode"] == 206
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="bucket-one", Key="r", Range=f"bytes={len(body)}-")
-    assert code(e) == "InvalidRange" and status(e) == 416
+    assert err(e) == "InvalidRange" and status(e) == 416
 
 
 def test_tampered_stored_bytes_are_never_returned(dev, s3):
@@ -188,10 +184,10 @@ def test_a_disabled_key_stops_reads_and_writes(dev, s3):
     kms.disable_key(KeyId=key)
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="bucket-one", Key="d")
-    assert code(e) == "KMS.DisabledException" and status(e) == 400
+    assert err(e) == "KMS.DisabledException" and status(e) == 400
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket="bucket-one", Key="d2", Body=b"x", ServerSideEncryption="aws:kms", SSEKMSKeyId=key)
-    assert code(e) == "KMS.DisabledException"
+    assert err(e) == "KMS.DisabledException"
     with pytest.raises(ClientError):
         s3.head_object(Bucket="bucket-one", Key="d2")
     kms.enable_key(KeyId=key)
@@ -199,7 +195,7 @@ def test_a_disabled_key_stops_reads_and_writes(dev, s3):
     kms.schedule_key_deletion(KeyId=key, PendingWindowInDays=7)
     with pytest.raises(ClientError) as e:
         s3.get_object(Bucket="bucket-one", Key="d")
-    assert code(e) == "KMS.KMSInvalidStateException"
+    assert err(e) == "KMS.KMSInvalidStateException"
 
 
 @pytest.fixture
@@ -232,19 +228,19 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
     ):
         with pytest.raises(ClientError) as e:
             call()
-        assert code(e) == "AccessDenied", call
+        assert err(e) == "AccessDenied", call
     with pytest.raises(ClientError) as e:
         theirs.create_bucket(Bucket="private-bucket")
-    assert code(e) == "BucketAlreadyExists"
+    assert err(e) == "BucketAlreadyExists"
     with pytest.raises(ClientError) as e:
         mine.create_bucket(Bucket="private-bucket")
-    assert code(e) == "BucketAlreadyOwnedByYou"
+    assert err(e) == "BucketAlreadyOwnedByYou"
     assert theirs.list_buckets()["Buckets"] == []
     # ExpectedBucketOwner: the right account passes, another is refused.
     assert mine.head_object(Bucket="private-bucket", Key="x", ExpectedBucketOwner="111122223333")
     with pytest.raises(ClientError) as e:
         mine.get_object(Bucket="private-bucket", Key="x", ExpectedBucketOwner="444455556666")
-    assert code(e) == "AccessDenied"
+    assert err(e) == "AccessDenied"
 
     # SSE-C: the key is needed (and checked) on every read; it is never stored.
     key = os.urandom(32)
@@ -258,7 +254,7 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
     assert mine.head_object(Bucket="private-bucket", Key="c", **sse_c)["ContentLength"] == 13
     with pytest.raises(ClientError) as e:
         mine.get_object(Bucket="private-bucket", Key="c")
-    assert code(e) == "InvalidRequest" and status(e) == 400
+    assert err(e) == "InvalidRequest" and status(e) == 400
     with pytest.raises(ClientError) as e:
         mine.get_object(Bucket="private-bucket", Key="c", SSECustomerAlgorithm="AES256", SSECustomerKey=other)
     assert status(e) == 403
@@ -267,7 +263,7 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
     assert status(e) == 400
     with pytest.raises(ClientError) as e:
         mine.get_object(Bucket="private-bucket", Key="x", **sse_c)
-    assert code(e) == "InvalidRequest"
+    assert err(e) == "InvalidRequest"
     for f in pathlib.Path(s.data_dir).rglob("*"):
         if f.is_file():
             assert key not in f.read_bytes(), f
@@ -282,7 +278,7 @@ def test_another_account_is_refused_and_sse_c_works_over_tls(two_accounts):
     ):
         with pytest.raises(ClientError) as e:
             mine.put_object(Bucket="private-bucket", Key="bad-c", Body=b"x", **extra)
-        assert (code(e), status(e)) == ("InvalidArgument", 400), extra
+        assert (err(e), status(e)) == ("InvalidArgument", 400), extra
     with pytest.raises(ClientError) as e:
         mine.head_object(Bucket="private-bucket", Key="bad-c", **sse_c)
     assert status(e) == 404
@@ -302,7 +298,7 @@ def test_sse_c_over_plain_http_is_refused(s3):
     with pytest.raises(ClientError) as e:
         s3.put_object(Bucket="bucket-one", Key="c", Body=b"x",
                       SSECustomerAlgorithm="AES256", SSECustomerKey=os.urandom(32))
-    assert code(e) == "InvalidRequest" and status(e) == 400
+    assert err(e) == "InvalidRequest" and status(e) == 400
     with pytest.raises(ClientError):
         s3.head_object(Bucket="bucket-one", Key="c")
 
@@ -329,7 +325,7 @@ def test_multipart_copy_and_reencryption(dev, s3):
     # Copying onto itself without a change is refused; with a new mode it re-encrypts.
     with pytest.raises(ClientError) as e:
         s3.copy_object(Bucket="bucket-one", Key="big-s3", CopySource="bucket-one/big-s3")
-    assert code(e) == "InvalidRequest"
+    assert err(e) == "InvalidRequest"
     # UploadPartCopy, ListParts, ListMultipartUploads, Abort.
     up = s3.create_multipart_upload(Bucket="bucket-one", Key="assembled")["UploadId"]
     p1 = s3.upload_part_copy(Bucket="bucket-one", Key="assembled", UploadId=up, PartNumber=1,
@@ -347,7 +343,7 @@ def test_multipart_copy_and_reencryption(dev, s3):
     s3.abort_multipart_upload(Bucket="bucket-one", Key="dropped", UploadId=up)
     with pytest.raises(ClientError) as e:
         s3.list_parts(Bucket="bucket-one", Key="dropped", UploadId=up)
-    assert code(e) == "NoSuchUpload"
+    assert err(e) == "NoSuchUpload"
     assert "Uploads" not in s3.list_multipart_uploads(Bucket="bucket-one")
 
 
@@ -396,7 +392,7 @@ def test_listing_tagging_delete_and_conditions(s3):
     assert len(r["Deleted"]) == len(keys) + 1
     with pytest.raises(ClientError) as e:
         s3.delete_bucket(Bucket="bucket-one")
-    assert code(e) == "BucketNotEmpty"
+    assert err(e) == "BucketNotEmpty"
     s3.delete_object(Bucket="bucket-one", Key="tagged")
     s3.delete_bucket(Bucket="bucket-one")
     with pytest.raises(ClientError) as e:
@@ -451,7 +447,7 @@ def test_bad_input_gets_s3_errors(dev, s3):
     for call, want, st in cases:
         with pytest.raises(ClientError) as e:
             call()
-        assert (code(e), status(e)) == (want, st), want
+        assert (err(e), status(e)) == (want, st), want
     # None of them wrote anything.
     assert "Contents" not in s3.list_objects_v2(Bucket="bucket-one")
 
@@ -468,13 +464,13 @@ def test_bad_input_gets_s3_errors(dev, s3):
         with pytest.raises(ClientError) as e:
             s3.complete_multipart_upload(Bucket="bucket-one", Key="mp", UploadId=up,
                                          MultipartUpload={"Parts": parts})
-        assert code(e) == want
+        assert err(e) == want
     with pytest.raises(ClientError) as e:
         s3.upload_part(Bucket="bucket-one", Key="mp", UploadId=up, PartNumber=10001, Body=b"x")
-    assert code(e) == "InvalidArgument"
+    assert err(e) == "InvalidArgument"
     with pytest.raises(ClientError) as e:
         s3.upload_part(Bucket="bucket-one", Key="mp", UploadId="nope", PartNumber=1, Body=b"x")
-    assert code(e) == "NoSuchUpload"
+    assert err(e) == "NoSuchUpload"
     # A single (last) part may be small.
     s3.complete_multipart_upload(Bucket="bucket-one", Key="mp", UploadId=up,
                                  MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": e1}]})
@@ -539,10 +535,10 @@ def test_malformed_xml_and_short_bodies(dev, s3):
 def test_bad_signatures_and_anonymous_requests_are_refused(dev, s3):
     with pytest.raises(ClientError) as e:
         dev.s3(secret="wrong").list_buckets()
-    assert code(e) == "SignatureDoesNotMatch" and status(e) == 403
+    assert err(e) == "SignatureDoesNotMatch" and status(e) == 403
     with pytest.raises(ClientError) as e:
         dev.s3(access_key="AKIANOSUCHKEY").list_buckets()
-    assert code(e) == "InvalidAccessKeyId"
+    assert err(e) == "InvalidAccessKeyId"
     req = urllib.request.Request(dev.s3_endpoint + "/bucket-one?AWSAccessKeyId=test&Signature=x&Expires=9999999999")
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req)

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import REGION, aws_cli, keyhold_bin, run_keyhold, two_accounts
+from conftest import REGION, aws_cli, err, keyhold_bin, run_keyhold, two_accounts
 
 
 def cryptsetup():
@@ -26,10 +26,6 @@ def tools():
     if not cryptsetup():
         pytest.skip("SKIP: cryptsetup is not installed (the test command installs the Debian "
                     "package cryptsetup-bin when it runs as root)")
-
-
-def err(excinfo):
-    return excinfo.value.response["Error"]["Code"]
 
 
 def ec2_client(server, access_key="test", secret="test"):
